@@ -1,0 +1,242 @@
+"""Typed run configuration: frozen dataclasses, YAML presets and ``--set key=value`` overrides.
+
+A config has sections (``model``, ``data``, ``search``); their keys equal the constructor
+and loop argument names they feed. ``load_config`` reads a YAML file (``yaml.safe_load``,
+nothing evaluated), applies overrides, and rejects unknown keys and wrong types with one
+error naming the file and the key. No inheritance between presets: each is its own file.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from autodeeplab.ops import PRIMITIVES
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "SearchModelConfig",
+    "SearchLoopConfig",
+    "SearchConfig",
+    "load_config",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class SearchModelConfig:
+    """The supernet: :class:`autodeeplab.search.SearchNetwork` arguments."""
+
+    num_layers: int = 12
+    num_blocks: int = 5
+    filter_multiplier: int = 8
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    primitives: tuple[str, ...] = PRIMITIVES
+    affine: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, at what crop, and how it is loaded."""
+
+    spec: str = "synthetic"
+    crop: int = 64
+    train_samples: int | None = None
+    val_samples: int | None = None
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class SearchLoopConfig:
+    """The first-order bi-level search (paper §4.2, §5.1)."""
+
+    epochs: int = 40
+    batch_size: int = 2
+    arch_start_epoch: int = 20
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    arch_lr: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    split_fraction: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    tensorboard: bool = True
+    keep_checkpoints: int = 2
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything an ``autodeeplab search`` run needs."""
+
+    model: SearchModelConfig = field(default_factory=SearchModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchLoopConfig = field(default_factory=SearchLoopConfig)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-ready dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints pass as floats, lists as tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
+    """Return ``cfg`` updated from the nested mapping ``data``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: section '{prefix or 'top level'}' must be a mapping")
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in fields(cfg)}
+    updates = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown key '{dotted}'; valid keys here: {', '.join(sorted(names))}"
+            )
+        current = getattr(cfg, key)
+        if is_dataclass(current):
+            updates[key] = _merge(current, value, where, f"{dotted}.")
+        else:
+            updates[key] = _coerce(value, hints[key], f"{where}: key '{dotted}'")
+    return replace(cfg, **updates)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set search.epochs=10")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _resolve_key(cfg: Any, parts: list[str], text: str) -> list[str]:
+    """Full dotted path of an override; a bare leaf name is accepted when unambiguous."""
+    if len(parts) > 1:
+        return parts
+    matches = [
+        [f.name, parts[0]]
+        for f in fields(cfg)
+        if is_dataclass(getattr(cfg, f.name))
+        and parts[0] in {g.name for g in fields(getattr(cfg, f.name))}
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        options = ", ".join(".".join(m) for m in matches)
+        raise ConfigError(f"--set {text!r}: ambiguous key, use one of {options}")
+    return parts
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: T | None = None,
+) -> T:
+    """Defaults (``base``, a SearchConfig by default) <- YAML file <- ``overrides``."""
+    cfg: Any = base if base is not None else SearchConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: config file not found; pass a YAML file from configs/")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{p}: not valid YAML ({first})") from None
+        if data is not None:
+            cfg = _merge(cfg, data, str(p))
+    for text in overrides:
+        parts, value = _parse_override(text)
+        parts = _resolve_key(cfg, parts, text)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        cfg = _merge(cfg, nested, f"--set {text}")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], base: T, where: str = "config") -> T:
+    """Rebuild a config from :func:`config_to_dict` output (e.g. stored in a checkpoint)."""
+    return _merge(base, data, where)
+
+
+def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, p)

@@ -1,0 +1,1 @@
+"""The loops: search, (re)training and evaluation, with seeding, logging and resume."""

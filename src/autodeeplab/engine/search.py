@@ -1,0 +1,387 @@
+"""The first-order bi-level architecture search (paper §4.2, §5.1; SPEC.md §3).
+
+Each iteration: one SGD step on the weights w with a trainA batch, then (from
+``arch_start_epoch`` on) one Adam step on alpha and beta with a trainB batch. trainA and
+trainB are a seeded random split of the training set, stored in the run folder. An epoch
+is one pass over trainA; trainB is cycled alongside by its own iterator (SPEC.md §12.9).
+
+Every epoch appends a record to ``search_log.jsonl`` (losses, validation mIoU, alpha,
+beta, the decoded genotype) and writes an atomic checkpoint holding everything an exact
+resume needs: weights, alpha/beta, both optimisers, the scheduler, the epoch, the RNG
+states and the split. The data order of an epoch depends only on (seed, epoch), so a
+resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.config import SearchConfig, config_from_dict, config_to_dict, save_config
+from autodeeplab.data import build_dataset, dataset_info
+from autodeeplab.data.split import load_split, save_split, split_indices
+from autodeeplab.engine.runtime import (
+    append_jsonl,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+    truncate_jsonl,
+)
+from autodeeplab.genotype import Genotype, save_genotype
+from autodeeplab.metrics import ConfusionMatrix
+from autodeeplab.search.decode import decode
+from autodeeplab.search.network import SearchNetwork, beta_probabilities
+
+__all__ = ["SearchResult", "run_search", "find_latest_checkpoint", "decode_checkpoint"]
+
+IGNORE_INDEX = 255
+CHECKPOINT_KIND = "search"
+
+
+@dataclass
+class SearchResult:
+    """What a finished search leaves behind."""
+
+    genotype: Genotype
+    out_dir: Path
+    epochs: int
+    val_miou: float
+    seconds: float
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of ``range(n)`` fixed by (seed, epoch, cycle); swap-in point for DDP."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.cycle = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int, cycle: int = 0) -> None:
+        """Select the permutation of ``epoch`` (and of its ``cycle``-th pass)."""
+        self.epoch, self.cycle = epoch, cycle
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.cycle)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler | None,
+    cfg: SearchConfig,
+    device: torch.device,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        drop_last=sampler is not None,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+
+
+def find_latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint in ``out_dir/checkpoints`` that loads, or None."""
+    ckpts = sorted((out_dir / "checkpoints").glob("epoch_*.pt"), reverse=True)
+    for path in ckpts:
+        try:
+            load_checkpoint(path, CHECKPOINT_KIND)
+        except (CheckpointError, OSError):
+            continue
+        return path
+    return None
+
+
+def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
+    """Decode the genotype of a search checkpoint without building the supernet."""
+    state = load_checkpoint(path, CHECKPOINT_KIND)
+    cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    weights = state["model"]
+    alpha, beta = weights["alpha"], weights["beta"]
+    beta_w = beta_probabilities(beta, len(cfg.model.strides))
+    genotype = decode(F.softmax(alpha, -1), beta_w, cfg.model.primitives, cfg.model.num_blocks)
+    return genotype, {"epoch": state["epoch"], "beta_weights": beta_w, "config": cfg}
+
+
+class _Cycle:
+    """An endless iterator over a loader whose sampler is reseeded on every pass."""
+
+    def __init__(self, loader: DataLoader, sampler: EpochSampler) -> None:
+        self.loader, self.sampler = loader, sampler
+        self.it: Iterator | None = None
+        self.epoch = self.cycle = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.cycle, self.it = epoch, 0, None
+
+    def __next__(self) -> Any:
+        for _ in range(2):
+            if self.it is None:
+                self.sampler.set_epoch(self.epoch, self.cycle)
+                self.it = iter(self.loader)
+            try:
+                return next(self.it)
+            except StopIteration:
+                self.it, self.cycle = None, self.cycle + 1
+        raise RuntimeError("trainB yields no batch; use more data or a smaller batch size")
+
+
+def _step(
+    loss: Tensor, params: list[Tensor], optimizer: torch.optim.Optimizer, clip: float | None
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    # Only the stepped parameters get gradients: a w step leaves alpha/beta untouched and
+    # an architecture step skips every weight gradient (a third of the backward work).
+    loss.backward(inputs=params)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+
+
+@torch.no_grad()
+def _validate(
+    model: SearchNetwork, loader: DataLoader, num_classes: int, device: torch.device
+) -> dict[str, float]:
+    model.eval()
+    cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device)
+    total, count = torch.zeros((), device=device), 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        count += int((y != IGNORE_INDEX).sum())
+        cm.update(logits.argmax(1), y)
+    model.train()
+    metrics = cm.compute()
+    return {
+        "val_loss": float(total) / max(count, 1),
+        "val_miou": metrics["miou"],
+        "val_pixel_acc": metrics["pixel_acc"],
+    }
+
+
+def run_search(
+    cfg: SearchConfig,
+    out_dir: str | Path,
+    resume: str | Path | bool | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Run (or resume) a search into ``out_dir``; returns the decoded genotype."""
+    start_time = time.perf_counter()
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    loop, mcfg = cfg.search, cfg.model
+
+    resume_path: Path | None = None
+    if resume is True:
+        resume_path = find_latest_checkpoint(out)
+        if resume_path is None:
+            raise FileNotFoundError(
+                f"{ckpt_dir}: no complete search checkpoint to resume; run without --resume"
+            )
+    elif resume:
+        resume_path = Path(resume)
+    state = load_checkpoint(resume_path, CHECKPOINT_KIND) if resume_path else None
+    if state is not None:
+        saved = config_from_dict(state["config"], SearchConfig(), where=str(resume_path))
+        if config_to_dict(saved.model) != config_to_dict(mcfg):
+            raise CheckpointError(
+                f"{resume_path}: checkpoint was made with model {config_to_dict(saved.model)}, "
+                "not the configured one; resume with the run's own config.yaml"
+            )
+
+    device = select_device(loop.device)
+    seed_everything(loop.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+
+    info = dataset_info(cfg.data.spec)
+    train_set = build_dataset(
+        cfg.data.spec,
+        "train",
+        size=cfg.data.crop,
+        seed=loop.seed,
+        num_samples=cfg.data.train_samples,
+    )
+    val_set = build_dataset(
+        cfg.data.spec, "val", size=cfg.data.crop, seed=loop.seed, num_samples=cfg.data.val_samples
+    )
+    split_path = out / "split.json"
+    if state is not None:
+        train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
+    elif split_path.is_file():
+        train_a, train_b, _ = load_split(split_path, num_samples=len(train_set))
+    else:
+        train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
+    save_split(split_path, train_a, train_b, seed=loop.seed, num_samples=len(train_set))
+    if len(train_a) < loop.batch_size or len(train_b) < loop.batch_size:
+        raise ValueError(
+            f"trainA/trainB have {len(train_a)}/{len(train_b)} images, fewer than the batch size "
+            f"{loop.batch_size}; use more data or --batch-size {min(len(train_a), len(train_b))}"
+        )
+
+    sampler_a = EpochSampler(len(train_a), loop.seed)
+    sampler_b = EpochSampler(len(train_b), loop.seed + 1)
+    loader_a = _loader(Subset(train_set, train_a), loop.batch_size, sampler_a, cfg, device)
+    loader_b = _loader(Subset(train_set, train_b), loop.batch_size, sampler_b, cfg, device)
+    loader_val = _loader(val_set, loop.batch_size, None, cfg, device)
+    batches_b = _Cycle(loader_b, sampler_b)
+
+    model = SearchNetwork(
+        info.num_classes,
+        num_layers=mcfg.num_layers,
+        num_blocks=mcfg.num_blocks,
+        filter_multiplier=mcfg.filter_multiplier,
+        strides=mcfg.strides,
+        primitives=mcfg.primitives,
+        affine=mcfg.affine,
+    ).to(device)
+    weights, arch = model.weight_parameters(), model.arch_parameters()
+    w_opt = torch.optim.SGD(
+        weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
+    )
+    a_opt = torch.optim.Adam(
+        arch, lr=loop.arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
+    )
+    w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        w_opt, T_max=loop.epochs, eta_min=loop.lr_min
+    )
+
+    first_epoch, step = 0, 0
+    log_path = out / "search_log.jsonl"
+    if state is not None:
+        model.load_state_dict(state["model"])
+        w_opt.load_state_dict(state["w_optimizer"])
+        a_opt.load_state_dict(state["arch_optimizer"])
+        w_sched.load_state_dict(state["w_scheduler"])
+        set_rng_state(state["rng"])
+        first_epoch, step = state["epoch"], state["step"]
+        # Records written after the checkpoint (a run killed in between) are redone.
+        truncate_jsonl(log_path, lambda r: r.get("epoch", 0) <= first_epoch)
+    elif log_path.exists():
+        log_path.unlink()
+
+    writer = None
+    if loop.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=first_epoch + 1)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=loop.epochs * len(loader_a),
+            initial=first_epoch * len(loader_a),
+            desc="search",
+            unit="it",
+            dynamic_ncols=True,
+        )
+
+    record: dict[str, Any] = {}
+    for epoch in range(first_epoch, loop.epochs):
+        epoch_start = time.perf_counter()
+        sampler_a.set_epoch(epoch)
+        batches_b.start_epoch(epoch)
+        arch_on = epoch >= loop.arch_start_epoch
+        model.train()
+        w_loss_sum = torch.zeros((), device=device)
+        a_loss_sum = torch.zeros((), device=device)
+        n_steps = 0
+        for xa, ya in loader_a:
+            xa, ya = xa.to(device, non_blocking=True), ya.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(xa), ya, ignore_index=IGNORE_INDEX)
+            _step(loss, weights, w_opt, loop.grad_clip)
+            w_loss_sum += loss.detach()
+            if arch_on:
+                xb, yb = next(batches_b)
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                a_loss = F.cross_entropy(model(xb), yb, ignore_index=IGNORE_INDEX)
+                _step(a_loss, arch, a_opt, None)
+                a_loss_sum += a_loss.detach()
+            n_steps += 1
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:  # .item() syncs a GPU: do it rarely
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(w_loss_sum) / n_steps:.3f}")
+        lr = w_sched.get_last_lr()[0]
+        w_sched.step()
+        metrics = _validate(model, loader_val, info.num_classes, device)
+        genotype = model.genotype()
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": float(w_loss_sum) / max(n_steps, 1),
+            "arch_loss": float(a_loss_sum) / max(n_steps, 1) if arch_on else None,
+            **metrics,
+            "lr": lr,
+            "arch_updates": arch_on,
+            "seconds": time.perf_counter() - epoch_start,
+            "alpha": model.alpha_weights().detach().cpu().tolist(),
+            "beta": model.beta_weights().detach().cpu().tolist(),
+            "genotype": genotype.to_dict(),
+        }
+        append_jsonl(log_path, record)
+        if writer is not None:
+            for key in ("train_loss", "arch_loss", "val_loss", "val_miou", "val_pixel_acc", "lr"):
+                if record[key] is not None and math.isfinite(record[key]):
+                    writer.add_scalar(f"search/{key}", record[key], epoch + 1)
+            writer.add_text("search/genotype", genotype.to_json().replace("\n", "  \n"), epoch + 1)
+            writer.flush()
+        save_checkpoint(
+            ckpt_dir / f"epoch_{epoch + 1:04d}.pt",
+            {
+                "epoch": epoch + 1,
+                "step": step,
+                "model": model.state_dict(),
+                "w_optimizer": w_opt.state_dict(),
+                "arch_optimizer": a_opt.state_dict(),
+                "w_scheduler": w_sched.state_dict(),
+                "rng": rng_state(),
+                "split": {"train_a": list(train_a), "train_b": list(train_b)},
+                "config": config_to_dict(cfg),
+                "genotype": genotype.to_dict(),
+                "metrics": {k: record[k] for k in ("train_loss", "val_loss", "val_miou")},
+            },
+            CHECKPOINT_KIND,
+        )
+        for old in sorted(ckpt_dir.glob("epoch_*.pt"))[: -max(loop.keep_checkpoints, 1)]:
+            old.unlink()
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+
+    genotype = model.genotype()
+    save_genotype(genotype, out / "genotype.json")
+    from autodeeplab.viz import render_genotype
+
+    render_genotype(
+        genotype, out, beta=model.beta_weights().detach().cpu().numpy(), prefix="genotype_"
+    )
+    return SearchResult(
+        genotype=genotype,
+        out_dir=out,
+        epochs=loop.epochs,
+        val_miou=float(record.get("val_miou", float("nan"))) if record else float("nan"),
+        seconds=time.perf_counter() - start_time,
+    )

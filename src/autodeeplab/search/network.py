@@ -1,0 +1,321 @@
+"""The Auto-DeepLab supernet: an L-layer trellis over strides 4..32 (paper §3.2, §4.1, Eq. 6-8).
+
+Layout (SPEC.md §1.2): a stem brings the input to stride 4 (level 0); layer l = 1..L has a
+node at every level 0..min(l, num_levels - 1). A node at level s is Eq. 6:
+
+    ^sH^l = sum_{s' in {s-1, s, s+1}} beta^l_{s'->s} * Cell(^{s'}H^{l-1}, ^sH^{l-2}; alpha)
+
+beta is a softmax over each node's *existing outgoing* edges (Eq. 7, SPEC.md §12.1), so the
+incoming weights of a node do not sum to one. An ASPP head sits on every node of layer L;
+their logits are upsampled to the input and summed (§4.1.2).
+
+Choices where the paper is silent (SPEC.md §11-12):
+
+- The up to three Cell evaluations of a node share one cell's weights; each incoming
+  direction has its own :class:`~autodeeplab.ops.Resample` edge, which is at once the
+  paper's stride-2 conv (s/2 -> s) or 1x1 conv + bilinear upsampling (2s -> s) and the
+  cell's input preprocessing. The directions run as one batch (their BatchNorm statistics
+  are therefore pooled over the directions).
+- A missing H^{l-2} is replaced by the nearest existing level of layer l-2 (the stem's
+  stride-2 output for layer 1), brought to size with stride-2 convs (the first author's
+  rule, NR#77).
+- Stem: the retrain stem (64/64/128 channels, stride 4). Op BatchNorms are not affine
+  (DARTS); stem and heads are.
+- Search head: 1x1 conv, 3x3 conv at rate 96/s and image pooling, each B*F*s/4 wide;
+  concatenated, 1x1 conv + BN + ReLU, 1x1 conv to num_classes. The pooled branch has no
+  BatchNorm, so a batch of one trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autodeeplab.genotype import Genotype
+from autodeeplab.ops import OPS, PRIMITIVES, Resample, resize
+from autodeeplab.search.cell import SearchCell, num_edges, state_edges
+from autodeeplab.search.decode import decode
+
+__all__ = [
+    "SearchNetwork",
+    "SearchStem",
+    "SearchHead",
+    "beta_mask",
+    "beta_probabilities",
+    "levels_at",
+]
+
+STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
+
+
+def levels_at(layer: int, num_levels: int) -> list[int]:
+    """Levels that have a node at ``layer`` (layer 0 is the stem output at level 0)."""
+    if layer < 0:
+        return [STEM_LEVEL]
+    return list(range(min(layer, num_levels - 1) + 1))
+
+
+class SearchStem(nn.Module):
+    """Three 3x3 convs: stride 2 (64), 1 (64) -> stem0 at stride 2, stride 2 (128) -> stem1."""
+
+    def __init__(self, channels: Sequence[int] = (64, 64, 128)) -> None:
+        super().__init__()
+        c0, c1, c2 = channels
+        self.conv0 = nn.Sequential(
+            nn.Conv2d(3, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()
+        )
+        self.conv1 = nn.Sequential(nn.Conv2d(c0, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1))
+        self.conv2 = nn.Sequential(nn.Conv2d(c1, c2, 3, 2, 1, bias=False), nn.BatchNorm2d(c2))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 3, H, W) -> stem0 (N, 64, H/2, W/2), stem1 (N, 128, H/4, W/4)."""
+        stem0 = self.conv1(self.conv0(x))
+        return stem0, self.conv2(F.relu(stem0))
+
+
+class SearchHead(nn.Module):
+    """Search-time ASPP: 1x1, one 3x3 at ``rate`` and image pooling, then logits."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, rate: int) -> None:
+        super().__init__()
+
+        def conv_bn_relu(k: int, dilation: int = 1) -> nn.Sequential:
+            pad = dilation * (k // 2)
+            conv = nn.Conv2d(in_channels, channels, k, padding=pad, dilation=dilation, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.ReLU())
+
+        self.conv1x1 = conv_bn_relu(1)
+        self.atrous = conv_bn_relu(3, rate)
+        self.pool = nn.Conv2d(in_channels, channels, 1)
+        self.project = nn.Sequential(
+            nn.Conv2d(3 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, h, w) -> logits (N, num_classes, h, w)."""
+        x = F.relu(x)
+        pooled = F.relu(self.pool(F.adaptive_avg_pool2d(x, 1))).expand(-1, -1, *x.shape[-2:])
+        y = torch.cat([self.conv1x1(x), self.atrous(x), pooled], dim=1)
+        return self.classifier(self.project(y))
+
+
+class _Node(nn.Module):
+    """A trellis node: the resampling edges into it and its (shared-weight) cell."""
+
+    def __init__(
+        self,
+        level: int,
+        sources: list[int],
+        source_channels: list[int],
+        prev_prev_level: int,
+        prev_prev_channels: int,
+        width: int,
+        num_blocks: int,
+        primitives: Sequence[str],
+        affine: bool,
+    ) -> None:
+        super().__init__()
+        self.level, self.sources, self.prev_prev_level = level, sources, prev_prev_level
+        self.pre = nn.ModuleList(
+            Resample(c, width, level - src, affine)
+            for src, c in zip(sources, source_channels, strict=True)
+        )
+        self.pre_prev = Resample(prev_prev_channels, width, level - prev_prev_level, affine)
+        self.cell = SearchCell(width, num_blocks, primitives, affine)
+
+
+class SearchNetwork(nn.Module):
+    """The continuous Auto-DeepLab supernet with architecture parameters ``alpha`` and ``beta``.
+
+    Args:
+        num_classes: output classes.
+        num_layers: L, trellis layers after the stem.
+        num_blocks: B, blocks per cell.
+        filter_multiplier: F; a node at stride s outputs B * F * s / 4 channels.
+        strides: the trellis levels, consecutive doublings from 4 (paper: 4, 8, 16, 32).
+        primitives: candidate op names, keys of ``autodeeplab.ops.OPS``.
+        affine: affine BatchNorm inside the ops and resampling edges.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_layers: int = 12,
+        num_blocks: int = 5,
+        filter_multiplier: int = 8,
+        strides: Sequence[int] = (4, 8, 16, 32),
+        primitives: Sequence[str] = PRIMITIVES,
+        affine: bool = False,
+        stem_channels: Sequence[int] = (64, 64, 128),
+    ) -> None:
+        super().__init__()
+        _check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
+        self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
+        self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
+        self.primitives = tuple(primitives)
+        self.num_levels = nlev = len(self.strides)
+
+        def channels(layer: int, level: int) -> int:
+            if layer < 0:
+                return stem_channels[1]
+            if layer == 0:
+                return stem_channels[2]
+            return num_blocks * filter_multiplier * 2**level
+
+        self.stem = SearchStem(stem_channels)
+        layers, incoming, counts = [], [], []
+        for layer in range(1, num_layers + 1):
+            nodes = []
+            prev_levels, prev2_levels = levels_at(layer - 1, nlev), levels_at(layer - 2, nlev)
+            for level in levels_at(layer, nlev):
+                sources = [s for s in (level - 1, level, level + 1) if s in prev_levels]
+                pp = min(prev2_levels, key=lambda s, lv=level: abs(s - lv))
+                nodes.append(
+                    _Node(
+                        level,
+                        sources,
+                        [channels(layer - 1, s) for s in sources],
+                        pp,
+                        channels(layer - 2, pp),
+                        filter_multiplier * 2**level,
+                        num_blocks,
+                        self.primitives,
+                        affine,
+                    )
+                )
+                # beta[layer-1, source level, direction] with direction = target - source + 1.
+                incoming += [((layer - 1) * nlev + s) * 3 + (level - s + 1) for s in sources]
+                counts.append(len(sources))
+            layers.append(nn.ModuleList(nodes))
+        self.layers = nn.ModuleList(layers)
+        self.heads = nn.ModuleList(
+            SearchHead(channels(num_layers, lv), channels(num_layers, lv), num_classes, 96 // s)
+            for lv, s in zip(levels_at(num_layers, nlev), self.strides, strict=False)
+        )
+        self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(num_blocks), len(primitives)))
+        self.beta = nn.Parameter(1e-3 * torch.randn(num_layers, nlev, 3))
+        self.register_buffer("beta_mask", beta_mask(num_layers, nlev), persistent=False)
+        self.register_buffer("_incoming", torch.tensor(incoming), persistent=False)
+        self._incoming_counts = counts
+        for s in range(num_blocks + 1):
+            self.register_buffer(f"_rows{s}", torch.tensor(state_edges(s, num_blocks)), False)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters: [alpha, beta]."""
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except alpha and beta."""
+        return [p for name, p in self.named_parameters() if name not in ("alpha", "beta")]
+
+    def alpha_weights(self) -> Tensor:
+        """softmax(alpha) over the ops of each edge, (num_edges, num_ops) (Eq. 2)."""
+        return F.softmax(self.alpha, dim=-1)
+
+    def beta_weights(self) -> Tensor:
+        """beta as transition probabilities (L, num_levels, 3), 0 on missing edges (Eq. 7)."""
+        return _masked_softmax(self.beta, self.beta_mask)
+
+    def genotype(self) -> Genotype:
+        """Decode the current alpha and beta (argmax cell, Viterbi path)."""
+        with torch.no_grad():
+            return decode(
+                self.alpha_weights(), self.beta_weights(), self.primitives, self.num_blocks
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) -> logits (N, num_classes, H, W); any H, W."""
+        n = x.shape[0]
+        state_weights = SearchCell.split_weights(
+            self.alpha_weights(), [getattr(self, f"_rows{s}") for s in range(self.num_blocks + 1)]
+        )
+        beta_in = self.beta_weights().flatten()[self._incoming].split(self._incoming_counts)
+        stem0, stem1 = self.stem(x)
+        sizes = [tuple(stem1.shape[-2:])]
+        for _ in range(1, self.num_levels):
+            h, w = sizes[-1]
+            sizes.append(((h + 1) // 2, (w + 1) // 2))
+        prev2, prev = {-1: stem0}, {0: stem1}
+        i = 0
+        for nodes in self.layers:
+            cur = {}
+            for node in nodes:
+                size = sizes[node.level]
+                s0 = node.pre_prev(prev2[node.prev_prev_level], size)
+                s1 = [pre(prev[s], size) for pre, s in zip(node.pre, node.sources, strict=True)]
+                out = node.cell(s0, torch.cat(s1) if len(s1) > 1 else s1[0], state_weights)
+                k, weights = len(s1), beta_in[i]
+                i += 1
+                # Eq. 6: the beta-weighted sum over the k incoming directions.
+                out = out.view(k, n, *out.shape[1:]) * weights.view(k, 1, 1, 1, 1)
+                cur[node.level] = out.sum(0) if k > 1 else out[0]
+            prev2, prev = prev, cur
+        logits = None
+        for level, head in enumerate(self.heads):
+            y = resize(head(prev[level]), x.shape[-2:])
+            logits = y if logits is None else logits + y
+        return logits
+
+
+def beta_mask(num_layers: int, num_levels: int) -> Tensor:
+    """True where beta[l, source level, direction] is an edge of the trellis (L, levels, 3).
+
+    Row l holds the edges from layer l (0 = the stem) into layer l + 1; direction
+    d = 0, 1, 2 goes to level source - 1, source, source + 1.
+    """
+    mask = torch.zeros(num_layers, num_levels, 3, dtype=torch.bool)
+    for layer in range(1, num_layers + 1):
+        targets = levels_at(layer, num_levels)
+        for src in levels_at(layer - 1, num_levels):
+            for d in range(3):
+                mask[layer - 1, src, d] = (src + d - 1) in targets
+    return mask
+
+
+def _masked_softmax(beta: Tensor, mask: Tensor) -> Tensor:
+    # Rows with no edge (a level a layer lacks) get finite logits so that no NaN reaches
+    # the gradient; the mask zeroes them after the softmax.
+    has_edge = mask.any(dim=-1, keepdim=True)
+    fill = torch.where(has_edge, float("-inf"), 0.0).to(beta.dtype)
+    return F.softmax(torch.where(mask, beta, fill), dim=-1) * mask
+
+
+def beta_probabilities(beta: Tensor, num_levels: int) -> Tensor:
+    """Softmax of raw beta (L, num_levels, 3) over each node's existing outgoing edges."""
+    if beta.ndim != 3 or beta.shape[1:] != (num_levels, 3):
+        raise ValueError(f"beta must have shape (L, {num_levels}, 3), got {tuple(beta.shape)}")
+    return _masked_softmax(beta, beta_mask(beta.shape[0], num_levels).to(beta.device))
+
+
+def _check_args(
+    num_classes: int,
+    num_layers: int,
+    num_blocks: int,
+    filter_multiplier: int,
+    strides: Sequence[int],
+    primitives: Sequence[str],
+) -> None:
+    for name, value in (
+        ("num_classes", num_classes),
+        ("num_layers", num_layers),
+        ("num_blocks", num_blocks),
+        ("filter_multiplier", filter_multiplier),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    strides = list(strides)
+    if not strides or strides != [4 * 2**i for i in range(len(strides))]:
+        raise ValueError(
+            f"strides must be consecutive doublings from 4 (e.g. 4,8,16,32), got {strides}"
+        )
+    unknown = [p for p in primitives if p not in OPS]
+    if unknown:
+        raise ValueError(f"unknown ops {unknown}; known ops: {', '.join(OPS)}")
+    if len(set(primitives)) != len(primitives):
+        raise ValueError(f"primitives has duplicates: {list(primitives)}")
+    if all(p == "none" for p in primitives):
+        raise ValueError("primitives needs at least one op other than 'none'")
