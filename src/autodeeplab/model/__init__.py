@@ -1,0 +1,30 @@
+"""The discrete retrain network: cells along a decoded path, ASPP, DeepLabv3+ decoder."""
+
+from autodeeplab.model.autodeeplab import (
+    MODELS,
+    AutoDeepLab,
+    autodeeplab_l,
+    autodeeplab_m,
+    autodeeplab_s,
+    build_model,
+)
+from autodeeplab.model.backbone import Backbone, Stem
+from autodeeplab.model.cell import Cell
+from autodeeplab.model.complexity import count_multiply_adds, count_parameters
+from autodeeplab.model.heads import ASPP, Decoder
+
+__all__ = [
+    "ASPP",
+    "MODELS",
+    "AutoDeepLab",
+    "Backbone",
+    "Cell",
+    "Decoder",
+    "Stem",
+    "autodeeplab_l",
+    "autodeeplab_m",
+    "autodeeplab_s",
+    "build_model",
+    "count_multiply_adds",
+    "count_parameters",
+]

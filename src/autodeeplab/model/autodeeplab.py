@@ -1,0 +1,179 @@
+"""The Auto-DeepLab retrain network and its paper presets (paper §5.2, Table 2).
+
+``AutoDeepLab`` = :class:`~autodeeplab.model.backbone.Backbone` (stem + cells along the
+path) -> :class:`~autodeeplab.model.heads.ASPP` -> DeepLabv3+
+:class:`~autodeeplab.model.heads.Decoder` -> 1x1 logits (with bias) -> bilinear upsampling
+to the input size. Input normalisation belongs to the data pipeline.
+
+The paper's three models are :data:`~autodeeplab.genotype.PAPER_GENOTYPE` at
+F = 20 / 32 / 48 (``auto-deeplab-s/m/l``); with 19 classes they have exactly
+10,147,427 / 21,622,451 / 44,424,691 parameters (paper: 10.15M / 21.62M / 44.42M;
+SPEC.md §9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
+from autodeeplab.model.backbone import Backbone
+from autodeeplab.model.heads import ASPP, Decoder
+from autodeeplab.ops import resize
+
+__all__ = [
+    "MODELS",
+    "AutoDeepLab",
+    "autodeeplab_l",
+    "autodeeplab_m",
+    "autodeeplab_s",
+    "build_model",
+    "default_aspp_rates",
+]
+
+
+def default_aspp_rates(output_stride: int) -> tuple[int, int, int]:
+    """DeepLab's atrous rates for an output stride: (12, 24, 36) at 8, (6, 12, 18) at 16."""
+    base = max(1, 96 // output_stride)
+    return (base, 2 * base, 3 * base)
+
+
+class AutoDeepLab(nn.Module):
+    """The discrete Auto-DeepLab network: (N, 3, H, W) -> logits (N, num_classes, H, W).
+
+    Args:
+        genotype: the architecture, as a :class:`Genotype` or its ``to_dict()`` form.
+        num_classes: number of output classes.
+        filter_multiplier: F; blocks at level l have F * 2**l channels.
+        aspp_rates: the three atrous rates; ``None`` picks the DeepLab convention for the
+            backbone's output stride (12, 24, 36 at stride 8, where the paper net ends).
+        aspp_channels: ASPP branch width (256).
+        decoder_channels: decoder width (256).
+        low_level_channels: width of the decoder's low-level projection (48).
+        dropout: dropout after the ASPP projection.
+        drop_path_keep_prob: scheduled drop-path keep probability; 1.0 (TF default) is off.
+        total_training_steps: steps over which drop path ramps up (TF default 500,000).
+        in_channels: image channels.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype | dict[str, Any],
+        num_classes: int,
+        filter_multiplier: int = 20,
+        aspp_rates: Sequence[int] | None = None,
+        aspp_channels: int = 256,
+        decoder_channels: int = 256,
+        low_level_channels: int = 48,
+        dropout: float = 0.1,
+        drop_path_keep_prob: float = 1.0,
+        total_training_steps: int = 500_000,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if not isinstance(genotype, Genotype):
+            genotype = Genotype.from_dict(genotype)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+        self.genotype = genotype
+        self.num_classes = num_classes
+        self.filter_multiplier = filter_multiplier
+        self.backbone = Backbone(
+            genotype, filter_multiplier, drop_path_keep_prob, total_training_steps, in_channels
+        )
+        if aspp_rates is None:
+            aspp_rates = default_aspp_rates(self.backbone.output_stride)
+        if len(aspp_rates) != 3:
+            raise ValueError(f"aspp_rates must hold three rates, got {list(aspp_rates)}")
+        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, aspp_rates, dropout)
+        self.decoder = Decoder(
+            aspp_channels, self.backbone.low_level_channels, low_level_channels, decoder_channels
+        )
+        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        # TF DeepLab initialises the logits with a truncated normal of stddev 0.01.
+        nn.init.trunc_normal_(self.classifier.weight, std=0.01, a=-0.02, b=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+        self.model_kwargs: dict[str, Any] = {
+            "genotype": genotype.to_dict(),
+            "num_classes": num_classes,
+            "filter_multiplier": filter_multiplier,
+            "aspp_rates": list(self.aspp.rates),
+            "aspp_channels": aspp_channels,
+            "decoder_channels": decoder_channels,
+            "low_level_channels": low_level_channels,
+            "dropout": dropout,
+            "drop_path_keep_prob": drop_path_keep_prob,
+            "total_training_steps": total_training_steps,
+            "in_channels": in_channels,
+        }
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the backbone features that feed the ASPP (8 for the paper nets)."""
+        return self.backbone.output_stride
+
+    def set_training_step(self, step: int) -> None:
+        """Set the current training step, which drives the scheduled drop path."""
+        self.backbone.set_training_step(step)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> logits (N, num_classes, H, W)."""
+        features, low_level = self.backbone(x)
+        y = self.decoder(self.aspp(features), low_level)
+        return resize(self.classifier(y), x.shape[-2:], align_corners=True)
+
+
+#: Paper presets: name -> constructor kwargs (besides ``num_classes``).
+MODELS: dict[str, dict[str, Any]] = {
+    "auto-deeplab-s": {"genotype": PAPER_GENOTYPE, "filter_multiplier": 20},
+    "auto-deeplab-m": {"genotype": PAPER_GENOTYPE, "filter_multiplier": 32},
+    "auto-deeplab-l": {"genotype": PAPER_GENOTYPE, "filter_multiplier": 48},
+}
+
+
+def build_model(
+    name_or_genotype: str | Genotype,
+    num_classes: int,
+    filter_multiplier: int | None = None,
+    **kwargs: Any,
+) -> AutoDeepLab:
+    """Build a preset from :data:`MODELS` by name, or the network of any genotype.
+
+    ``filter_multiplier`` overrides the preset's F; for a genotype it defaults to 20 (the
+    TF default, the paper's S). Other keyword arguments go to :class:`AutoDeepLab`.
+    """
+    if isinstance(name_or_genotype, Genotype):
+        config: dict[str, Any] = {"genotype": name_or_genotype, "filter_multiplier": 20}
+    elif isinstance(name_or_genotype, str):
+        if name_or_genotype not in MODELS:
+            raise ValueError(
+                f"unknown model {name_or_genotype!r}; choose one of {', '.join(MODELS)} "
+                "or pass a Genotype"
+            )
+        config = dict(MODELS[name_or_genotype])
+    else:
+        raise TypeError(
+            f"expected a model name or a Genotype, got {type(name_or_genotype).__name__}"
+        )
+    if filter_multiplier is not None:
+        config["filter_multiplier"] = filter_multiplier
+    config.update(kwargs)
+    return AutoDeepLab(num_classes=num_classes, **config)
+
+
+def autodeeplab_s(num_classes: int = 19, **kwargs: Any) -> AutoDeepLab:
+    """Auto-DeepLab-S: the paper genotype at F = 20 (10.15M parameters for 19 classes)."""
+    return build_model("auto-deeplab-s", num_classes, **kwargs)
+
+
+def autodeeplab_m(num_classes: int = 19, **kwargs: Any) -> AutoDeepLab:
+    """Auto-DeepLab-M: the paper genotype at F = 32 (21.62M parameters for 19 classes)."""
+    return build_model("auto-deeplab-m", num_classes, **kwargs)
+
+
+def autodeeplab_l(num_classes: int = 19, **kwargs: Any) -> AutoDeepLab:
+    """Auto-DeepLab-L: the paper genotype at F = 48 (44.42M parameters for 19 classes)."""
+    return build_model("auto-deeplab-l", num_classes, **kwargs)
