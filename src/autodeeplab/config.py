@@ -25,6 +25,12 @@ __all__ = [
     "SearchModelConfig",
     "SearchLoopConfig",
     "SearchConfig",
+    "CPU_SEARCH_PRESET",
+    "TrainModelConfig",
+    "TrainDataConfig",
+    "TrainLoopConfig",
+    "EvalConfig",
+    "TrainConfig",
     "load_config",
     "config_to_dict",
     "config_from_dict",
@@ -48,6 +54,7 @@ class SearchModelConfig:
     strides: tuple[int, ...] = (4, 8, 16, 32)
     primitives: tuple[str, ...] = PRIMITIVES
     affine: bool = False
+    checkpoint_cells: bool = False  # activation checkpointing: less memory, ~1/3 more time
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class DataConfig:
 
     spec: str = "synthetic"
     crop: int = 64
+    scale: tuple[float, float] = (0.5, 2.0)  # random rescale range (real datasets only)
+    longest_side: int | None = None  # resize real images first (Cityscapes at half res: 1024)
     train_samples: int | None = None
     val_samples: int | None = None
     num_workers: int = 0
@@ -90,6 +99,15 @@ class SearchConfig:
     model: SearchModelConfig = field(default_factory=SearchModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchLoopConfig = field(default_factory=SearchLoopConfig)
+
+
+#: The default of ``autodeeplab search``: the paper's search space on the built-in data,
+#: sized for 2 CPU cores (under 10 minutes). Equal to configs/search/synthetic.yaml.
+CPU_SEARCH_PRESET: dict[str, Any] = {
+    "model": {"num_layers": 12, "num_blocks": 5, "filter_multiplier": 8},
+    "data": {"spec": "synthetic", "crop": 64, "train_samples": 48, "val_samples": 16},
+    "search": {"epochs": 10, "arch_start_epoch": 4, "batch_size": 2},
+}
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -154,7 +172,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
     """Return ``cfg`` updated from the nested mapping ``data``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: section '{prefix or 'top level'}' must be a mapping")
+        section = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{where}: section '{section}' must be a mapping")
     hints = typing.get_type_hints(type(cfg))
     names = {f.name for f in fields(cfg)}
     updates = {}
@@ -237,6 +256,76 @@ def config_from_dict(data: dict[str, Any], base: T, where: str = "config") -> T:
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically."""
     p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
     tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
     os.replace(tmp, p)
+
+
+# --- retraining (``autodeeplab train``) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainModelConfig:
+    """The discrete network: a preset ``name`` or a ``genotype`` file, plus its width."""
+
+    name: str | None = None
+    genotype: str | None = None
+    filter_multiplier: int | None = None  # None: the preset's F (20 for a genotype file)
+    drop_path_keep_prob: float = 1.0  # scheduled drop path; 1.0 (off) is the TF default
+    aspp_channels: int = 256
+    decoder_channels: int = 256
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainDataConfig:
+    """Training data, its augmentation (DeepLab's random scale, crop, flip) and loading."""
+
+    spec: str = "synthetic"
+    crop: int = 769
+    scale: tuple[float, float] = (0.5, 2.0)
+    train_samples: int | None = None
+    val_samples: int | None = None
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainLoopConfig:
+    """The retrain loop (paper §5.2; DeepLab's protocol: SGD, poly lr, iteration-based)."""
+
+    iters: int = 1_500_000
+    batch_size: int = 8
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    poly_power: float = 0.9
+    grad_clip: float | None = None
+    eval_every: int = 5000
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU), bf16, fp16, off
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Inference for validation: whole image or sliding window, with optional scales + flip."""
+
+    mode: str = "whole"
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    window: int | None = None  # sliding-window size; None: the training crop
+    stride: int | None = None  # sliding-window step; None: two thirds of the window
+    batch_size: int = 1  # whole images of a real dataset differ in size: batch 1 by default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything an ``autodeeplab train`` run needs."""
+
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -108,7 +108,7 @@ class Genotype:
             raise GenotypeError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "format" in data and data["format"] != _FORMAT:
             raise GenotypeError(f"{where}: 'format' is {data['format']!r}, expected {_FORMAT!r}")
-        if "version" in data and data["version"] != _VERSION:
+        if "version" in data and (not _is_int(data["version"]) or data["version"] != _VERSION):
             raise GenotypeError(
                 f"{where}: genotype version {data['version']!r} is not supported "
                 f"(this autodeeplab reads version {_VERSION})"
@@ -148,6 +148,9 @@ class Genotype:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             msg = f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            raise GenotypeError(msg) from None
+        except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+            msg = f"{where}: not a readable genotype ({type(exc).__name__}: {str(exc)[:80]})"
             raise GenotypeError(msg) from None
         return cls.from_dict(data, where)
 
@@ -279,8 +282,9 @@ def search_space_size(
     for name, value in (("num_layers", num_layers), ("num_blocks", num_blocks)):
         if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if num_ops < 1 or num_levels < 1:
-        raise ValueError("num_ops and num_levels must be positive")
+    for name, value in (("num_ops", num_ops), ("num_levels", num_levels)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     cells = math.prod(((i + 1) * num_ops) ** 2 for i in range(1, num_blocks + 1))
     return SearchSpaceSize(
         network_paths=_count_walks(num_layers, num_levels),

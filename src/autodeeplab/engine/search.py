@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import SearchConfig, config_from_dict, config_to_dict, save_config
-from autodeeplab.data import build_dataset, dataset_info
+from autodeeplab.data import build_dataset, dataset_info, parse_spec
 from autodeeplab.data.split import load_split, save_split, split_indices
+from autodeeplab.data.transforms import train_transform, val_transform
 from autodeeplab.engine.runtime import (
     append_jsonl,
     rng_state,
@@ -97,6 +98,23 @@ def _loader(
     )
 
 
+def _datasets(cfg: SearchConfig) -> tuple[Dataset, Dataset, bool]:
+    """trainA+B and val sets; real data gets the crop/scale recipe, synthetic is made at size."""
+    d, seed = cfg.data, cfg.search.seed
+    synthetic = parse_spec(d.spec)[0] == "synthetic"
+    train_tf = val_tf = None
+    if not synthetic:
+        train_tf = train_transform(d.crop, d.scale, longest_side=d.longest_side)
+        val_tf = val_transform(d.longest_side)
+    train = build_dataset(
+        d.spec, "train", size=d.crop, seed=seed, num_samples=d.train_samples, transform=train_tf
+    )
+    val = build_dataset(
+        d.spec, "val", size=d.crop, seed=seed, num_samples=d.val_samples, transform=val_tf
+    )
+    return train, val, synthetic
+
+
 def find_latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest checkpoint in ``out_dir/checkpoints`` that loads, or None."""
     ckpts = sorted((out_dir / "checkpoints").glob("epoch_*.pt"), reverse=True)
@@ -144,15 +162,34 @@ class _Cycle:
 
 
 def _step(
-    loss: Tensor, params: list[Tensor], optimizer: torch.optim.Optimizer, clip: float | None
-) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    # Only the stepped parameters get gradients: a w step leaves alpha/beta untouched and
-    # an architecture step skips every weight gradient (a third of the backward work).
-    loss.backward(inputs=params)
+    model: SearchNetwork,
+    batch: tuple[Tensor, Tensor],
+    params: list[Tensor],
+    frozen: list[Tensor],
+    optimizer: torch.optim.Optimizer,
+    clip: float | None,
+    device: torch.device,
+) -> Tensor:
+    """One optimiser step on ``params``; returns the (detached) loss.
+
+    ``frozen`` (the other parameter set) is taken out of autograd for the step, so a w step
+    neither saves what alpha/beta gradients would need nor touches alpha/beta, and an
+    architecture step computes no weight gradient (the stem runs without autograd).
+    """
+    x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
+    return loss.detach()
 
 
 @torch.no_grad()
@@ -182,8 +219,15 @@ def run_search(
     out_dir: str | Path,
     resume: str | Path | bool | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> SearchResult:
-    """Run (or resume) a search into ``out_dir``; returns the decoded genotype."""
+    """Run (or resume) a search into ``out_dir``; returns the decoded genotype.
+
+    ``resume``: a checkpoint path, or True for the newest complete one in ``out_dir``.
+    ``stop_after``: return after this many epochs in total (checkpoint written), so a later
+    call with ``resume=True`` continues; genotype.json and the figures are written only
+    once all configured epochs are done.
+    """
     start_time = time.perf_counter()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -213,16 +257,7 @@ def run_search(
     save_config(cfg, out / "config.yaml")
 
     info = dataset_info(cfg.data.spec)
-    train_set = build_dataset(
-        cfg.data.spec,
-        "train",
-        size=cfg.data.crop,
-        seed=loop.seed,
-        num_samples=cfg.data.train_samples,
-    )
-    val_set = build_dataset(
-        cfg.data.spec, "val", size=cfg.data.crop, seed=loop.seed, num_samples=cfg.data.val_samples
-    )
+    train_set, val_set, synthetic = _datasets(cfg)
     split_path = out / "split.json"
     if state is not None:
         train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
@@ -241,7 +276,8 @@ def run_search(
     sampler_b = EpochSampler(len(train_b), loop.seed + 1)
     loader_a = _loader(Subset(train_set, train_a), loop.batch_size, sampler_a, cfg, device)
     loader_b = _loader(Subset(train_set, train_b), loop.batch_size, sampler_b, cfg, device)
-    loader_val = _loader(val_set, loop.batch_size, None, cfg, device)
+    # Real validation images differ in size: whole-image inference one at a time.
+    loader_val = _loader(val_set, loop.batch_size if synthetic else 1, None, cfg, device)
     batches_b = _Cycle(loader_b, sampler_b)
 
     model = SearchNetwork(
@@ -252,6 +288,7 @@ def run_search(
         strides=mcfg.strides,
         primitives=mcfg.primitives,
         affine=mcfg.affine,
+        checkpoint_cells=mcfg.checkpoint_cells,
     ).to(device)
     weights, arch = model.weight_parameters(), model.arch_parameters()
     w_opt = torch.optim.SGD(
@@ -297,7 +334,8 @@ def run_search(
         )
 
     record: dict[str, Any] = {}
-    for epoch in range(first_epoch, loop.epochs):
+    last_epoch = loop.epochs if stop_after is None else min(loop.epochs, stop_after)
+    for epoch in range(first_epoch, last_epoch):
         epoch_start = time.perf_counter()
         sampler_a.set_epoch(epoch)
         batches_b.start_epoch(epoch)
@@ -306,17 +344,10 @@ def run_search(
         w_loss_sum = torch.zeros((), device=device)
         a_loss_sum = torch.zeros((), device=device)
         n_steps = 0
-        for xa, ya in loader_a:
-            xa, ya = xa.to(device, non_blocking=True), ya.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xa), ya, ignore_index=IGNORE_INDEX)
-            _step(loss, weights, w_opt, loop.grad_clip)
-            w_loss_sum += loss.detach()
+        for batch_a in loader_a:
+            w_loss_sum += _step(model, batch_a, weights, arch, w_opt, loop.grad_clip, device)
             if arch_on:
-                xb, yb = next(batches_b)
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                a_loss = F.cross_entropy(model(xb), yb, ignore_index=IGNORE_INDEX)
-                _step(a_loss, arch, a_opt, None)
-                a_loss_sum += a_loss.detach()
+                a_loss_sum += _step(model, next(batches_b), arch, weights, a_opt, None, device)
             n_steps += 1
             step += 1
             if bar is not None:
@@ -372,16 +403,16 @@ def run_search(
         writer.close()
 
     genotype = model.genotype()
-    save_genotype(genotype, out / "genotype.json")
-    from autodeeplab.viz import render_genotype
+    if last_epoch == loop.epochs:
+        save_genotype(genotype, out / "genotype.json")
+        from autodeeplab.viz import render_genotype
 
-    render_genotype(
-        genotype, out, beta=model.beta_weights().detach().cpu().numpy(), prefix="genotype_"
-    )
+        beta_w = model.beta_weights().detach().cpu().numpy()
+        render_genotype(genotype, out, beta=beta_w, prefix="genotype_")
     return SearchResult(
         genotype=genotype,
         out_dir=out,
-        epochs=loop.epochs,
+        epochs=last_epoch,
         val_miou=float(record.get("val_miou", float("nan"))) if record else float("nan"),
         seconds=time.perf_counter() - start_time,
     )

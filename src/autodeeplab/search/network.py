@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import OPS, PRIMITIVES, Resample, resize
@@ -139,6 +140,10 @@ class SearchNetwork(nn.Module):
         strides: the trellis levels, consecutive doublings from 4 (paper: 4, 8, 16, 32).
         primitives: candidate op names, keys of ``autodeeplab.ops.OPS``.
         affine: affine BatchNorm inside the ops and resampling edges.
+        checkpoint_cells: recompute each cell's activations in the backward pass instead of
+            storing them (activation checkpointing): much less memory for about one more
+            forward pass of compute. BatchNorm running statistics are then updated twice
+            per step (they only serve validation).
     """
 
     def __init__(
@@ -151,8 +156,10 @@ class SearchNetwork(nn.Module):
         primitives: Sequence[str] = PRIMITIVES,
         affine: bool = False,
         stem_channels: Sequence[int] = (64, 64, 128),
+        checkpoint_cells: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint_cells = checkpoint_cells
         _check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
         self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
         self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
@@ -247,8 +254,12 @@ class SearchNetwork(nn.Module):
                 size = sizes[node.level]
                 s0 = node.pre_prev(prev2[node.prev_prev_level], size)
                 s1 = [pre(prev[s], size) for pre, s in zip(node.pre, node.sources, strict=True)]
-                out = node.cell(s0, torch.cat(s1) if len(s1) > 1 else s1[0], state_weights)
-                k, weights = len(s1), beta_in[i]
+                s1 = torch.cat(s1) if len(s1) > 1 else s1[0]
+                if self.checkpoint_cells and torch.is_grad_enabled():
+                    out = checkpoint(node.cell, s0, s1, state_weights, use_reentrant=False)
+                else:
+                    out = node.cell(s0, s1, state_weights)
+                k, weights = len(node.sources), beta_in[i]
                 i += 1
                 # Eq. 6: the beta-weighted sum over the k incoming directions.
                 out = out.view(k, n, *out.shape[1:]) * weights.view(k, 1, 1, 1, 1)

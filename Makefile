@@ -1,0 +1,32 @@
+# Set-up and the two quick-start commands. `make run` and `make test` each create the
+# virtual environment on first use (CPU PyTorch, then the package), so a fresh clone
+# needs nothing else. Use TORCH=torch (or a CUDA wheel spec) on a GPU machine.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+OUT ?= runs/quickstart
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/autodeeplab run --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/search_step.py

@@ -1,0 +1,427 @@
+"""The base of every dataset read from files: image/label pairs, label mapping and checks.
+
+A dataset on disk is a list of ``(image_path, label_path)`` pairs plus a 256-entry label
+lookup table (LUT) that maps the value stored in a label file to a train id in
+``0 .. num_classes - 1`` or to :data:`IGNORE_INDEX`. Entries of ``-1`` mark values that must
+not occur: a label holding one is an error, not silently ignored.
+
+A subclass only describes a layout (mmseg's metadata-only datasets): ``name``, ``splits``,
+``_list_split(root, split)`` and ``metadata(root)``. Construction lists files and checks
+that every partner exists; it decodes nothing. Each sample is verified when it is read
+(:func:`load_pair`): an unreadable or truncated file, an image/label size mismatch or a
+label value outside the class set raises one ``ValueError`` that names the file and the
+fix. ``autodeeplab.data.check`` runs the same function over a whole split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from autodeeplab.data.transforms import IGNORE_INDEX, Transform, normalize, train_transform
+
+__all__ = [
+    "TRAIN_SPLITS",
+    "MissingSplitError",
+    "Pair",
+    "Palette",
+    "SegmentationDataset",
+    "default_palette",
+    "describe_values",
+    "identity_label_map",
+    "load_pair",
+    "missing_files",
+    "pair_by_key",
+    "read_image",
+    "read_label",
+    "scan_dir",
+]
+
+Pair = tuple[Path, Path]
+Palette = tuple[tuple[int, int, int], ...]
+
+#: Splits that get the training augmentation when ``build_dataset`` is given no transform.
+TRAIN_SPLITS: frozenset[str] = frozenset({"train", "trainval"})
+
+
+class MissingSplitError(ValueError):
+    """The dataset root has no files for a split (its folder or list file is absent)."""
+
+
+# --- label maps and palettes -----------------------------------------------------------------
+
+
+def identity_label_map(
+    num_classes: int, ignore_values: Sequence[int] = (IGNORE_INDEX,)
+) -> np.ndarray:
+    """LUT ``(256,) int16``: ``0 .. num_classes-1`` kept, ``ignore_values`` -> ignore, rest -1."""
+    lut = np.full(256, -1, dtype=np.int16)
+    lut[:num_classes] = np.arange(num_classes)
+    for value in ignore_values:
+        lut[value] = IGNORE_INDEX
+    return lut
+
+
+def describe_values(values: Sequence[int] | np.ndarray) -> str:
+    """Compress sorted integers into ranges: ``[0, 1, 2, 5, 255]`` -> ``'0-2, 5, 255'``."""
+    values = sorted(int(v) for v in values)
+    parts: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if start is not None and v is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = v
+    return ", ".join(parts)
+
+
+def default_palette(num_classes: int) -> Palette:
+    """The PASCAL VOC colour map (bits of the class index spread over R, G, B)."""
+    colours = []
+    for index in range(num_classes):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+# --- reading and checking one pair -----------------------------------------------------------
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """Open and fully decode ``path``; any failure becomes one ``ValueError`` naming the file."""
+    try:
+        image = Image.open(path)
+        image.load()  # decodes everything: a truncated file fails here, not in the model
+    except FileNotFoundError:
+        raise ValueError(f"{path}: {what} file is missing; add it or remove the pair") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise ValueError(
+            f"{path}: cannot read {what} ({type(exc).__name__}: {exc}); "
+            "re-export or remove the pair"
+        ) from None
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; ``ValueError`` if unreadable."""
+    image = _open(Path(path), "image")
+    return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a class-index label file as ``uint8`` ``(H, W)`` raw values; ``ValueError`` if bad."""
+    path = Path(path)
+    label = _open(path, "label")
+    if label.mode not in ("L", "P", "I", "I;16", "1"):
+        raise ValueError(
+            f"{path}: label has mode {label.mode} ({len(label.getbands())} channels); labels "
+            "must be single-channel class-index PNGs (grayscale or palette), not colour images"
+        )
+    array = np.asarray(label)
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"{path}: label values {int(array.min())}..{int(array.max())} do not fit in "
+                "0..255; store class indices as an 8-bit PNG"
+            )
+        array = array.astype(np.uint8)
+    return array
+
+
+def load_pair(
+    image_path: str | Path, label_path: str | Path, label_map: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read and verify one pair: ``uint8`` image ``(H, W, 3)``, mapped ``uint8`` mask ``(H, W)``.
+
+    Raises one ``ValueError`` naming the file for: a missing, unreadable or truncated file, an
+    image/label size mismatch, or a label value whose ``label_map`` entry is ``-1``.
+    """
+    image = read_image(image_path)
+    raw = read_label(label_path)
+    if raw.shape != image.shape[:2]:
+        (lh, lw), (ih, iw) = raw.shape, image.shape[:2]
+        raise ValueError(
+            f"{label_path}: label is {lw}x{lh} but image {image_path} is {iw}x{ih}; "
+            "fix or remove the pair"
+        )
+    mask = label_map[raw]  # (H, W) int16
+    bad = mask < 0
+    if bad.any():
+        values = np.unique(raw[bad])
+        raise ValueError(
+            f"{label_path}: label values {describe_values(values)} are outside the class set "
+            f"(allowed: {describe_values(np.flatnonzero(label_map >= 0))}); fix the label, "
+            "or the class list if it is incomplete"
+        )
+    return image, mask.astype(np.uint8)
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def scan_dir(directory: Path, suffixes: Sequence[str], *, depth: int = 0) -> dict[str, Path]:
+    """Files under ``directory`` ending in one of ``suffixes``, keyed by path minus the suffix.
+
+    ``depth`` = 1 also looks one folder down (Cityscapes' city folders); the key keeps the
+    folder (``'aachen/aachen_000000_000019'``). A missing directory gives an empty dict.
+    """
+    found: dict[str, Path] = {}
+    if not directory.is_dir():
+        return found
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if depth > 0 and entry.is_dir():
+                for key, path in scan_dir(Path(entry.path), suffixes, depth=depth - 1).items():
+                    found[f"{entry.name}/{key}"] = path
+                continue
+            lower = entry.name.lower()
+            for suffix in suffixes:
+                if lower.endswith(suffix.lower()) and entry.is_file():
+                    found[entry.name[: -len(suffix)]] = Path(entry.path)
+                    break
+    return found
+
+
+def pair_by_key(
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    image_for: Callable[[str], Path],
+    label_for: Callable[[str], Path],
+) -> list[Pair]:
+    """Pairs over the union of keys, sorted; a partner not found is its expected path."""
+    keys = sorted(images.keys() | labels.keys())
+    return [(images.get(k) or image_for(k), labels.get(k) or label_for(k)) for k in keys]
+
+
+def missing_files(pairs: Sequence[Pair]) -> list[str]:
+    """One line per pair whose image or label file does not exist, naming it and the fix."""
+    problems = []
+    for image_path, label_path in pairs:
+        has_image, has_label = image_path.is_file(), label_path.is_file()
+        if not has_label and has_image:
+            problems.append(
+                f"{label_path}: missing label for image {image_path}; add it or remove the image"
+            )
+        elif not has_image and has_label:
+            problems.append(
+                f"{image_path}: missing image for label {label_path}; add it or remove the label"
+            )
+        elif not has_image and not has_label:
+            problems.append(
+                f"{image_path}: listed but neither it nor its label {label_path} exists; "
+                "fix the split list"
+            )
+    return problems
+
+
+# --- the dataset -----------------------------------------------------------------------------
+
+
+class SegmentationDataset(Dataset):
+    """Image/label file pairs -> ``(image (3, H, W) float32 normalised, mask (H, W) int64)``.
+
+    Subclasses describe a layout; this class lists, checks, reads and maps. Construction only
+    lists files (and checks that each partner exists), so it is cheap, and instances pickle
+    (DataLoader workers).
+
+    Args:
+        root: the dataset folder (see the subclass for its layout).
+        split: one of ``splits``; ``trainval`` is train + val unless the layout lists it.
+        transform: ``transform(image_uint8_hwc, mask) -> (image_uint8_hwc, mask)`` applied
+            before normalisation; ``None`` gives whole, unaugmented images.
+        num_samples: use a seeded random subset of this many pairs (smoke runs); all if None.
+        seed: seed of that subset.
+    """
+
+    name: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ()
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transform: Transform | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(
+                f"unknown split {split!r} for dataset {self.name!r}; "
+                f"use one of: {', '.join(self.splits)}"
+            )
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        self.root = self.resolve_root(root)
+        self.split = split
+        self.transform = transform
+        pairs = self.list_split(self.root, split)
+        if not pairs:
+            raise ValueError(
+                f"{self.root}: split {split!r} of dataset {self.name!r} is empty; "
+                "add files or use another split"
+            )
+        problems = missing_files(pairs)
+        if problems:
+            more = f" ({len(problems) - 1} more pairs are incomplete)" if len(problems) > 1 else ""
+            raise ValueError(
+                f"{problems[0]}{more}; `autodeeplab data check {self.name}:{self.root}` lists all"
+            )
+        self.pairs: list[Pair] = _subset(pairs, num_samples, seed)
+        self._class_names, self._palette, self.label_map = self.metadata(self.root)
+
+    # --- layout hooks (subclasses) -----------------------------------------------------------
+
+    @classmethod
+    def resolve_root(cls, root: str | Path) -> Path:
+        """The dataset folder that ``root`` names; ``FileNotFoundError`` if it does not exist."""
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"dataset root {path} does not exist or is not a folder; "
+                f"fix the path in '{cls.name}:PATH'"
+            )
+        return path
+
+    @classmethod
+    def _list_split(cls, root: Path, split: str) -> list[Pair]:
+        """Expected pairs of one split; ``MissingSplitError`` if the layout lacks it."""
+        raise NotImplementedError
+
+    @classmethod
+    def metadata(cls, root: Path) -> tuple[tuple[str, ...] | None, Palette | None, np.ndarray]:
+        """``(class_names, palette, label_map)`` for the dataset at ``root``; reads no sample."""
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------
+
+    @classmethod
+    def list_split(cls, root: Path, split: str) -> list[Pair]:
+        """Expected ``(image, label)`` pairs of ``split`` (partners may be missing on disk)."""
+        if split == "trainval" and "trainval" not in cls._native_splits():
+            return cls._list_split(root, "train") + cls._list_split(root, "val")
+        return cls._list_split(root, split)
+
+    @classmethod
+    def _native_splits(cls) -> tuple[str, ...]:
+        """Splits the layout stores itself; ``trainval`` is otherwise train + val."""
+        return tuple(s for s in cls.splits if s != "trainval")
+
+    @classmethod
+    def class_info(cls, root: Path) -> tuple[int, tuple[str, ...], Palette]:
+        """``(num_classes, class_names, palette)`` of the dataset at ``root``."""
+        names, palette, _ = cls.metadata(root)
+        if names is None or palette is None:
+            raise NotImplementedError(f"{cls.__name__} must override class_info")
+        return len(names), names, palette
+
+    @classmethod
+    def from_spec(
+        cls,
+        argument: str | None,
+        split: str,
+        *,
+        size: int | tuple[int, int] = 64,
+        seed: int = 0,
+        num_samples: int | None = None,
+        transform: Transform | None = None,
+    ) -> SegmentationDataset:
+        """Build from ``NAME:PATH``; no transform: ``train_transform(size)`` on train splits."""
+        root = cls._root_argument(argument)
+        if transform is None and split in TRAIN_SPLITS and split in cls.splits:
+            transform = train_transform(size)
+        return cls(root, split, transform=transform, num_samples=num_samples, seed=seed)
+
+    @classmethod
+    def spec_info(cls, argument: str | None) -> tuple[int, tuple[str, ...], Palette]:
+        """``(num_classes, class_names, palette)`` for a spec argument, reading no sample."""
+        return cls.class_info(cls.resolve_root(cls._root_argument(argument)))
+
+    @classmethod
+    def _root_argument(cls, argument: str | None) -> str:
+        if not argument:
+            raise ValueError(f"dataset {cls.name!r} needs a path: use '{cls.name}:PATH'")
+        return argument
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in train-id order."""
+        if self._class_names is None:
+            _, self._class_names, self._palette = self.class_info(self.root)
+        return self._class_names
+
+    @property
+    def palette(self) -> Palette:
+        """RGB colour of each class."""
+        if self._palette is None:
+            _, self._class_names, self._palette = self.class_info(self.root)
+        return self._palette
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (train ids ``0 .. num_classes - 1``)."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _index(self, i: int) -> int:
+        n = len(self.pairs)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} samples")
+        return i % n
+
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i`` untransformed: ``uint8`` image ``(H, W, 3)``, mapped ``uint8`` mask."""
+        image_path, label_path = self.pairs[self._index(i)]
+        return load_pair(image_path, label_path, self.label_map)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.raw(i)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        mask = np.asarray(mask)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"transform returned a mask of shape {mask.shape} for an image of shape "
+                f"{image.shape} ({self.pairs[self._index(i)][0]}); it must transform both alike"
+            )
+        return normalize(image), torch.from_numpy(mask.astype(np.int64))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"num_samples={len(self)})"
+        )
+
+
+def _subset(pairs: list[Pair], num_samples: int | None, seed: int) -> list[Pair]:
+    """All pairs, or a seeded random subset of ``num_samples`` of them in listing order."""
+    if num_samples is None:
+        return pairs
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if num_samples > len(pairs):
+        raise ValueError(
+            f"num_samples={num_samples} but the split has only {len(pairs)} pairs; "
+            "lower it or leave it unset to use all"
+        )
+    keep = np.random.default_rng(seed).choice(len(pairs), size=num_samples, replace=False)
+    return [pairs[j] for j in sorted(keep.tolist())]

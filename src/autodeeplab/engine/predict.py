@@ -1,0 +1,118 @@
+"""Segment image files with a trained checkpoint: colour masks and overlays (PNG).
+
+The mask is written as a palette PNG (mode ``P``): its pixel values are the class indices
+and its palette is the dataset's, stored in the checkpoint, so one file is both the label
+map and its colour picture. The overlay blends those colours over the image.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from autodeeplab.checkpoint import atomic_write
+from autodeeplab.data import normalize
+from autodeeplab.engine.evaluate import load_trained_model, predict_probabilities
+
+__all__ = [
+    "PredictResult",
+    "colorize",
+    "overlay",
+    "predict_images",
+    "read_image_file",
+    "save_png",
+]
+
+
+@dataclass
+class PredictResult:
+    """Files written, and one line per image that could not be read."""
+
+    written: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Read ``path`` as ``uint8`` RGB ``(H, W, 3)``; one-line ``ValueError`` when unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: image not found; check the path")
+    try:
+        with Image.open(p) as image:
+            image.load()  # decode now: a truncated file fails here
+            return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(
+            f"{p}: cannot read image ({type(exc).__name__}: {first}); pass a PNG or JPEG file"
+        ) from None
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
+    """Class-index mask ``(H, W)`` -> palette PNG image whose colours are ``palette``."""
+    image = Image.fromarray(mask.astype(np.uint8))  # mode L; putpalette turns it into P
+    flat = [int(v) for colour in palette for v in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5
+) -> np.ndarray:
+    """``image`` ``(H, W, 3)`` with the class colours of ``mask`` blended over it (``uint8``)."""
+    colours = np.zeros((256, 3), dtype=np.float32)
+    colours[: len(palette)] = np.asarray(palette, dtype=np.float32)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours[mask.astype(np.int64)]
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def save_png(image: Image.Image | np.ndarray, path: str | Path) -> Path:
+    """Write a PNG atomically."""
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return Path(path)
+
+
+def predict_images(
+    checkpoint: str | Path,
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    mode: str = "whole",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    window: int | None = None,
+    stride: int | None = None,
+) -> PredictResult:
+    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``."""
+    from autodeeplab.engine.runtime import select_device
+
+    dev = select_device(device)
+    model, state = load_trained_model(checkpoint, dev)
+    palette = [tuple(c) for c in state["palette"]]
+    out = Path(out_dir)
+    result = PredictResult()
+    for path in images:
+        try:
+            rgb = read_image_file(path)
+        except ValueError as exc:
+            result.errors.append(str(exc))
+            continue
+        x = normalize(rgb).unsqueeze(0).to(dev)
+        prob = predict_probabilities(
+            model, x, mode=mode, scales=scales, flip=flip, window=window, stride=stride
+        )
+        mask = prob.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        stem = Path(path).stem
+        result.written.append(save_png(colorize(mask, palette), out / f"{stem}_mask.png"))
+        result.written.append(save_png(overlay(rgb, mask, palette), out / f"{stem}_overlay.png"))
+    return result

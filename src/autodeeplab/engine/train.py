@@ -1,0 +1,456 @@
+"""Retraining a discrete Auto-DeepLab from scratch (paper §5.2; SPEC.md §7.1).
+
+DeepLab's protocol: SGD with momentum, poly learning rate ``lr_t = lr0 (1 - t/T)^power``
+(power 0.9), weight decay on conv weights only (TF slim regularises weights, not BN or
+biases), random scale / crop / flip augmentation, an iteration-based schedule, and BN
+trained throughout. Mixed precision runs on CUDA only (bf16, or fp16 with a GradScaler).
+
+Exact resume: batch ``t`` holds the images of permutation ``(seed, epoch)`` at slots
+``t mod batches_per_epoch``, and each image's augmentation is seeded by ``(seed, t, slot)``,
+so neither depends on the process, the worker or what ran before. A checkpoint holds the
+weights, optimiser, scheduler, scaler, RNG states and best score; training resumed from it
+gives weights bitwise equal (on CPU) to an uninterrupted run.
+
+A run folder holds ``config.yaml``, ``genotype.json``, ``train_log.jsonl`` (one record per
+``log_every`` iterations and per evaluation), ``tensorboard/`` and ``checkpoints/best.pt`` +
+``last.pt``, which carry ``model_kwargs``, the genotype, the config, class names and palette.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.config import TrainConfig, config_from_dict, config_to_dict, save_config
+from autodeeplab.data import build_dataset, dataset_info
+from autodeeplab.engine.evaluate import CHECKPOINT_KIND, evaluate
+from autodeeplab.engine.runtime import (
+    append_jsonl,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+    truncate_jsonl,
+)
+from autodeeplab.genotype import Genotype, load_genotype, save_genotype
+from autodeeplab.metrics import IGNORE_INDEX
+from autodeeplab.model import MODELS, AutoDeepLab, build_model
+
+__all__ = [
+    "BatchSchedule",
+    "TrainResult",
+    "build_train_model",
+    "poly_lr",
+    "resolve_amp",
+    "run_train",
+    "with_genotype",
+]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run leaves behind."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_miou: float
+    best_iteration: int
+    iterations: int
+    seconds: float
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
+    """DeepLab's poly schedule: ``base_lr * (1 - step / total) ** power``."""
+    return base_lr * (1.0 - min(step, total) / total) ** power
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None (full fp32) on CPU or when off."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}; use one of: {', '.join(AMP_MODES)}")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _genotype_of(cfg: TrainConfig) -> Genotype:
+    """The genotype the config names: a preset's or a genotype.json file's."""
+    name, path = cfg.model.name, cfg.model.genotype
+    if (name is None) == (path is None):
+        raise ValueError(
+            "give exactly one of --model NAME (model.name) or --genotype FILE (model.genotype); "
+            f"got name={name!r}, genotype={path!r}"
+        )
+    if path is not None:
+        return load_genotype(path)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]["genotype"]
+
+
+def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
+    """The network that ``cfg.model`` describes, for ``cfg.train.iters`` of drop path."""
+    m = cfg.model
+    kwargs: dict[str, Any] = {
+        "filter_multiplier": m.filter_multiplier,
+        "drop_path_keep_prob": m.drop_path_keep_prob,
+        "total_training_steps": cfg.train.iters,
+        "aspp_channels": m.aspp_channels,
+        "decoder_channels": m.decoder_channels,
+        "dropout": m.dropout,
+    }
+    genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
+    return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
+
+
+class BatchSchedule(Sampler[list[tuple[int, int]]]):
+    """Batches ``start .. total-1`` as lists of ``(index, key)``; batch ``t`` depends on (seed, t).
+
+    Epoch ``e`` is a permutation of the ``n`` indices seeded by ``(seed, e)``, cut into
+    ``n // batch_size`` batches (the remainder is dropped). ``key`` numbers the draw in the
+    whole run, and seeds that image's augmentation.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int) -> None:
+        if n < batch_size:
+            raise ValueError(
+                f"the training set has {n} images, fewer than the batch size {batch_size}; "
+                f"use more data (data.train_samples) or --batch-size {n}"
+            )
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.total = start, total
+        self.per_epoch = n // batch_size
+
+    def _permutation(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 1_009)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, perm = -1, []
+        for t in range(self.start, self.total):
+            if t // self.per_epoch != epoch:
+                epoch = t // self.per_epoch
+                perm = self._permutation(epoch)
+            j = (t % self.per_epoch) * self.batch_size
+            yield [(perm[j + k], t * self.batch_size + k) for k in range(self.batch_size)]
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+
+class _SeededTransform:
+    """Calls an albumentations pipeline with its randomness fixed by (seed, key)."""
+
+    def __init__(self, transform: Any, seed: int) -> None:
+        self.transform, self.seed, self.key = transform, seed, 0
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        compose = getattr(self.transform, "compose", None)
+        if compose is None:  # not an albumentations Pipeline: nothing to seed
+            return self.transform(image, mask)
+        compose.set_random_seed((self.seed * 1_000_003 + self.key) % 2**32)
+        out = compose(image=image, mask=mask)
+        return out["image"], out["mask"]
+
+
+class _Keyed(Dataset):
+    """``dataset[(index, key)]``: sets the augmentation key, then reads ``dataset[index]``."""
+
+    def __init__(self, dataset: Dataset, transform: _SeededTransform | None) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        if self.transform is not None:
+            self.transform.key = item[1]
+        return self.dataset[item[0]]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+def _train_transform(cfg: TrainConfig) -> _SeededTransform | None:
+    """DeepLab's augmentation from ``data.transforms``, when that module provides it."""
+    try:
+        from autodeeplab.data.transforms import train_transform
+    except ImportError:  # an older data package: train on unaugmented images
+        return None
+    return _SeededTransform(train_transform(cfg.data.crop, cfg.data.scale), cfg.train.seed)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | None, Any]:
+    if not resume:
+        return None, None
+    path = out / "checkpoints" / "last.pt" if resume is True else Path(resume)
+    if resume is True and not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
+    state = load_checkpoint(path)
+    if state.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(
+            f"{path}: this is a {state.get('kind')!r} checkpoint; resume training from a "
+            "train run's checkpoints/last.pt"
+        )
+    return path, state
+
+
+def run_train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: str | Path | bool | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train (or resume) the network of ``cfg`` into ``out_dir``; returns the best checkpoint.
+
+    ``stop_after`` ends the run after that iteration of the schedule with ``last.pt`` written,
+    so a long schedule can be split over jobs and continued with ``resume=True``.
+    """
+    start_time = time.perf_counter()
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    loop = cfg.train
+    if loop.iters < 1 or loop.eval_every < 1 or loop.log_every < 1:
+        raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
+    end = loop.iters if stop_after is None else min(stop_after, loop.iters)
+
+    resume_path, state = _resume_state(out, resume)
+    if state is not None:
+        saved = config_from_dict(state["config"], TrainConfig(), where=str(resume_path))
+        if config_to_dict(saved.model) != config_to_dict(cfg.model) or saved.data != cfg.data:
+            raise CheckpointError(
+                f"{resume_path}: checkpoint was made with another model or data config; "
+                "resume with the run's own config.yaml (--config OUT/config.yaml)"
+            )
+
+    device = select_device(loop.device)
+    amp_dtype = resolve_amp(loop.amp, device)
+    seed_everything(loop.seed)
+    info = dataset_info(cfg.data.spec)
+    model = build_train_model(cfg, info.num_classes).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    save_genotype(model.genotype, out / "genotype.json")
+
+    transform = _train_transform(cfg)
+    train_set = build_dataset(
+        cfg.data.spec,
+        "train",
+        size=cfg.data.crop,
+        seed=loop.seed,
+        num_samples=cfg.data.train_samples,
+        transform=transform,
+    )
+    val_set = build_dataset(
+        cfg.data.spec,
+        "val",
+        size=cfg.data.crop,
+        seed=loop.seed,
+        num_samples=cfg.data.val_samples,
+    )
+
+    optimizer = torch.optim.SGD(
+        _param_groups(model, loop.weight_decay), lr=loop.lr, momentum=loop.momentum
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: poly_lr(1.0, t, loop.iters, loop.poly_power)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start, best_miou, best_iter = 0, -math.inf, 0
+    log_path = out / "train_log.jsonl"
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start, best_miou, best_iter = state["iteration"], state["best_miou"], state["best_iter"]
+        # Records written after the checkpoint (a run killed in between) are redone.
+        truncate_jsonl(log_path, lambda r: r.get("iter", 0) <= start)
+    elif log_path.exists():
+        log_path.unlink()
+
+    pin = device.type == "cuda"
+    # Own generators: creating a loader iterator must not consume the global torch RNG,
+    # which drives dropout and drop path and is saved for resume.
+    train_loader = DataLoader(
+        _Keyed(train_set, transform),
+        batch_sampler=BatchSchedule(len(train_set), loop.batch_size, loop.seed, start, end),
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(loop.seed),
+    )
+    val_loader = DataLoader(
+        val_set,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(loop.seed),
+    )
+
+    writer = None
+    if loop.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=loop.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+
+    def checkpoint(path: Path, iteration: int, metrics: dict[str, Any]) -> None:
+        save_checkpoint(
+            path,
+            {
+                "iteration": iteration,
+                "best_miou": best_miou,
+                "best_iter": best_iter,
+                "model_kwargs": model.model_kwargs,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+                "config": config_to_dict(cfg),
+                "genotype": model.genotype.to_dict(),
+                "class_names": list(info.class_names),
+                "palette": [list(c) for c in info.palette],
+                "metrics": metrics,
+            },
+            CHECKPOINT_KIND,
+        )
+
+    model.train()
+    batches = iter(train_loader)
+    loss_sum, n_loss = torch.zeros((), device=device), 0
+    tick, images = time.perf_counter(), 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    window = cfg.eval.window or cfg.data.crop
+    for it in range(start, end):
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        model.set_training_step(it)
+        with autocast:
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if loop.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        loss_sum += loss.detach()
+        n_loss += 1
+        images += x.shape[0]
+        done = it + 1
+
+        if done % loop.log_every == 0 or done == loop.iters:
+            now = time.perf_counter()
+            record = {
+                "event": "train",
+                "iter": done,
+                "loss": float(loss_sum) / n_loss,  # .item() syncs a GPU: only when logging
+                "lr": lr,
+                "img_per_s": images / max(now - tick, 1e-9),
+            }
+            append_jsonl(log_path, record)
+            if writer is not None:
+                for key in ("loss", "lr", "img_per_s"):
+                    writer.add_scalar(f"train/{key}", record[key], done)
+            if bar is not None:
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    lr=f"{lr:.2e}",
+                    img_s=f"{record['img_per_s']:.1f}",
+                )
+            loss_sum, n_loss, tick, images = torch.zeros((), device=device), 0, now, 0
+        if bar is not None:
+            bar.update(1)
+
+        if done % loop.eval_every == 0 or done == loop.iters:
+            cm = evaluate(
+                model,
+                val_loader,
+                info.num_classes,
+                device,
+                mode=cfg.eval.mode,
+                scales=cfg.eval.scales,
+                flip=cfg.eval.flip,
+                window=window,
+                stride=cfg.eval.stride,
+                amp_dtype=amp_dtype,
+            )
+            result = cm.compute()
+            metrics = {
+                "event": "eval",
+                "iter": done,
+                "val_miou": result["miou"],
+                "val_pixel_acc": result["pixel_acc"],
+                "val_mean_acc": result["mean_acc"],
+            }
+            is_best = result["miou"] > best_miou  # nan (no valid pixel) is never best
+            if is_best:
+                best_miou, best_iter = result["miou"], done
+            metrics["best_miou"] = best_miou
+            append_jsonl(log_path, metrics)
+            if writer is not None:
+                for key in ("val_miou", "val_pixel_acc", "val_mean_acc"):
+                    if math.isfinite(metrics[key]):
+                        writer.add_scalar(f"val/{key[4:]}", metrics[key], done)
+                writer.flush()
+            if bar is not None:
+                bar.write(f"iter {done}: val mIoU {result['miou']:.4f} (best {best_miou:.4f})")
+            if is_best:
+                checkpoint(ckpt_dir / "best.pt", done, metrics)
+            checkpoint(ckpt_dir / "last.pt", done, metrics)
+
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if end % loop.eval_every != 0 and end < loop.iters:  # stopped between evaluations
+        checkpoint(ckpt_dir / "last.pt", end, {})
+    if end == loop.iters and not (ckpt_dir / "best.pt").is_file():  # every score was nan
+        checkpoint(ckpt_dir / "best.pt", end, {"val_miou": best_miou})
+    return TrainResult(
+        out_dir=out,
+        best_checkpoint=ckpt_dir / "best.pt",
+        last_checkpoint=ckpt_dir / "last.pt",
+        best_miou=best_miou,
+        best_iteration=best_iter,
+        iterations=end,
+        seconds=time.perf_counter() - start_time,
+    )
+
+
+def with_genotype(cfg: TrainConfig, genotype_path: str | Path) -> TrainConfig:
+    """``cfg`` training the network of ``genotype_path`` (and no preset)."""
+    return replace(cfg, model=replace(cfg.model, name=None, genotype=str(genotype_path)))

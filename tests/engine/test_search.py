@@ -1,0 +1,141 @@
+"""The search loop: step isolation, stored split, exact resume, logs and outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint
+from autodeeplab.config import load_config
+from autodeeplab.data.split import load_split
+from autodeeplab.engine.search import _step, decode_checkpoint, find_latest_checkpoint, run_search
+from autodeeplab.genotype import load_genotype
+from autodeeplab.search import SearchNetwork
+
+TINY = [
+    "model.num_layers=3",
+    "model.num_blocks=2",
+    "model.filter_multiplier=2",
+    "data.crop=32",
+    "data.train_samples=8",
+    "data.val_samples=4",
+    "search.epochs=3",
+    "search.arch_start_epoch=1",
+    "search.tensorboard=false",
+]
+
+
+def tiny_config(*extra: str):
+    return load_config(None, [*TINY, *extra])
+
+
+def _net() -> SearchNetwork:
+    torch.manual_seed(0)
+    return SearchNetwork(3, num_layers=3, num_blocks=2, filter_multiplier=2, strides=(4, 8, 16))
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2, 32, 32), generator=g)
+
+
+def test_weight_step_changes_no_architecture_parameter():
+    net = _net()
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    before_arch = [p.detach().clone() for p in arch]
+    before_w = [p.detach().clone() for p in weights]
+    opt = torch.optim.SGD(weights, lr=0.1, momentum=0.9)
+    _step(net, _batch(), weights, arch, opt, 5.0, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(before_arch, arch, strict=True))
+    assert all(p.grad is None for p in arch)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before_w, weights, strict=True))
+    assert changed > 0.9 * len(weights)
+    assert all(p.requires_grad for p in net.parameters())  # restored after the step
+
+
+def test_architecture_step_changes_no_weight():
+    net = _net()
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    before_w = [p.detach().clone() for p in weights]
+    before_arch = [p.detach().clone() for p in arch]
+    opt = torch.optim.Adam(arch, lr=0.01)
+    _step(net, _batch(), arch, weights, opt, None, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(before_w, weights, strict=True))
+    assert all(p.grad is None for p in weights)
+    assert all(not torch.equal(a, b) for a, b in zip(before_arch, arch, strict=True))
+
+
+def test_search_writes_outputs_and_log(tmp_path):
+    result = run_search(tiny_config(), tmp_path, progress=False)
+    assert load_genotype(tmp_path / "genotype.json") == result.genotype
+    assert result.genotype.num_layers == 3 and result.genotype.num_blocks == 2
+    for name in ("genotype_path.png", "genotype_cell.png", "config.yaml", "split.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    records = [
+        json.loads(line) for line in (tmp_path / "search_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[0]["arch_loss"] is None and records[1]["arch_loss"] is not None
+    alpha = torch.tensor(records[-1]["alpha"])
+    assert alpha.shape == (5, 8)  # B=2: 2 + 3 edges, 8 ops
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(5), atol=1e-6, rtol=0)
+    assert 0.0 <= records[-1]["val_miou"] <= 1.0
+    a, b, meta = load_split(tmp_path / "split.json")
+    assert len(a) == len(b) == 4 and not set(a) & set(b) and meta["num_samples"] == 8
+    # Only the newest keep_checkpoints (2) epochs are kept; decode gives the final genotype.
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert ckpts == ["epoch_0002.pt", "epoch_0003.pt"]
+    genotype, meta = decode_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt")
+    assert genotype == result.genotype and meta["epoch"] == 3
+
+
+def test_resumed_search_equals_uninterrupted(tmp_path):
+    cfg = tiny_config()
+    full = run_search(cfg, tmp_path / "full", progress=False)
+    part = run_search(cfg, tmp_path / "part", progress=False, stop_after=1)
+    assert part.epochs == 1 and not (tmp_path / "part" / "genotype.json").exists()
+    part = run_search(cfg, tmp_path / "part", progress=False, resume=True, stop_after=2)
+    resumed = run_search(cfg, tmp_path / "part", progress=False, resume=True)
+    assert resumed.genotype == full.genotype
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0003.pt", "search")
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "epoch_0003.pt", "search")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["step"] == b["step"] == 6
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    log_a = (tmp_path / "full" / "search_log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "part" / "search_log.jsonl").read_text().splitlines()
+    strip = lambda rec: {k: v for k, v in json.loads(rec).items() if k != "seconds"}  # noqa: E731
+    assert [strip(r) for r in log_a] == [strip(r) for r in log_b]
+
+
+def test_resume_drops_log_records_after_the_checkpoint(tmp_path):
+    cfg = tiny_config("search.epochs=2")
+    run_search(cfg, tmp_path, progress=False, stop_after=1)
+    log = tmp_path / "search_log.jsonl"
+    # A run killed after logging epoch 2 but before its checkpoint leaves a stray record.
+    log.write_text(log.read_text() + json.dumps({"epoch": 2, "stray": True}) + "\n")
+    run_search(cfg, tmp_path, progress=False, resume=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and "stray" not in records[1]
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete search checkpoint"):
+        run_search(tiny_config(), tmp_path, progress=False, resume=True)
+    run_search(tiny_config("search.epochs=1"), tmp_path, progress=False)
+    ckpt = find_latest_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.name == "epoch_0001.pt"
+    with pytest.raises(CheckpointError, match="not the configured one"):
+        run_search(tiny_config("model.num_blocks=3"), tmp_path, progress=False, resume=ckpt)
+    # A truncated newest checkpoint is skipped in favour of an older complete one.
+    (tmp_path / "checkpoints" / "epoch_0002.pt").write_bytes(ckpt.read_bytes()[:100])
+    assert find_latest_checkpoint(tmp_path) == ckpt
+
+
+def test_batch_larger_than_split_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fewer than the batch size"):
+        run_search(tiny_config("search.batch_size=8"), tmp_path, progress=False)

@@ -1,0 +1,140 @@
+"""The retrain loop: poly schedule, data order, exact resume, checkpoints and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.config import TrainConfig, config_from_dict
+from autodeeplab.data import dataset_info
+from autodeeplab.engine.evaluate import load_trained_model
+from autodeeplab.engine.runtime import read_jsonl
+from autodeeplab.engine.train import BatchSchedule, poly_lr, resolve_amp, run_train
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, save_genotype
+
+
+def test_poly_lr_values() -> None:
+    assert poly_lr(0.05, 0, 100) == 0.05
+    assert poly_lr(0.05, 50, 100) == pytest.approx(0.05 * 0.5**0.9)
+    assert poly_lr(0.05, 99, 100, power=1.0) == pytest.approx(0.05 / 100)
+    assert poly_lr(0.05, 100, 100) == 0.0
+    assert poly_lr(0.05, 150, 100) == 0.0  # past the end it stays at zero
+
+
+def test_logged_learning_rates_follow_poly(trained_run: Path) -> None:
+    records = [r for r in read_jsonl(trained_run / "train_log.jsonl") if r["event"] == "train"]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4]
+    for r in records:  # iteration t (1-based) used the lr of step t - 1
+        assert r["lr"] == pytest.approx(0.05 * (1 - (r["iter"] - 1) / 4) ** 0.9)
+
+
+def test_batch_schedule_is_a_function_of_seed_and_iteration() -> None:
+    full = list(BatchSchedule(7, 2, seed=5, start=0, total=9))
+    assert list(BatchSchedule(7, 2, seed=5, start=4, total=9)) == full[4:]
+    assert full != list(BatchSchedule(7, 2, seed=6, start=0, total=9))
+    # Three batches per epoch (one image left out), distinct images within an epoch.
+    for epoch in range(3):
+        indices = [i for batch in full[3 * epoch : 3 * epoch + 3] for i, _ in batch]
+        assert len(set(indices)) == 6
+    keys = [k for batch in full for _, k in batch]
+    assert keys == list(range(18))  # every draw has its own augmentation key
+    with pytest.raises(ValueError, match="fewer than the batch size"):
+        BatchSchedule(1, 2, seed=0, start=0, total=1)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> None:
+    # Drop path and dropout on, so the restored RNG state matters as well as the data order.
+    cfg = train_config("model.drop_path_keep_prob=0.7", "model.dropout=0.5", "train.iters=5")
+    run_train(cfg, tmp_path / "straight", progress=False)
+    run_train(cfg, tmp_path / "split", progress=False, stop_after=3)
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["iteration"] == 3
+    run_train(cfg, tmp_path / "split", resume=True, progress=False)
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 5
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    log_a = read_jsonl(tmp_path / "straight" / "train_log.jsonl")
+    log_b = read_jsonl(tmp_path / "split" / "train_log.jsonl")
+    strip = [{k: v for k, v in r.items() if k != "img_per_s"} for r in log_a]
+    assert strip == [{k: v for k, v in r.items() if k != "img_per_s"} for r in log_b]
+
+
+def test_checkpoint_is_self_describing(trained_run: Path) -> None:
+    state = load_checkpoint(trained_run / "checkpoints" / "best.pt", "train")
+    info = dataset_info("synthetic")
+    assert state["class_names"] == list(info.class_names)
+    assert [tuple(c) for c in state["palette"]] == list(info.palette)
+    assert Genotype.from_dict(state["genotype"]) == PAPER_GENOTYPE
+    cfg = config_from_dict(state["config"], TrainConfig())
+    assert cfg.model.filter_multiplier == 2 and cfg.train.iters == 4
+    assert state["model_kwargs"]["filter_multiplier"] == 2
+    assert {"optimizer", "scheduler", "rng", "iteration", "best_miou"} <= set(state)
+    model, _ = load_trained_model(trained_run / "checkpoints" / "best.pt")
+    assert model(torch.randn(1, 3, 21, 19)).shape == (1, 8, 21, 19)
+    assert (trained_run / "config.yaml").is_file()
+    assert Genotype.from_json((trained_run / "genotype.json").read_text()) == PAPER_GENOTYPE
+    evals = [r for r in read_jsonl(trained_run / "train_log.jsonl") if r["event"] == "eval"]
+    assert [r["iter"] for r in evals] == [2, 4]
+    assert state["best_miou"] == max(r["val_miou"] for r in evals)
+
+
+def test_train_from_a_genotype_file(tmp_path: Path, train_config) -> None:
+    genotype = Genotype(cell=((("sep_conv_3x3", 0), ("skip_connect", 1)),), path=(0, 1, 1, 0))
+    save_genotype(genotype, tmp_path / "g.json")
+    cfg = train_config("model.name=null", f"model.genotype={tmp_path / 'g.json'}", "train.iters=1")
+    result = run_train(cfg, tmp_path / "run", progress=False)
+    model, state = load_trained_model(result.best_checkpoint)
+    assert model.genotype == genotype
+    assert state["iteration"] == 1
+
+
+def test_config_errors(tmp_path: Path, train_config) -> None:
+    with pytest.raises(ValueError, match="exactly one of --model"):
+        run_train(train_config("model.genotype=g.json"), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="exactly one of --model"):
+        run_train(train_config("model.name=null"), tmp_path / "b", progress=False)
+    missing = tmp_path / "missing.json"
+    cfg = train_config("model.name=null", f"model.genotype={missing}")
+    with pytest.raises(FileNotFoundError, match="missing.json: genotype file not found"):
+        run_train(cfg, tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        run_train(train_config("model.name=auto-deeplab-xl"), tmp_path / "d", progress=False)
+
+
+def test_resume_errors(tmp_path: Path, train_config) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        run_train(train_config(), tmp_path / "empty", resume=True, progress=False)
+    search_ckpt = tmp_path / "epoch_0001.pt"
+    save_checkpoint(search_ckpt, {"epoch": 1}, "search")
+    with pytest.raises(CheckpointError, match="'search' checkpoint"):
+        run_train(train_config(), tmp_path / "e", resume=search_ckpt, progress=False)
+
+
+def test_resume_with_another_model_config_is_refused(trained_run: Path, train_config, tmp_path):
+    cfg = train_config("model.filter_multiplier=4")
+    with pytest.raises(CheckpointError, match="another model or data config"):
+        run_train(cfg, tmp_path, resume=trained_run / "checkpoints" / "last.pt", progress=False)
+
+
+def test_amp_is_off_on_cpu_and_checked() -> None:
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    assert resolve_amp("fp16", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="unknown amp mode"):
+        resolve_amp("fp8", torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_training_on_cuda(tmp_path: Path, train_config) -> None:
+    cfg = train_config("train.device=cuda", "train.amp=fp16", "train.iters=2")
+    result = run_train(cfg, tmp_path, progress=False)
+    state = load_checkpoint(result.last_checkpoint)
+    assert state["scaler"]  # the fp16 GradScaler state travels with the checkpoint
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

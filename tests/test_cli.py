@@ -1,0 +1,77 @@
+"""The command line: search and decode end to end, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autodeeplab.cli import main
+from autodeeplab.genotype import load_genotype
+
+TINY = [
+    "--crop", "32", "--epochs", "2", "--batch-size", "2", "--seed", "3", "--no-progress",
+    "--set", "model.num_layers=3", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
+    "--set", "train_samples=8", "--set", "val_samples=4", "--set", "arch_start_epoch=1",
+    "--set", "tensorboard=false",
+]  # fmt: skip
+
+
+def test_search_and_decode_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr()
+    genotype = load_genotype(out / "genotype.json")
+    assert json.loads(printed.out)["path"] == list(genotype.path)
+    assert "done in" in printed.err
+    assert (out / "genotype_path.png").stat().st_size > 1000
+    assert (out / "genotype_cell.png").stat().st_size > 1000
+    assert len((out / "search_log.jsonl").read_text().splitlines()) == 2
+
+    ckpt = out / "checkpoints" / "epoch_0002.pt"
+    assert main(["decode", str(ckpt), "--out", str(tmp_path / "dec" / "g.json")]) == 0
+    assert load_genotype(tmp_path / "dec" / "g.json") == genotype
+    assert (tmp_path / "dec" / "g_path.png").exists() and (tmp_path / "dec" / "g_cell.png").exists()
+
+
+def test_resume_alone_continues_the_newest_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TINY, "--epochs", "1"]) == 0
+    assert main(["search", "--out", str(out), *TINY, "--epochs", "1", "--resume"]) == 0
+    capsys.readouterr()
+    assert len((out / "search_log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--set", "model.bogus=1"], "unknown key 'model.bogus'"),
+        (["search", "--set", "search.epochs=many"], "expected an integer"),
+        (["search", "--set", "epochs"], "expected key=value"),
+        (["search", "--config", "missing.yaml"], "missing.yaml: config file not found"),
+        (["search", "--data", "nosuch"], "unknown dataset 'nosuch'"),
+        (["search", "--resume"], "no complete search checkpoint"),
+        (["decode", "nope.pt"], "nope.pt: checkpoint not found"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, capsys, argv, message):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "search" else [])]) == 2
+    # At most an informational banner precedes the error, which is one line.
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_decode_refuses_a_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "epoch_0001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["decode", str(bad)]) == 2
+    assert "not a readable autodeeplab checkpoint" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "autodeeplab", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("autodeeplab ")

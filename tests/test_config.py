@@ -1,0 +1,222 @@
+"""Tests of the typed config: paper defaults, YAML loading, overrides, errors, round trips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autodeeplab.config import (
+    ConfigError,
+    DataConfig,
+    SearchConfig,
+    SearchLoopConfig,
+    SearchModelConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from autodeeplab.ops import PRIMITIVES
+
+
+def _write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_are_the_papers_search_settings() -> None:
+    cfg = SearchConfig()
+    s = cfg.search
+    # Paper §4.2, §5.1 (SPEC §3).
+    assert (s.epochs, s.batch_size, s.arch_start_epoch) == (40, 2, 20)
+    assert (s.lr, s.lr_min, s.momentum, s.weight_decay) == (0.025, 0.001, 0.9, 3e-4)
+    assert (s.arch_lr, s.arch_weight_decay) == (3e-3, 1e-3)
+    assert s.split_fraction == 0.5
+    m = cfg.model
+    assert (m.num_layers, m.num_blocks, m.filter_multiplier) == (12, 5, 8)
+    assert m.strides == (4, 8, 16, 32)
+    assert m.primitives == PRIMITIVES
+    assert m.affine is False  # SPEC §12.4
+    assert load_config() == cfg
+
+
+def test_yaml_file_and_overrides(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path,
+        "model:\n  num_layers: 6\n  strides: [4, 8, 16]\nsearch:\n  epochs: 10\n  lr: 1\n",
+    )
+    cfg = load_config(p)
+    assert cfg.model.num_layers == 6
+    assert cfg.model.strides == (4, 8, 16)
+    assert cfg.search.epochs == 10
+    assert cfg.search.lr == 1.0 and isinstance(cfg.search.lr, float)  # ints pass as floats
+    assert cfg.search.batch_size == 2  # untouched keys keep their defaults
+    assert cfg.data == DataConfig()
+
+    cfg = load_config(p, ["search.epochs=3"])
+    assert cfg.search.epochs == 3 and cfg.model.num_layers == 6
+    assert load_config(p, ["epochs=3"]).search.epochs == 3  # bare leaf name
+    assert load_config(p, ["model.strides=[4,8]"]).model.strides == (4, 8)
+    assert load_config(None, ["search.grad_clip=null"]).search.grad_clip is None
+    assert load_config(None, ["grad_clip="]).search.grad_clip is None
+    assert load_config(None, ["data.train_samples=null"]).data.train_samples is None
+    assert load_config(None, ["data.train_samples=7"]).data.train_samples == 7
+    assert load_config(None, ["arch_betas=[0.9, 0.99]"]).search.arch_betas == (0.9, 0.99)
+    assert load_config(None, ["tensorboard=false"]).search.tensorboard is False
+    assert load_config(None, ["data.spec=cityscapes:/data"]).data.spec == "cityscapes:/data"
+    # Later overrides win; overrides beat the file.
+    assert load_config(p, ["epochs=3", "search.epochs=4"]).search.epochs == 4
+
+
+def test_empty_yaml_is_the_defaults(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, "")) == SearchConfig()
+    assert load_config(_write(tmp_path, "# only a comment\n")) == SearchConfig()
+
+
+def test_null_in_yaml_for_optional_keys(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "search:\n  grad_clip: null\ndata:\n  val_samples: ~\n"))
+    assert cfg.search.grad_clip is None and cfg.data.val_samples is None
+    with pytest.raises(ConfigError, match="key 'search.epochs': expected an integer, got None"):
+        load_config(_write(tmp_path, "search:\n  epochs: null\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("search:\n  epochz: 3\n", "unknown key 'search.epochz'; valid keys here: .*epochs"),
+        ("modle:\n  num_layers: 3\n", "unknown key 'modle'; valid keys here: data, model, search"),
+        ("search:\n  epochs: three\n", "key 'search.epochs': expected an integer, got 'three'"),
+        ("search:\n  epochs: true\n", "key 'search.epochs': expected an integer, got True"),
+        ("search:\n  epochs: 2.5\n", "key 'search.epochs': expected an integer, got 2.5"),
+        ("search:\n  lr: fast\n", "key 'search.lr': expected a number, got 'fast'"),
+        ("search:\n  lr: true\n", "key 'search.lr': expected a number, got True"),
+        ("search:\n  tensorboard: 1\n", "key 'search.tensorboard': expected true or false"),
+        ("data:\n  spec: 3\n", "key 'data.spec': expected a string, got 3"),
+        ("model:\n  strides: 4\n", "key 'model.strides': expected a list, got 4"),
+        ("model:\n  strides: [4, x]\n", r"key 'model.strides'\[1\]: expected an integer"),
+        ("search:\n  arch_betas: [0.9]\n", "key 'search.arch_betas': expected 2 values, got 1"),
+        ("search:\n  grad_clip: abc\n", "key 'search.grad_clip': expected a number, got 'abc'"),
+        ("search: 3\n", "section 'search.*' must be a mapping"),
+        ("- 1\n- 2\n", "section 'top level' must be a mapping"),
+        ("search: [unclosed\n", "not valid YAML"),
+        ("search:\n\tepochs: 3\n", "not valid YAML"),
+    ],
+)
+def test_file_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    p = _write(tmp_path, text, "bad_config.yaml")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(p)
+    assert str(info.value).startswith(f"{p}: ")
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    p = tmp_path / "binary.yaml"
+    p.write_bytes(b"search:\n  epochs: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="binary.yaml: not valid YAML"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.epochs", "--set 'search.epochs': expected key=value"),
+        ("epochs 3", "expected key=value"),
+        ("search.epochz=3", "--set search.epochz=3: unknown key 'search.epochz'"),
+        ("nosuchkey=3", "unknown key 'nosuchkey'"),
+        (
+            "search.epochs=three",
+            "--set search.epochs=three: key 'search.epochs': expected an integer",
+        ),
+        ("search.epochs=true", "key 'search.epochs': expected an integer, got True"),
+        ("search.epochs=2.5", "key 'search.epochs': expected an integer, got 2.5"),
+        ("search.epochs=[1", "key 'search.epochs': expected an integer, got '\\[1'"),
+        ("model.strides=4", "key 'model.strides': expected a list"),
+        ("search=3", "section 'search.*' must be a mapping"),
+    ],
+)
+def test_override_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+@dataclass(frozen=True)
+class _A:
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class _B:
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Both:
+    """A config whose two sections share a key name."""
+
+    a: _A = field(default_factory=_A)
+    b: _B = field(default_factory=_B)
+
+
+def test_ambiguous_bare_override_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="ambiguous key, use one of a.seed, b.seed"):
+        load_config(None, ["seed=3"], base=Both())
+    cfg = load_config(None, ["b.seed=3"], base=Both())
+    assert (cfg.a.seed, cfg.b.seed) == (0, 3)
+
+
+def test_config_to_dict_is_plain_and_round_trips() -> None:
+    cfg = load_config(None, ["model.strides=[4,8]", "grad_clip=null", "epochs=7"])
+    d = config_to_dict(cfg)
+    assert d["model"]["strides"] == [4, 8]
+    assert d["model"]["primitives"] == list(PRIMITIVES)
+    assert d["search"]["arch_betas"] == [0.5, 0.999]
+    assert d["search"]["grad_clip"] is None and d["search"]["epochs"] == 7
+    assert set(d) == {"model", "data", "search"}
+    assert yaml.safe_load(yaml.safe_dump(d)) == d  # plain YAML types only
+    assert config_from_dict(d, SearchConfig()) == cfg
+    assert config_from_dict({}, SearchConfig()) == SearchConfig()
+    with pytest.raises(ConfigError, match="ckpt: unknown key 'search.bogus'"):
+        config_from_dict({"search": {"bogus": 1}}, SearchConfig(), where="ckpt")
+
+
+def test_section_configs_round_trip_on_their_own() -> None:
+    for section in (SearchModelConfig(num_layers=3), DataConfig(crop=33), SearchLoopConfig(lr=1.5)):
+        assert config_from_dict(config_to_dict(section), type(section)()) == section
+
+
+def test_save_config_writes_yaml_that_loads_back_equal(tmp_path: Path) -> None:
+    cfg = load_config(None, ["model.strides=[4,8,16]", "data.train_samples=5", "grad_clip=null"])
+    out = tmp_path / "config.yaml"
+    save_config(cfg, out)
+    assert load_config(out) == cfg
+    assert yaml.safe_load(out.read_text(encoding="utf-8")) == config_to_dict(cfg)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
+    save_config(SearchConfig(), out)  # overwrites
+    assert load_config(out) == SearchConfig()
+
+
+def test_shipped_cpu_preset_equals_the_builtin_default() -> None:
+    from autodeeplab.config import CPU_SEARCH_PRESET, config_from_dict
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = load_config(root / "configs" / "search" / "synthetic.yaml")
+    assert shipped == config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
+    assert (shipped.model.num_layers, shipped.model.num_blocks) == (12, 5)
+
+
+def test_paper_preset_has_the_paper_settings() -> None:
+    root = Path(__file__).resolve().parents[1]
+    paper = load_config(root / "configs" / "search" / "paper.yaml")
+    assert paper.search == SearchConfig().search  # the defaults are the paper's
+    assert (paper.data.crop, paper.search.epochs, paper.search.arch_start_epoch) == (321, 40, 20)
+    assert paper.model == SearchConfig().model
