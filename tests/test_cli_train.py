@@ -12,7 +12,13 @@ from PIL import Image
 
 from autodeeplab.checkpoint import save_checkpoint
 from autodeeplab.cli import main
-from autodeeplab.config import SearchConfig, TrainConfig, load_config
+from autodeeplab.config import (
+    CPU_TRAIN_PRESET,
+    SearchConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+)
 from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +101,8 @@ def test_predict_writes_pngs_and_reports_bad_images(cli_run: Path, tmp_path: Pat
     argv = ["predict", ckpt, str(tmp_path / "a.png"), "--out", str(tmp_path / "p"),
             "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
-    assert (tmp_path / "p" / "a_mask.png").is_file() and (tmp_path / "p" / "a_overlay.png").is_file()
+    assert (tmp_path / "p" / "a_mask.png").is_file()
+    assert (tmp_path / "p" / "a_overlay.png").is_file()
     argv = ["predict", ckpt, str(tmp_path / "b.png"), "--out", str(tmp_path / "p")]
     assert main(argv) == 2
     line = _one_line_error(capsys, "predict")
@@ -145,8 +152,9 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys, argv, command, expecte
     assert expected in _one_line_error(capsys, command)
 
 
-def test_train_preset_is_valid() -> None:
+def test_train_preset_file_equals_the_built_in_one() -> None:
     cfg = load_config(REPO / "configs" / "train" / "synthetic.yaml", base=TrainConfig())
+    assert cfg == config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     assert cfg.data.spec == "synthetic"
     assert cfg.model.name is None and cfg.model.genotype is None  # `run` fills in the genotype
 

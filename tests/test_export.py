@@ -41,7 +41,7 @@ def _tiny_model(genotype: Genotype = TINY_GENOTYPE, seed: int = 0) -> AutoDeepLa
             m.momentum = None  # cumulative average: the statistics of the batches below
     model.train()
     with torch.no_grad():
-        model(torch.randn(4, 3, *SIZE, generator=torch.Generator().manual_seed(seed + 1)))
+        model(torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(seed + 1)))
         model.classifier.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
     return model.eval()
 
@@ -69,9 +69,21 @@ def _write_train_checkpoint(path: Path, model: AutoDeepLab, crop: int = 65) -> P
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model() -> AutoDeepLab:
+    """The network in ``checkpoint``, for eager reference outputs (never modified)."""
+    # Module fixtures run before conftest's one-thread fixture; contended threads are slow.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _tiny_model()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: AutoDeepLab) -> Path:
     folder = tmp_path_factory.mktemp("trained") / "checkpoints"
-    return _write_train_checkpoint(folder / "best.pt", _tiny_model())
+    return _write_train_checkpoint(folder / "best.pt", tiny_model)
 
 
 def _eager(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -86,7 +98,9 @@ def _onnx_run(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"image": x.numpy()})[0]
 
 
-def test_onnx_export_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+def test_onnx_export_matches_pytorch(
+    checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
+) -> None:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
@@ -101,13 +115,14 @@ def test_onnx_export_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
     # Not dynamic: the traced shape is fixed.
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 65, 65]
-    # An independent run of the file agrees with the network rebuilt from the checkpoint.
-    model = _tiny_model()
+    # An independent run of the file agrees with the network that was saved.
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(7))
-    np.testing.assert_allclose(_onnx_run(out, x), _eager(model, x), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_onnx_run(out, x), _eager(tiny_model, x), atol=1e-4, rtol=0)
 
 
-def test_dynamic_onnx_runs_at_other_sizes(checkpoint: Path, tmp_path: Path) -> None:
+def test_dynamic_onnx_runs_at_other_sizes(
+    checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
+) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     out = tmp_path / "dynamic.onnx"
@@ -116,12 +131,11 @@ def test_dynamic_onnx_runs_at_other_sizes(checkpoint: Path, tmp_path: Path) -> N
     assert result.checked_shapes == [(1, 3, 65, 65), (2, 3, 49, 35)]
     assert result.max_abs_diff < 1e-4
     assert "also checked at 2x3x49x35" in result.describe()
-    model = _tiny_model()
     for shape in [(1, 3, 97, 129), (3, 3, 40, 72)]:
         x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
         got = _onnx_run(out, x)
         assert got.shape == (shape[0], 3, *shape[2:])
-        np.testing.assert_allclose(got, _eager(model, x), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got, _eager(tiny_model, x), atol=1e-4, rtol=0)
 
 
 def test_paper_genotype_exports_with_dynamic_shapes(tmp_path: Path) -> None:
@@ -170,7 +184,9 @@ def test_parity_is_judged_against_float64_when_float32_itself_is_inexact(
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_torchscript_export_matches_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+def test_torchscript_export_matches_pytorch(
+    checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
+) -> None:
     out = tmp_path / "model.torchscript.pt"
     result = export_model(checkpoint, out, format="torchscript", size=SIZE, dynamic=True)
 
@@ -180,7 +196,7 @@ def test_torchscript_export_matches_pytorch(checkpoint: Path, tmp_path: Path) ->
     loaded = torch.jit.load(str(out))
     x = torch.randn(1, 3, 81, 47, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        np.testing.assert_allclose(loaded(x).numpy(), _eager(_tiny_model(), x), atol=1e-5)
+        np.testing.assert_allclose(loaded(x).numpy(), _eager(tiny_model, x), atol=1e-5)
 
 
 @pytest.mark.parametrize("format", ["onnx", "torchscript"])

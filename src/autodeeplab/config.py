@@ -31,6 +31,7 @@ __all__ = [
     "TrainLoopConfig",
     "EvalConfig",
     "TrainConfig",
+    "CPU_TRAIN_PRESET",
     "load_config",
     "config_to_dict",
     "config_from_dict",
@@ -90,6 +91,13 @@ class SearchLoopConfig:
     device: str = "auto"
     tensorboard: bool = True
     keep_checkpoints: int = 2
+    # Cost-aware search (beyond the paper): pull the decoded network toward a Multi-Adds
+    # budget of the retrain network, e.g. "50G@1024x2048"; null searches for accuracy alone.
+    target_madds: str | None = None
+    cost_weight: float = 1.0  # lambda in CE + lambda * log(E[Multi-Adds] / target)^2
+    cost_filter_multiplier: int = 20  # F of the retrain network the budget is for (S = 20)
+    # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,8 @@ class TrainLoopConfig:
     device: str = "auto"
     amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU), bf16, fp16, off
     tensorboard: bool = True
+    # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -329,3 +339,19 @@ class TrainConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+#: The default of ``autodeeplab train`` and of ``run``'s retraining: DeepLab's protocol on
+#: the built-in data, sized for 2 CPU cores. Equal to configs/train/synthetic.yaml.
+CPU_TRAIN_PRESET: dict[str, Any] = {
+    "model": {"filter_multiplier": 8, "aspp_channels": 64, "decoder_channels": 64},
+    "data": {
+        "spec": "synthetic",
+        "crop": 64,
+        "scale": [0.75, 1.25],
+        "train_samples": 1024,
+        "val_samples": 64,
+    },
+    "train": {"iters": 300, "batch_size": 8, "lr": 0.05, "eval_every": 50, "log_every": 10},
+    "eval": {"batch_size": 16},
+}

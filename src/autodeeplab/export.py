@@ -60,6 +60,11 @@ TOLERANCE = 1e-4
 #: ... and the part that grows with the largest |logit| (fp32 rounding is relative).
 RELATIVE_TOLERANCE = 1e-5
 DEFAULT_SIZE = (513, 513)
+_EXPORTERS = {
+    ("onnx", False): "torch.onnx.export(dynamo=False)",
+    ("onnx", True): "torch.onnx.export(dynamo=True)",
+    ("torchscript", False): "torch.jit.trace",
+}
 _INSTALL = 'pip install "autodeeplab[export]"  (or: pip install onnx onnxruntime)'
 
 
@@ -122,7 +127,8 @@ def export_model(
             ``<stem>.torchscript.pt``.
         format: ``"onnx"`` or ``"torchscript"``.
         size: (H, W) of the traced input; default: the checkpoint's training crop.
-        dynamic: dynamic batch, height and width (ONNX); checked at a second shape.
+        dynamic: ONNX: dynamic batch, height and width axes (a TorchScript trace runs at any
+            shape anyway); both formats are then also checked at a second shape.
         check: compare with eager PyTorch and raise :class:`ExportError` on a mismatch.
         dynamo: ONNX only: use the torch.export-based exporter (needs ``onnxscript``).
     """
@@ -155,11 +161,11 @@ def export_network(
     min_side = _min_side(model)
     if min(height, width) < min_side:
         raise ExportError(
-            f"--size {height}x{width} is too small: both sides must be at least {min_side} "
+            f"size {height}x{width} is too small: both sides must be at least {min_side} "
             "(above the network's largest stride) for the traced graph to hold at every size"
         )
     if format == "onnx":
-        _require_onnx(dynamo)
+        _require_onnx(dynamo, check)
     model = model.eval().cpu()
     channels = _in_channels(model)
     x = _random_input((1, channels, height, width), seed=0)
@@ -179,11 +185,7 @@ def export_network(
             max_abs_diff=None,
             max_abs_logit=None,
             opset=None if format == "torchscript" else ONNX_OPSET_DYNAMO if dynamo else ONNX_OPSET,
-            exporter=(
-                "torch.jit.trace"
-                if format == "torchscript"
-                else ("torch.onnx (dynamo)" if dynamo else "torch.onnx (torchscript)")
-            ),
+            exporter=_EXPORTERS[format, dynamo and format == "onnx"],
         )
         if check:
             inputs = [x]
@@ -202,8 +204,9 @@ def _check_format(format: str) -> None:
         raise ExportError(f"unknown export format {format!r}; use one of: {', '.join(FORMATS)}")
 
 
-def _require_onnx(dynamo: bool) -> None:
-    for module in ("onnx", "onnxruntime") + (("onnxscript",) if dynamo else ()):
+def _require_onnx(dynamo: bool, check: bool) -> None:
+    needed = ("onnx",) + (("onnxruntime",) if check else ()) + (("onnxscript",) if dynamo else ())
+    for module in needed:
         try:
             __import__(module)
         except ImportError:
@@ -243,7 +246,9 @@ def _export_onnx(
             kwargs["dynamic_shapes"] = ({0: n, 2: h, 3: w},)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(path), opset_version=ONNX_OPSET_DYNAMO, **kwargs)
+            torch.onnx.export(
+                model, (x,), str(path), opset_version=ONNX_OPSET_DYNAMO, verbose=False, **kwargs
+            )
         return
     if dynamic:
         axes = {0: "batch", 2: "height", 3: "width"}

@@ -36,7 +36,8 @@ def _brute_force_iou(pred: torch.Tensor, target: torch.Tensor, k: int) -> list[f
         else:
             fp[p] += 1
             fn[t] += 1
-    return [tp[c] / (tp[c] + fp[c] + fn[c]) if tp[c] + fp[c] + fn[c] else math.nan for c in range(k)]
+    unions = [tp[c] + fp[c] + fn[c] for c in range(k)]
+    return [tp[c] / unions[c] if unions[c] else math.nan for c in range(k)]
 
 
 def test_evaluate_matches_brute_force_with_ignore_pixels() -> None:
@@ -71,8 +72,9 @@ def test_evaluate_restores_training_mode() -> None:
 @pytest.fixture
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("auto-deeplab-s", 3, filter_multiplier=2, aspp_channels=8,
-                        decoder_channels=8)
+    model = build_model(
+        "auto-deeplab-s", 3, filter_multiplier=2, aspp_channels=8, decoder_channels=8
+    )
     return model.eval()
 
 
@@ -162,7 +164,14 @@ def test_evaluate_checkpoint_writes_metrics_next_to_it(trained_run: Path) -> Non
     assert written["miou"] == metrics["miou"]
     assert written["num_images"] == 4  # the run's val_samples
     assert set(written["per_class"]) == {
-        "background", "disc", "square", "triangle", "ring", "cross", "stripes", "checkerboard"
+        "background",
+        "disc",
+        "square",
+        "triangle",
+        "ring",
+        "cross",
+        "stripes",
+        "checkerboard",
     }
     matrix = torch.tensor(written["confusion_matrix"])
     assert int(matrix.sum()) == 4 * 32 * 32

@@ -139,3 +139,31 @@ def test_resume_errors(tmp_path):
 def test_batch_larger_than_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fewer than the batch size"):
         run_search(tiny_config("search.batch_size=8"), tmp_path, progress=False)
+
+
+def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path):
+    from autodeeplab.model import build_model
+    from autodeeplab.model.complexity import count_multiply_adds
+
+    common = ("search.epochs=3", "search.arch_start_epoch=0", "search.cost_weight=10")
+    free = run_search(tiny_config(*common), tmp_path / "free", progress=False)
+    runs = {}
+    for name, target in (("low", "20M@64x64"), ("high", "40G@64x64")):
+        cfg = tiny_config(*common, f"search.target_madds={target}")
+        runs[name] = run_search(cfg, tmp_path / name, progress=False)
+    logs = {
+        name: [json.loads(line) for line in (tmp_path / name / "search_log.jsonl").open()]
+        for name in runs
+    }
+    last = {name: log[-1] for name, log in logs.items()}
+    assert last["low"]["target_madds"] == 20e6 and last["high"]["target_madds"] == 40e9
+    # The expected cost moves toward each target from the same start.
+    assert logs["low"][-1]["expected_madds"] < logs["low"][0]["expected_madds"]
+    assert logs["high"][-1]["expected_madds"] > logs["high"][0]["expected_madds"]
+    # The decoded networks are ordered as their targets, the unconstrained one in between.
+    classes = 8  # the synthetic dataset's
+    free_madds = count_multiply_adds(build_model(free.genotype, classes, 20), (64, 64))
+    assert last["low"]["decoded_madds"] <= free_madds <= last["high"]["decoded_madds"]
+    assert last["low"]["decoded_madds"] < last["high"]["decoded_madds"]
+    counted = count_multiply_adds(build_model(runs["low"].genotype, classes, 20), (64, 64))
+    assert last["low"]["decoded_madds"] == counted

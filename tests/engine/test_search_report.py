@@ -179,15 +179,21 @@ def test_one_epoch_and_torn_last_line(tmp_path: Path) -> None:
     _check_report(tmp_path, Genotype.from_dict(records[0]["genotype"]))
 
 
-def test_unfinished_search_and_resumed_epochs(tmp_path: Path) -> None:
+def test_unfinished_search_and_resumed_epochs_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = _fake_records(3)
     rewritten = dict(records[1], val_miou=0.99)  # a resumed run logged epoch 2 again
     _write_log(tmp_path, [*records[:2], rewritten, records[2]], epochs_configured=5)
     loaded, skipped = read_search_log(tmp_path / "search_log.jsonl")
     assert [r["epoch"] for r in loaded] == [1, 2, 3] and skipped == 0
     assert loaded[1]["val_miou"] == 0.99
-    text = render_search_report(tmp_path).read_text(encoding="utf-8")
+
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "report_search.md")
+    text = (tmp_path / "report_search.md").read_text(encoding="utf-8")
     assert "## Latest genotype (epoch 3 of 5; the search has not finished)" in text
+    assert "| 2 | 0.7500 | 0.8000 | 0.8500 | 99.00 |" in text
 
 
 def test_missing_or_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,10 +206,3 @@ def test_missing_or_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "search_log.jsonl").write_text('{"epoch": 1, "alph', encoding="utf-8")
     with pytest.raises(ValueError, match="holds no complete epoch record yet"):
         render_search_report(tmp_path)
-
-
-def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _write_log(tmp_path, _fake_records(2))
-    assert main(["report", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "report_search.md")
-    assert (tmp_path / "report_search.html").is_file()

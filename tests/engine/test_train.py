@@ -58,7 +58,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> 
     assert a["iteration"] == b["iteration"] == 5
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    states_a, states_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert states_a.keys() == states_b.keys()
+    for key, sa in states_a.items():
+        sb = states_b[key]
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     log_a = read_jsonl(tmp_path / "straight" / "train_log.jsonl")
     log_b = read_jsonl(tmp_path / "split" / "train_log.jsonl")

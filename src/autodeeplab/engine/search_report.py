@@ -332,9 +332,10 @@ def _plot_curves(records: list[dict[str, Any]], epochs: list[int], path: Path) -
             ax.axvline(
                 arch_on[0] - 0.5, color="#7f7f7f", ls="--", lw=1, label="alpha/beta updates start"
             )
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # one epoch still gets a sane axis
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

@@ -14,6 +14,17 @@ gives weights bitwise equal (on CPU) to an uninterrupted run.
 A run folder holds ``config.yaml``, ``genotype.json``, ``train_log.jsonl`` (one record per
 ``log_every`` iterations and per evaluation), ``tensorboard/`` and ``checkpoints/best.pt`` +
 ``last.pt``, which carry ``model_kwargs``, the genotype, the config, class names and palette.
+
+Under torchrun (``torchrun --nproc-per-node N -m autodeeplab train ...``) the network is
+wrapped in DistributedDataParallel and rank r trains on slots ``r*b .. (r+1)*b - 1`` of every
+global batch (``b = train.batch_size / N``, same images and augmentation keys as one process).
+The loss is normalised by the global batch's pixel count, so the averaged gradient is that of
+one process with the whole batch; BatchNorm sees the rank's images (the global batch with
+``train.sync_bn``, CUDA only). BN buffers follow DDP's default: rank 0's are sent to all ranks
+at every forward, and once more before each evaluation and checkpoint. Validation is sharded
+and its confusion matrix summed; only rank 0 writes files. Each rank has its own random
+stream (dropout, drop path); checkpoints keep every rank's, so a resume with the same number
+of processes is exact.
 """
 
 from __future__ import annotations
@@ -33,6 +44,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import TrainConfig, config_from_dict, config_to_dict, save_config
 from autodeeplab.data import build_dataset, dataset_info
+from autodeeplab.distributed import (
+    all_gather_object,
+    all_reduce_mean,
+    barrier,
+    broadcast_tensors,
+    call_on_main,
+    init_distributed,
+    rank_indices,
+    sharded_mean,
+)
 from autodeeplab.engine.evaluate import CHECKPOINT_KIND, evaluate
 from autodeeplab.engine.runtime import (
     append_jsonl,
@@ -123,10 +144,26 @@ class BatchSchedule(Sampler[list[tuple[int, int]]]):
 
     Epoch ``e`` is a permutation of the ``n`` indices seeded by ``(seed, e)``, cut into
     ``n // batch_size`` batches (the remainder is dropped). ``key`` numbers the draw in the
-    whole run, and seeds that image's augmentation.
+    whole run, and seeds that image's augmentation. With ``world_size`` W > 1, rank ``rank``
+    gets its ``batch_size / W`` slots of each batch.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        total: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} cannot be shared by {world_size} processes; use a "
+                f"multiple of {world_size} (each process takes batch_size / {world_size})"
+            )
+        self.rank, self.world_size = rank, world_size
         if n < batch_size:
             raise ValueError(
                 f"the training set has {n} images, fewer than the batch size {batch_size}; "
@@ -147,7 +184,9 @@ class BatchSchedule(Sampler[list[tuple[int, int]]]):
                 epoch = t // self.per_epoch
                 perm = self._permutation(epoch)
             j = (t % self.per_epoch) * self.batch_size
-            yield [(perm[j + k], t * self.batch_size + k) for k in range(self.batch_size)]
+            batch = [(perm[j + k], t * self.batch_size + k) for k in range(self.batch_size)]
+            b = self.batch_size // self.world_size
+            yield batch[self.rank * b : (self.rank + 1) * b]
 
     def __len__(self) -> int:
         return max(self.total - self.start, 0)
@@ -236,7 +275,10 @@ def run_train(
         raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
     end = loop.iters if stop_after is None else min(stop_after, loop.iters)
 
-    resume_path, state = _resume_state(out, resume)
+    dist_info = init_distributed(select_device(loop.device))
+    world, rank, main = dist_info.world_size, dist_info.rank, dist_info.is_main
+    # Rank 0 reads the checkpoint and sends it: on several nodes only its disk has the run.
+    resume_path, state = call_on_main(lambda: _resume_state(out, resume))
     if state is not None:
         saved = config_from_dict(state["config"], TrainConfig(), where=str(resume_path))
         if config_to_dict(saved.model) != config_to_dict(cfg.model) or saved.data != cfg.data:
@@ -245,14 +287,23 @@ def run_train(
                 "resume with the run's own config.yaml (--config OUT/config.yaml)"
             )
 
-    device = select_device(loop.device)
+    device = dist_info.device
     amp_dtype = resolve_amp(loop.amp, device)
     seed_everything(loop.seed)
     info = dataset_info(cfg.data.spec)
     model = build_train_model(cfg, info.num_classes).to(device)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    save_genotype(model.genotype, out / "genotype.json")
+    if loop.sync_bn and world > 1:
+        if device.type != "cuda":
+            raise ValueError(
+                "train.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+                "set train.sync_bn=false"
+            )
+        # Same parameters and state-dict keys: checkpoints load into the plain network.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        save_genotype(model.genotype, out / "genotype.json")
 
     transform = _train_transform(cfg)
     train_set = build_dataset(
@@ -270,6 +321,8 @@ def run_train(
         seed=loop.seed,
         num_samples=cfg.data.val_samples,
     )
+    if world > 1:  # each rank scores every world-th image; the confusion matrices are summed
+        val_set = torch.utils.data.Subset(val_set, rank_indices(len(val_set)))
 
     optimizer = torch.optim.SGD(
         _param_groups(model, loop.weight_decay), lr=loop.lr, momentum=loop.momentum
@@ -280,25 +333,39 @@ def run_train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     start, best_miou, best_iter = 0, -math.inf, 0
+    own_rng = None
     log_path = out / "train_log.jsonl"
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        own_rng = state.get("rng_ranks")  # every rank's stream, from a run of `world` ranks
+        own_rng = own_rng[rank] if own_rng is not None and len(own_rng) == world else None
+        set_rng_state(own_rng if own_rng is not None else state["rng"])
         start, best_miou, best_iter = state["iteration"], state["best_miou"], state["best_iter"]
         # Records written after the checkpoint (a run killed in between) are redone.
-        truncate_jsonl(log_path, lambda r: r.get("iter", 0) <= start)
-    elif log_path.exists():
+        if main:
+            truncate_jsonl(log_path, lambda r: r.get("iter", 0) <= start)
+    elif main and log_path.exists():
         log_path.unlink()
+    if rank > 0 and own_rng is None:
+        seed_everything(loop.seed + 1_000_003 * rank + start)  # own dropout / drop-path masks
+    net: torch.nn.Module = model
+    if world > 1:  # after loading: DDP starts every rank from rank 0's parameters and buffers
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     pin = device.type == "cuda"
     # Own generators: creating a loader iterator must not consume the global torch RNG,
     # which drives dropout and drop path and is saved for resume.
+    schedule = BatchSchedule(len(train_set), loop.batch_size, loop.seed, start, end, rank, world)
     train_loader = DataLoader(
         _Keyed(train_set, transform),
-        batch_sampler=BatchSchedule(len(train_set), loop.batch_size, loop.seed, start, end),
+        batch_sampler=schedule,
         num_workers=cfg.data.num_workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(loop.seed),
@@ -313,17 +380,24 @@ def run_train(
     )
 
     writer = None
-    if loop.tensorboard:
+    if loop.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1)
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(total=loop.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
 
     def checkpoint(path: Path, iteration: int, metrics: dict[str, Any]) -> None:
+        # Called on every rank: the buffers are synced and the RNG states gathered first.
+        rng_ranks = None
+        if world > 1:
+            broadcast_tensors(list(model.buffers()))
+            rng_ranks = all_gather_object(rng_state())
+        if not main:
+            return
         save_checkpoint(
             path,
             {
@@ -341,6 +415,7 @@ def run_train(
                 "class_names": list(info.class_names),
                 "palette": [list(c) for c in info.palette],
                 "metrics": metrics,
+                **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
             },
             CHECKPOINT_KIND,
         )
@@ -356,8 +431,12 @@ def run_train(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         model.set_training_step(it)
         with autocast:
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+            logits = net(x)
+        if world > 1:  # this rank's share of the global batch's mean
+            ce = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = sharded_mean(ce, (y != IGNORE_INDEX).sum())
+        else:
+            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if loop.grad_clip is not None:
@@ -374,14 +453,16 @@ def run_train(
 
         if done % loop.log_every == 0 or done == loop.iters:
             now = time.perf_counter()
+            all_reduce_mean(loss_sum)  # the global batch's loss (a no-op in one process)
             record = {
                 "event": "train",
                 "iter": done,
                 "loss": float(loss_sum) / n_loss,  # .item() syncs a GPU: only when logging
                 "lr": lr,
-                "img_per_s": images / max(now - tick, 1e-9),
+                "img_per_s": images * world / max(now - tick, 1e-9),
             }
-            append_jsonl(log_path, record)
+            if main:
+                append_jsonl(log_path, record)
             if writer is not None:
                 for key in ("loss", "lr", "img_per_s"):
                     writer.add_scalar(f"train/{key}", record[key], done)
@@ -396,6 +477,8 @@ def run_train(
             bar.update(1)
 
         if done % loop.eval_every == 0 or done == loop.iters:
+            if world > 1:  # rank 0's BN statistics, as DDP's next forward would use
+                broadcast_tensors(list(model.buffers()))
             cm = evaluate(
                 model,
                 val_loader,
@@ -408,6 +491,7 @@ def run_train(
                 stride=cfg.eval.stride,
                 amp_dtype=amp_dtype,
             )
+            cm.all_reduce()  # the whole validation set (a no-op in one process)
             result = cm.compute()
             metrics = {
                 "event": "eval",
@@ -420,7 +504,8 @@ def run_train(
             if is_best:
                 best_miou, best_iter = result["miou"], done
             metrics["best_miou"] = best_miou
-            append_jsonl(log_path, metrics)
+            if main:
+                append_jsonl(log_path, metrics)
             if writer is not None:
                 for key in ("val_miou", "val_pixel_acc", "val_mean_acc"):
                     if math.isfinite(metrics[key]):
@@ -438,8 +523,9 @@ def run_train(
         writer.close()
     if end % loop.eval_every != 0 and end < loop.iters:  # stopped between evaluations
         checkpoint(ckpt_dir / "last.pt", end, {})
-    if end == loop.iters and not (ckpt_dir / "best.pt").is_file():  # every score was nan
+    if end == loop.iters and not call_on_main((ckpt_dir / "best.pt").is_file):  # all nan
         checkpoint(ckpt_dir / "best.pt", end, {"val_miou": best_miou})
+    barrier()  # every rank returns once rank 0 has written everything
     return TrainResult(
         out_dir=out,
         best_checkpoint=ckpt_dir / "best.pt",
