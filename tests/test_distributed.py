@@ -45,7 +45,7 @@ from autodeeplab.distributed import (
 from autodeeplab.engine import search as search_engine
 from autodeeplab.engine import train as train_engine
 from autodeeplab.engine.runtime import read_jsonl
-from autodeeplab.engine.search import EpochSampler
+from autodeeplab.engine.sampling import EpochSampler
 from autodeeplab.engine.train import BatchSchedule
 
 WORLD = 2

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ from autodeeplab.engine.runtime import (
     set_rng_state,
     truncate_jsonl,
 )
+from autodeeplab.engine.sampling import EpochSampler, TrainBCycle
 from autodeeplab.genotype import Genotype, save_genotype
 from autodeeplab.metrics import ConfusionMatrix
 from autodeeplab.model import build_model
@@ -101,41 +102,6 @@ class SearchResult:
     epochs: int
     val_miou: float
     seconds: float
-
-
-class EpochSampler(Sampler[int]):
-    """A permutation of ``range(n)`` fixed by (seed, epoch, cycle); under DDP this rank's part.
-
-    With ``world_size`` W > 1 the permutation is cut into global batches of W x
-    ``batch_size`` (the remainder is dropped, as ``drop_last`` does in one process), and rank
-    r yields slots ``r*batch_size .. (r+1)*batch_size - 1`` of each: the ranks' batches, in
-    rank order, are exactly the batches of one process with batch W x ``batch_size``.
-    """
-
-    def __init__(
-        self, n: int, seed: int, rank: int = 0, world_size: int = 1, batch_size: int = 1
-    ) -> None:
-        self.n, self.seed, self.epoch, self.cycle = n, seed, 0, 0
-        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
-
-    def set_epoch(self, epoch: int, cycle: int = 0) -> None:
-        """Select the permutation of ``epoch`` (and of its ``cycle``-th pass)."""
-        self.epoch, self.cycle = epoch, cycle
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.cycle)
-        order = torch.randperm(self.n, generator=g).tolist()
-        if self.world_size == 1:
-            return iter(order)
-        b, step = self.batch_size, self.batch_size * self.world_size
-        kept = self.n // step * step
-        mine = [order[t + self.rank * b + k] for t in range(0, kept, step) for k in range(b)]
-        return iter(mine)
-
-    def __len__(self) -> int:
-        if self.world_size == 1:
-            return self.n
-        return self.n // (self.batch_size * self.world_size) * self.batch_size
 
 
 def _loader(
@@ -195,29 +161,6 @@ def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
     beta_w = beta_probabilities(beta, len(cfg.model.strides))
     genotype = decode(F.softmax(alpha, -1), beta_w, cfg.model.primitives, cfg.model.num_blocks)
     return genotype, {"epoch": state["epoch"], "beta_weights": beta_w, "config": cfg}
-
-
-class _Cycle:
-    """An endless iterator over a loader whose sampler is reseeded on every pass."""
-
-    def __init__(self, loader: DataLoader, sampler: EpochSampler) -> None:
-        self.loader, self.sampler = loader, sampler
-        self.it: Iterator | None = None
-        self.epoch = self.cycle = 0
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch, self.cycle, self.it = epoch, 0, None
-
-    def __next__(self) -> Any:
-        for _ in range(2):
-            if self.it is None:
-                self.sampler.set_epoch(self.epoch, self.cycle)
-                self.it = iter(self.loader)
-            try:
-                return next(self.it)
-            except StopIteration:
-                self.it, self.cycle = None, self.cycle + 1
-        raise RuntimeError("trainB yields no batch; use more data or a smaller batch size")
 
 
 class _CostTerm:
@@ -423,7 +366,7 @@ def run_search(
     if world > 1:  # each rank scores every world-th image; the metrics are summed
         val_set = Subset(val_set, rank_indices(len(val_set)))  # type: ignore[arg-type]
     loader_val = _loader(val_set, batch if synthetic else 1, None, cfg, device)
-    batches_b = _Cycle(loader_b, sampler_b)
+    batches_b = TrainBCycle(loader_b, sampler_b)
 
     model = SearchNetwork(
         info.num_classes,
