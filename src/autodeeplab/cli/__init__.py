@@ -1,0 +1,62 @@
+"""The ``autodeeplab`` command line.
+
+Every user error ends as one line on stderr and exit status 2; nothing already written
+is removed. Subcommands live in one module per stage (search, retrain, deploy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+from autodeeplab.cli import deploy, retrain, search
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from autodeeplab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="autodeeplab",
+        description="Auto-DeepLab: hierarchical architecture search for semantic segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"autodeeplab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in (search, retrain, deploy):
+        stage.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autodeeplab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from autodeeplab.checkpoint import CheckpointError
+    from autodeeplab.distributed import cleanup, get_rank
+
+    rank, err = get_rank(), sys.stderr  # torchrun's RANK; 0 in a plain run
+    name = f"autodeeplab {args.command}" + (f" (rank {rank})" if rank else "")
+    with contextlib.ExitStack() as quiet:
+        if rank:  # under torchrun only rank 0 prints; every rank's errors still do
+            devnull = quiet.enter_context(open(os.devnull, "w"))
+            quiet.enter_context(contextlib.redirect_stdout(devnull))
+            quiet.enter_context(contextlib.redirect_stderr(devnull))
+        try:
+            code = int(args.func(args) or 0)
+        except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
+            print(f"{name}: error: {exc}", file=err)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=err)
+            return 130
+    cleanup()  # leave torchrun's process group, if a command joined one
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__: list[str] = []
+
+
+def _add_set(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override any config key, e.g. --set {example} (repeatable)",
+    )
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated numbers, e.g. 0.5,0.75,1,1.25"
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive numbers")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1025x2049, or one side")
+    return (values[0], values[-1])
+
+
+def _add_inference_options(p: argparse.ArgumentParser, defaults: str) -> None:
+    p.add_argument("--mode", choices=("whole", "slide"), help=f"inference mode ({defaults})")
+    p.add_argument(
+        "--scales",
+        type=_scales,
+        metavar="S1,S2,...",
+        help=f"multi-scale inference, e.g. 0.5,0.75,1,1.25,1.5,1.75 ({defaults})",
+    )
+    p.add_argument(
+        "--flip", action="store_true", default=None, help="also average the mirrored image"
+    )
+    p.add_argument("--window", type=int, help="sliding-window size (default: the training crop)")
+    p.add_argument("--stride", type=int, help="sliding-window step (default: 2/3 of the window)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def _flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ...]) -> list[str]:
+    overrides = []
+    for flag, key in mapping:
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    return overrides
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"

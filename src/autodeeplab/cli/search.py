@@ -1,0 +1,165 @@
+"""Subcommands of the search stage: search, decode, report, data check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="architecture search on a dataset (default: the built-in synthetic data)",
+        description="Hierarchical architecture search: writes genotype.json, search_log.jsonl, "
+        "checkpoints/ and the path and cell figures into --out.",
+    )
+    p.add_argument("--data", help="dataset spec, e.g. synthetic (default: the config's)")
+    p.add_argument("--out", default="runs/search", help="run directory (default: runs/search)")
+    p.add_argument("--config", help="YAML preset, e.g. configs/search/paper.yaml")
+    p.add_argument("--epochs", type=int, help="search epochs")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--crop", type=int, help="crop (image) size in pixels")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument(
+        "--target-madds",
+        metavar="BUDGET@HxW",
+        help="cost-aware search: pull the found network (at retrain F=20) toward this "
+        "Multi-Adds budget, e.g. 50G@1024x2048",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="resume from CHECKPOINT, or alone: the newest complete checkpoint in --out",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set model.num_layers=8 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_search)
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="decode the genotype of a search checkpoint")
+    p.add_argument("checkpoint", help="a checkpoints/epoch_*.pt file of a search run")
+    p.add_argument("--out", help="write the genotype JSON here (and the figures beside it)")
+    p.set_defaults(func=_cmd_decode)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser(
+        "check",
+        help="scan a dataset and report counts, sizes, class histogram and every problem",
+        description="Exit status 1 when a problem is found, each reported with its file.",
+    )
+    check.add_argument("spec", help="dataset spec, e.g. folder:data/msrc21 or cityscapes:PATH")
+    check.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
+    check.add_argument("--max-files", type=int, help="check at most N pairs per split")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=_cmd_data_check)
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from autodeeplab.data.check import check_dataset
+
+    report = check_dataset(args.spec, args.split, max_files=args.max_files)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
+    from autodeeplab.data import dataset_info
+    from autodeeplab.engine.search import run_search
+
+    overrides = []
+    for flag, key in (
+        ("data", "data.spec"),
+        ("epochs", "search.epochs"),
+        ("batch_size", "search.batch_size"),
+        ("crop", "data.crop"),
+        ("seed", "search.seed"),
+        ("target_madds", "search.target_madds"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    # Without --config the CPU preset applies, so the bare command finishes on a laptop.
+    base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
+    cfg = load_config(args.config, [*overrides, *args.set], base=base)
+    dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
+    out = Path(args.out)
+    config_note = args.config or "built-in CPU preset"
+    print(
+        f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
+        f"B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} crop={cfg.data.crop} "
+        f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
+        file=sys.stderr,
+    )
+    result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(result.genotype.to_json(), end="")
+    print(
+        f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
+        f"{out / 'genotype.json'}, {out / 'genotype_path.png'}, {out / 'genotype_cell.png'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from autodeeplab.engine.search import decode_checkpoint
+    from autodeeplab.genotype import save_genotype
+
+    genotype, meta = decode_checkpoint(args.checkpoint)
+    print(genotype.to_json(), end="")
+    if args.out:
+        from autodeeplab.viz import render_genotype
+
+        out = Path(args.out)
+        save_genotype(genotype, out)
+        render_genotype(
+            genotype, out.parent, beta=meta["beta_weights"].numpy(), prefix=f"{out.stem}_"
+        )
+        print(f"wrote {out} (epoch {meta['epoch']})", file=sys.stderr)
+    return 0
+
+
+# --- train / eval / predict / info / run ------------------------------------------------------
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="report of a search run: alpha, beta, path and curves over the epochs",
+        description="Reads RUN_DIR/search_log.jsonl; writes RUN_DIR/report_search.md, "
+        "report_search.html and the figures in RUN_DIR/report_search/.",
+    )
+    p.add_argument("run_dir", help="the --out folder of an 'autodeeplab search' run")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from autodeeplab.engine.search_report import render_search_report
+
+    print(render_search_report(args.run_dir))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands."""
+    _add_search(sub)
+    _add_decode(sub)
+    _add_report(sub)
+    _add_data(sub)
