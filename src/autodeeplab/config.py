@@ -293,6 +293,7 @@ class TrainDataConfig:
     spec: str = "synthetic"
     crop: int = 769
     scale: tuple[float, float] = (0.5, 2.0)
+    longest_side: int | None = None  # resize first so the longer side is this (ADE20K: 513)
     train_samples: int | None = None
     val_samples: int | None = None
     num_workers: int = 0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+from typing import TypeVar
 
 __all__: list[str] = []
+
+T = TypeVar("T")
 
 
 def _add_set(p: argparse.ArgumentParser, example: str) -> None:
@@ -68,3 +72,13 @@ def _flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ..
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def _for_data(base: T, data_spec: str | None) -> T:
+    """A CPU preset's image counts size the generated data; a real dataset is used whole."""
+    from autodeeplab.data import parse_spec
+
+    if base is None or not data_spec or parse_spec(data_spec)[0] == "synthetic":
+        return base
+    data = replace(base.data, train_samples=None, val_samples=None)
+    return replace(base, data=data)

@@ -7,7 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.common import _add_inference_options, _add_set, _flag_overrides, _pct, _size
+from autodeeplab.cli.common import (
+    _add_inference_options,
+    _add_set,
+    _flag_overrides,
+    _for_data,
+    _pct,
+    _size,
+)
 
 __all__ = ["register"]
 
@@ -137,6 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides += [f"model.name={json.dumps(args.model)}", "model.genotype=null"]
     # Without --config the CPU preset applies, as for `search`, so the bare command finishes.
     base = TrainConfig() if args.config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
+    base = _for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
     what = cfg.model.name or cfg.model.genotype
@@ -276,6 +284,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     train_base = (
         TrainConfig() if args.train_config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     )
+    search_base = _for_data(search_base, args.data)
+    train_base = _for_data(train_base, args.data)
     search_cfg = load_config(args.search_config, [*data, *routed["search"]], base=search_base)
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
     out = Path(args.out)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from autodeeplab.cli.common import _for_data
+
 __all__ = ["register"]
 
 
@@ -98,6 +100,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
     # Without --config the CPU preset applies, so the bare command finishes on a laptop.
     base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
+    base = _for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)

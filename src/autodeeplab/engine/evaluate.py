@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from autodeeplab.checkpoint import CheckpointError, atomic_write, load_checkpoint
 from autodeeplab.config import TrainConfig, config_from_dict
 from autodeeplab.data import build_dataset
+from autodeeplab.data.transforms import val_transform
 from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
 from autodeeplab.model import AutoDeepLab
 from autodeeplab.ops import resize
@@ -261,7 +262,10 @@ def evaluate_checkpoint(
     if num_samples is None and spec == cfg.data.spec and split == "val":
         num_samples = cfg.data.val_samples  # the validation set the run itself scored
     seed = cfg.train.seed
-    dataset = build_dataset(spec, split, size=cfg.data.crop, seed=seed, num_samples=num_samples)
+    resize = val_transform(cfg.data.longest_side) if cfg.data.longest_side else None
+    dataset = build_dataset(
+        spec, split, size=cfg.data.crop, seed=seed, num_samples=num_samples, transform=resize
+    )
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=ecfg.batch_size,

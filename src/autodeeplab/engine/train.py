@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import TrainConfig, config_from_dict, config_to_dict, save_config
 from autodeeplab.data import build_dataset, dataset_info
+from autodeeplab.data.transforms import val_transform
 from autodeeplab.distributed import (
     all_gather_object,
     all_reduce_mean,
@@ -228,7 +229,8 @@ def _train_transform(cfg: TrainConfig) -> _SeededTransform | None:
         from autodeeplab.data.transforms import train_transform
     except ImportError:  # an older data package: train on unaugmented images
         return None
-    return _SeededTransform(train_transform(cfg.data.crop, cfg.data.scale), cfg.train.seed)
+    pipeline = train_transform(cfg.data.crop, cfg.data.scale, longest_side=cfg.data.longest_side)
+    return _SeededTransform(pipeline, cfg.train.seed)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -320,6 +322,7 @@ def run_train(
         size=cfg.data.crop,
         seed=loop.seed,
         num_samples=cfg.data.val_samples,
+        transform=val_transform(cfg.data.longest_side) if cfg.data.longest_side else None,
     )
     if world > 1:  # each rank scores every world-th image; the confusion matrices are summed
         val_set = torch.utils.data.Subset(val_set, rank_indices(len(val_set)))
