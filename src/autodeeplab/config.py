@@ -284,6 +284,10 @@ class TrainModelConfig:
     aspp_channels: int = 256
     decoder_channels: int = 256
     dropout: float = 0.1
+    # Initial gamma of the BN after the ASPP projection; 1.0 is TF's init. A small value
+    # starts the deep path's contribution near zero (as zero-gamma init does for residual
+    # branches), so its exploding backward signal does not drown the decoder's at the start.
+    aspp_gamma_init: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -345,7 +349,12 @@ class TrainConfig:
 #: The default of ``autodeeplab train`` and of ``run``'s retraining: DeepLab's protocol on
 #: the built-in data, sized for 2 CPU cores. Equal to configs/train/synthetic.yaml.
 CPU_TRAIN_PRESET: dict[str, Any] = {
-    "model": {"filter_multiplier": 8, "aspp_channels": 64, "decoder_channels": 64},
+    "model": {
+        "filter_multiplier": 8,
+        "aspp_channels": 64,
+        "decoder_channels": 64,
+        "aspp_gamma_init": 0.001,
+    },
     "data": {
         "spec": "synthetic",
         "crop": 64,
@@ -353,6 +362,6 @@ CPU_TRAIN_PRESET: dict[str, Any] = {
         "train_samples": 1024,
         "val_samples": 64,
     },
-    "train": {"iters": 300, "batch_size": 8, "lr": 0.05, "eval_every": 50, "log_every": 10},
+    "train": {"iters": 800, "batch_size": 16, "lr": 0.05, "eval_every": 100, "log_every": 10},
     "eval": {"batch_size": 16},
 }

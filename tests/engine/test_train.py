@@ -141,3 +141,14 @@ def test_amp_training_on_cuda(tmp_path: Path, train_config) -> None:
     state = load_checkpoint(result.last_checkpoint)
     assert state["scaler"]  # the fp16 GradScaler state travels with the checkpoint
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_aspp_gamma_init(train_config) -> None:
+    from autodeeplab.engine.train import build_train_model
+
+    model = build_train_model(train_config("model.aspp_gamma_init=0.05"), 8)
+    assert torch.equal(model.aspp.project[1].weight, torch.full((8,), 0.05))
+    default = build_train_model(train_config(), 8)
+    assert torch.equal(default.aspp.project[1].weight, torch.ones(8))  # TF's init
+    with pytest.raises(ValueError, match="aspp_gamma_init must be positive"):
+        build_train_model(train_config("model.aspp_gamma_init=0.0"), 8)

@@ -137,7 +137,28 @@ def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
         "dropout": m.dropout,
     }
     genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
-    return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
+    model = build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
+    if m.aspp_gamma_init != 1.0:
+        _init_aspp_gamma(model, m.aspp_gamma_init)
+    return model
+
+
+def _init_aspp_gamma(model: AutoDeepLab, value: float) -> None:
+    """Set the initial gamma of the BN that ends the ASPP projection (conv -> BN -> ReLU).
+
+    Through the L cells of the path, BatchNorm's backward signal grows layer by layer; at
+    initialisation the early layers get ~80x more gradient from the (still random) ASPP
+    branch than from the decoder's low-level branch (64x64 crops, F=8), and SGD spends
+    hundreds of steps at the all-background solution. A small gamma scales that branch's
+    output and gradient down until it has learnt something, as zero-gamma init does for
+    residual branches (Goyal et al. 2017); exactly zero would leave the ReLU after it dead.
+    """
+    bn = model.aspp.project[1]
+    if not isinstance(bn, torch.nn.BatchNorm2d):  # pragma: no cover - a changed ASPP layout
+        raise TypeError(f"expected the ASPP projection's BatchNorm2d, found {type(bn).__name__}")
+    if value <= 0:
+        raise ValueError(f"model.aspp_gamma_init must be positive, got {value}")
+    torch.nn.init.constant_(bn.weight, value)
 
 
 class BatchSchedule(Sampler[list[tuple[int, int]]]):
