@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from autodeeplab.data.transforms import IGNORE_INDEX, Transform, normalize, train_transform
+from autodeeplab.data.transforms import IGNORE_INDEX, Transform, to_sample, train_transform
 
 __all__ = [
     "TRAIN_SPLITS",
@@ -395,15 +394,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, mask = self.raw(i)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        mask = np.asarray(mask)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"transform returned a mask of shape {mask.shape} for an image of shape "
-                f"{image.shape} ({self.pairs[self._index(i)][0]}); it must transform both alike"
-            )
-        return normalize(image), torch.from_numpy(mask.astype(np.int64))
+        return to_sample(image, mask, self.transform, str(self.pairs[self._index(i)][0]))
 
     def __repr__(self) -> str:
         return (

@@ -20,11 +20,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from autodeeplab.data.transforms import IGNORE_INDEX, normalize
+from autodeeplab.data.transforms import IGNORE_INDEX, to_sample
 
 __all__ = ["CLASS_NAMES", "PALETTE", "SPLITS", "SyntheticDataset", "render_sample"]
 
@@ -277,15 +276,7 @@ class SyntheticDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, mask = self.raw(i)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        mask = np.asarray(mask)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"transform returned a mask of shape {mask.shape} for an image of shape "
-                f"{image.shape}; it must transform both alike"
-            )
-        return normalize(image), torch.from_numpy(mask.astype(np.int64))
+        return to_sample(image, mask, self.transform)
 
     def __repr__(self) -> str:
         return (

@@ -163,3 +163,22 @@ def train_transform(
 def val_transform(longest_side: int | None = None) -> Pipeline:
     """Evaluation recipe: the whole image, or resized so its longer side is ``longest_side``."""
     return Pipeline(_resize(longest_side))
+
+
+def to_sample(
+    image: np.ndarray, mask: np.ndarray, transform: Any = None, source: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Apply ``transform`` to the pair, check it kept them aligned, return model tensors.
+
+    ``source`` names the sample's file in the error, when there is one.
+    """
+    if transform is not None:
+        image, mask = transform(image, mask)
+    mask = np.asarray(mask)
+    if mask.shape != image.shape[:2]:
+        where = f" ({source})" if source else ""
+        raise ValueError(
+            f"transform returned a mask of shape {mask.shape} for an image of shape "
+            f"{image.shape}{where}; it must transform both alike"
+        )
+    return normalize(image), torch.from_numpy(mask.astype(np.int64))
