@@ -24,6 +24,7 @@ from autodeeplab.config import (
     config_from_dict,
     load_config,
 )
+from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.search import run_search
 from autodeeplab.engine.train import run_train
 from autodeeplab.genotype import save_genotype
@@ -58,6 +59,8 @@ def main() -> None:
         t0 = time.perf_counter()
         found = run_search(cfg, out / name / "search", progress=False)
         search_s = time.perf_counter() - t0
+        if found.stopped:  # SIGINT/SIGTERM: a checkpoint is written, but no genotype
+            raise SystemExit(f"stopped during the {name} search; rerun the benchmark")
         madds = count_multiply_adds(build_model(found.genotype, 8, 20), SIZE)
         save_genotype(found.genotype, out / name / "genotype.json")
         train_cfg = load_config(
@@ -70,11 +73,15 @@ def main() -> None:
             base=TrainConfig(),
         )
         trained = run_train(train_cfg, out / name / "train", progress=False)
+        if trained.stopped:
+            raise SystemExit(f"stopped during the {name} retraining; rerun the benchmark")
+        last = read_jsonl(out / name / "search" / "search_log.jsonl")[-1]
         record = {
             "benchmark": "cost_aware_search",
             "run": name,
             "target_madds": target,
             "decoded_madds": madds,
+            "expected_madds": last.get("expected_madds"),  # the search's own estimate
             "ratio_to_target": None if target is None else madds / target,
             "within_25pct": None if target is None else abs(madds / target - 1) <= 0.25,
             "val_miou": trained.best_miou,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from autodeeplab.checkpoint import save_checkpoint
+from autodeeplab.checkpoint import load_checkpoint, save_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.config import (
     CPU_TRAIN_PRESET,
@@ -182,3 +187,51 @@ def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
     assert trained.train.seed == 3  # the train.* override reached the training stage
     assert trained.model.genotype == str(out / "search" / "genotype.json")
     assert (out / "train" / "metrics.json").is_file()
+
+
+def test_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path: Path, capsys) -> None:
+    """SIGTERM in the search, then in the retraining; each --resume continues exactly."""
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
+                "--train-config", str(tmp_path / "train.yaml"), "--no-progress",
+                "--set", "search.search.epochs=2", *extra]  # fmt: skip
+
+    def stop_at(step: int) -> Any:
+        calls = {"n": 0}
+
+        def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return register_optimizer_step_post_hook(hook)
+
+    straight = tmp_path / "straight"
+    assert main(argv(straight)) == 0
+    split = tmp_path / "split"
+    handle = stop_at(1)  # the first w step of the search
+    try:
+        assert main(argv(split)) == 0
+    finally:
+        handle.remove()
+    assert "stopped early in the search stage" in capsys.readouterr().err
+    assert not (split / "search" / "genotype.json").exists()
+    assert not (split / "report.md").exists()
+    # Resumed: epoch 2 of the search (a w and an arch step), then training iteration 1 of 2.
+    handle = stop_at(3)
+    try:
+        assert main(argv(split, "--resume")) == 0
+    finally:
+        handle.remove()
+    assert "stopped early in the train stage" in capsys.readouterr().err
+    assert (split / "search" / "genotype.json").read_text() == (
+        straight / "search" / "genotype.json"
+    ).read_text()
+    assert main(argv(split, "--resume")) == 0
+    assert (split / "report.md").is_file()
+    a = load_checkpoint(straight / "train" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(split / "train" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -220,3 +220,177 @@ def test_paper_preset_has_the_paper_settings() -> None:
     assert paper.search == SearchConfig().search  # the defaults are the paper's
     assert (paper.data.crop, paper.search.epochs, paper.search.arch_start_epoch) == (321, 40, 20)
     assert paper.model == SearchConfig().model
+
+
+# -- value ranges and hostile input ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.crop=-5", "key 'data.crop': -5 is out of range; use an integer in 8..16384"),
+        ("data.crop=0", "key 'data.crop': 0 is out of range"),
+        ("data.crop=100000000000000000000", "key 'data.crop': 100000000000000000000 is out"),
+        ("search.epochs=0", "key 'search.epochs': 0 is out of range"),
+        ("search.batch_size=-2", "key 'search.batch_size': -2 is out of range"),
+        ("data.train_samples=0", "key 'data.train_samples': 0 is out of range"),
+        ("model.num_layers=0", "key 'model.num_layers': 0 is out of range"),
+        ("model.num_layers=100000", "key 'model.num_layers': 100000 is out of range"),
+        ("search.seed=-1", "key 'search.seed': -1 is out of range"),
+        ("search.lr=.nan", "key 'search.lr': nan is out of range"),
+        ("search.lr=-.inf", "key 'search.lr': -inf is out of range"),
+        ("search.lr=1.0e+400", "key 'search.lr': inf is out of range"),
+        ("search.lr=-0.1", "key 'search.lr': -0.1 is out of range; use a number in 0..1000"),
+        ("search.lr=1" + "0" * 400, "key 'search.lr': 1000.*0000 is too large for a number"),
+        ("search.grad_clip=0", "key 'search.grad_clip': 0.0 is out of range"),
+        ("search.split_fraction=1.5", "key 'search.split_fraction': 1.5 is out of range"),
+        ("search.arch_betas=[0.5, 1.0]", r"key 'search.arch_betas': 1.0 is out of range"),
+        ("data.scale=[2.0, 0.5]", r"key 'data.scale': \[2.0, 0.5\] is not a \(low, high\) range"),
+        ("data.scale=[0.0, 0.5]", "key 'data.scale': 0.0 is out of range"),
+    ],
+)
+def test_out_of_range_values_are_config_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(f"--set {override[:40]}")
+    assert "\n" not in str(info.value)
+
+
+def test_train_config_ranges_apply_too() -> None:
+    from autodeeplab.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="key 'train.iters': 0 is out of range"):
+        load_config(None, ["train.iters=0"], base=TrainConfig())
+    with pytest.raises(ConfigError, match="key 'eval.scales'.*-1.0 is out of range"):
+        load_config(None, ["eval.scales=[1.0, -1.0]"], base=TrainConfig())
+    with pytest.raises(ConfigError, match="key 'model.dropout': 1.5 is out of range"):
+        load_config(None, ["model.dropout=1.5"], base=TrainConfig())
+
+
+def test_exponent_numbers_without_a_dot_are_numbers() -> None:
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; a float key takes it as the number it means.
+    assert load_config(None, ["search.lr=1e-3"]).search.lr == 0.001
+    assert load_config(None, ["search.arch_lr=5E-4"]).search.arch_lr == 0.0005
+    with pytest.raises(ConfigError, match="expected an integer, got '1e3'"):
+        load_config(None, ["search.epochs=1e3"])
+
+
+def test_error_messages_are_bounded_for_huge_values(tmp_path: Path) -> None:
+    p = _write(tmp_path, "data:\n  crop: '" + "x" * 100_000 + "'\n")
+    with pytest.raises(ConfigError, match="expected an integer") as info:
+        load_config(p)
+    assert len(str(info.value)) < 300
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    p = _write(tmp_path, "search: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="bad_nesting.yaml|search"):
+        load_config(_write(tmp_path, p.read_text(), "bad_nesting.yaml"))
+    with pytest.raises(ConfigError):
+        load_config(None, ["search.epochs=" + "[" * 5000])
+
+
+def test_yaml_tags_are_never_evaluated(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    for text in (
+        f"search:\n  epochs: !!python/object/apply:os.system ['touch {marker}']\n",
+        f"!!python/object/apply:os.system ['touch {marker}']\n",
+        "search: !!python/name:os.system\n",
+        "search: !!binary aGVsbG8=\n",
+    ):
+        with pytest.raises(ConfigError):
+            load_config(_write(tmp_path, text, "tagged.yaml"))
+        with pytest.raises(ConfigError):
+            load_config(None, [f"search.epochs={text.splitlines()[-1].split(': ', 1)[-1]}"])
+    assert not marker.exists()
+    # The loader is yaml.safe_load, and nothing else in the package parses YAML.
+    root = Path(__file__).resolve().parents[1] / "src" / "autodeeplab"
+    for source in root.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        for unsafe in (
+            "yaml.load(",
+            "yaml.unsafe_load",
+            "yaml.full_load",
+            "Loader=",
+            "UnsafeLoader",
+        ):
+            assert unsafe not in text, f"{source}: {unsafe}"
+
+
+# -- property-based: any input either loads or raises ConfigError -----------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from autodeeplab.config import TrainConfig  # noqa: E402
+
+_KEYS = sorted(
+    {f for section in config_to_dict(SearchConfig()).values() for f in section}
+    | {f for section in config_to_dict(TrainConfig()).values() for f in section}
+    | {"model", "data", "search", "train", "eval", "bogus", ""}
+)
+
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, 1, 2, 8, 16, 64, -1, 10**400])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["1e-3", "synthetic", "cpu", "auto", "sep_conv_3x3", "nan"])
+)
+_values = st.recursive(
+    _leaves,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(_KEYS), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _config_mapping():
+    """Mappings shaped like a config: known sections and keys, any values."""
+    section = st.dictionaries(st.sampled_from(_KEYS), _values, max_size=5)
+    return st.dictionaries(
+        st.sampled_from(["model", "data", "search", "train", "eval", "bogus"]),
+        section | _values,
+        max_size=4,
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(_config_mapping(), _values), train=st.booleans())
+def test_random_mappings_load_or_raise_config_error(data, train: bool) -> None:
+    base = TrainConfig() if train else SearchConfig()
+    try:
+        cfg = config_from_dict(data, base, where="random")
+    except ConfigError as exc:
+        assert str(exc).startswith("random: ") and "\n" not in str(exc)
+        return
+    assert config_from_dict(config_to_dict(cfg), base) == cfg  # a loaded config round-trips
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_config_mapping())
+def test_random_yaml_files_load_or_raise_config_error(tmp_path_factory, data) -> None:
+    p = tmp_path_factory.mktemp("yaml") / "random.yaml"
+    p.write_text(yaml.safe_dump(data, allow_unicode=False), encoding="utf-8")
+    try:
+        cfg = load_config(p)
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{p}: ")
+        return
+    assert isinstance(cfg, SearchConfig)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from([*_KEYS, "search.epochs", "model.strides", "data.scale", "x.y.z"]),
+    raw=st.text(max_size=20) | st.sampled_from(["[", "{a: 1}", "!!python/none", "1e9999", "-0"]),
+)
+def test_random_overrides_load_or_raise_config_error(key: str, raw: str) -> None:
+    try:
+        load_config(None, [f"{key}={raw}"])
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -315,10 +315,14 @@ def test_only_rank_0_writes_and_its_run_folders_are_complete(torchrun_base: Path
         assert (search / name).is_file(), name
     assert [r["epoch"] for r in read_jsonl(search / "search_log.jsonl")] == [1, 2]
     state = load_checkpoint(search / "checkpoints" / "epoch_0002.pt", "search")
-    mine = torch.load(torchrun_base / "search_rank0.pt")
+    mine = torch.load(torchrun_base / "search_rank0.pt", weights_only=True)
     assert torch.equal(state["model"]["alpha"], mine["alpha"])
     train = torchrun_base / "train"
-    assert {p.name for p in (train / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
+    assert {p.name for p in (train / "checkpoints").iterdir()} == {
+        "best.pt",
+        "last.pt",
+        "latest.json",
+    }
     last = load_checkpoint(train / "checkpoints" / "last.pt", "train")
     assert last["iteration"] == 4 and len(last["rng_ranks"]) == WORLD
     evals = [r for r in read_jsonl(train / "train_log.jsonl") if r["event"] == "eval"]

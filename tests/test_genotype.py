@@ -319,6 +319,80 @@ def test_random_json_text_parses_or_raises_genotype_error(text: str) -> None:
     assert isinstance(g, Genotype)
 
 
+python_junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, -(10**400), 2**63, float("nan"), float("inf"), -0.0, 1.0])
+    | st.floats()
+    | st.binary(max_size=4)
+    | st.sampled_from([*PRIMITIVES, "conv", "autodeeplab-genotype", "\udcff", "\x00"])
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.frozensets(st.integers(0, 3), max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["cell", "path", "format", "version", "strides", 0, None]),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(python_junk, near_valid()))
+def test_random_python_values_from_dict_raise_only_genotype_error(value) -> None:
+    """Not only what JSON can hold: from_dict is public and callers pass any object."""
+    try:
+        g = Genotype.from_dict(value, where="obj")
+    except GenotypeError as exc:
+        message = str(exc)
+        assert message.startswith("obj: ") and "\n" not in message and len(message) < 400
+        return
+    assert Genotype.from_json(g.to_json()) == g
+
+
+def test_hostile_values_give_short_messages() -> None:
+    deep: object = 0
+    for _ in range(5000):  # deeper than repr could recurse
+        deep = [deep]
+    huge = {"cell": [[["skip_connect", 0], ["skip_connect", 1]]], "path": [0]}
+    for data in (
+        {**huge, "format": "x" * 10**6},
+        {**huge, "strides": [[[[1]]]] * 10**5},
+        {**huge, "cell": [[deep, ["skip_connect", 1]]]},
+        {**huge, "cell": [[["x" * 10**6, 0], ["skip_connect", 1]]]},
+        {**huge, "path": [0, 10**4000]},
+    ):
+        with pytest.raises(GenotypeError) as info:
+            Genotype.from_dict(data, where="g.json")
+        assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe\xfd",  # not UTF-8
+        b'{"cell": [[["skip_connect", 0], ["skip_connect", 1]]], "path": [NaN]}',
+        b'{"cell": [[["skip_connect", 0], ["skip_connect", 1]]], "path": [Infinity]}',
+        b'{"cell": [[["skip_connect", 0], ["skip_connect", 1]]], "path": [0], "version": NaN}',
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"cell": ' + b"[" * 900 + b"]" * 900 + b', "path": [0]}',
+        b"\x00" * 100,
+        b'{"cell": [[["sk\xc3\xafp", 0], ["skip_connect", 1]]], "path": [0]}',
+    ],
+)
+def test_hostile_genotype_files_raise_genotype_error(tmp_path: Path, content: bytes) -> None:
+    f = tmp_path / "hostile.json"
+    f.write_bytes(content)
+    with pytest.raises(GenotypeError) as info:
+        load_genotype(f)
+    assert str(info.value).startswith(f"{f}: ") and len(str(info.value)) < 400
+
+
 # -- search-space size (SPEC §8) --------------------------------------------------------------
 
 

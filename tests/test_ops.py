@@ -19,6 +19,7 @@ from autodeeplab.ops import (
     Resample,
     SepConv,
     Zero,
+    channel_shuffle,
     per_edge,
     resize,
 )
@@ -202,6 +203,24 @@ def test_zero_gives_zeros_of_the_output_shape(stride: int) -> None:
     y = Zero(stride)(x)
     assert tuple(y.shape) == ((2, C, 9, 7) if stride == 1 else (2, C, 5, 4))
     assert torch.count_nonzero(y) == 0
+
+
+@pytest.mark.parametrize(("channels", "groups"), [(12, 4), (8, 2), (6, 3), (5, 1)])
+def test_channel_shuffle_is_the_interleaving_permutation(channels: int, groups: int) -> None:
+    x = torch.arange(float(channels)).view(1, channels, 1, 1).expand(2, -1, 3, 4)
+    out = channel_shuffle(x, groups)
+    order = out[0, :, 0, 0].long().tolist()
+    assert sorted(order) == list(range(channels))  # a permutation: nothing lost or repeated
+    per = channels // groups
+    assert order == [g * per + j for j in range(per) for g in range(groups)]
+    torch.testing.assert_close(out, x[:, order])  # moves whole channels, every pixel
+    if groups > 1:  # group 0 (the ops' channels in PC-DARTS) lands on every groups-th one
+        assert order[::groups] == list(range(per))
+
+
+def test_channel_shuffle_rejects_uneven_groups() -> None:
+    with pytest.raises(ValueError, match="6 channels do not split into 4 groups"):
+        channel_shuffle(torch.zeros(1, 6, 2, 2), 4)
 
 
 def test_resize_is_a_noop_at_the_same_size() -> None:

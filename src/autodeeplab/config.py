@@ -8,7 +8,10 @@ error naming the file and the key. No inheritance between presets: each is its o
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -56,6 +59,9 @@ class SearchModelConfig:
     primitives: tuple[str, ...] = PRIMITIVES
     affine: bool = False
     checkpoint_cells: bool = False  # activation checkpointing: less memory, ~1/3 more time
+    # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
+    # normalisation; 1 = off. K must divide filter_multiplier.
+    partial_channels: int = 1
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,13 @@ class SearchLoopConfig:
     cost_filter_multiplier: int = 20  # F of the retrain network the budget is for (S = 20)
     # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
     sync_bn: bool = False
+    # Mixed precision: off (the paper's fp32, the default), auto (bf16 or fp16 on CUDA, off
+    # on CPU), bf16 (also on CPU, where it is only faster with bf16 units), fp16 (CUDA only).
+    amp: str = "off"
+    # An inf/nan loss, gradient or alpha/beta: stop (error naming the step and the last good
+    # checkpoint) or skip (drop that update, count it; stop past max_skipped of all updates).
+    nonfinite: str = "stop"
+    max_skipped: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,83 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 60, 40, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for error messages: a hostile value must not flood the terminal."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
+# Allowed values of numeric keys, by key name in any section: (low, high), both inclusive;
+# a list-valued key is checked element by element. A value outside fails when the config is
+# loaded, naming the key, instead of deep inside torch, or worse, not at all (epochs=0 would
+# decode an untrained supernet and write it as the result).
+_RANGES: dict[str, tuple[float, float]] = {
+    # sizes and counts
+    "num_layers": (1, 1024),
+    "num_blocks": (1, 64),
+    "filter_multiplier": (1, 4096),
+    "partial_channels": (1, 4096),
+    "cost_filter_multiplier": (1, 4096),
+    "aspp_channels": (1, 65536),
+    "decoder_channels": (1, 65536),
+    "crop": (8, 16384),  # the stem and four strides need 8 pixels at least
+    "longest_side": (8, 65536),
+    "window": (8, 65536),
+    "stride": (1, 65536),
+    "train_samples": (1, 10**9),
+    "val_samples": (1, 10**9),
+    "num_workers": (0, 1024),
+    "batch_size": (1, 65536),
+    "epochs": (1, 10**6),
+    "arch_start_epoch": (0, 10**6),
+    "iters": (1, 10**10),
+    "eval_every": (1, 10**10),
+    "log_every": (1, 10**10),
+    "keep_checkpoints": (1, 10**6),
+    "seed": (0, 2**63 - 1),  # torch.manual_seed takes a 64-bit integer
+    # rates and coefficients (finite: YAML's .nan and .inf are floats too)
+    "lr": (0.0, 1e3),
+    "lr_min": (0.0, 1e3),
+    "arch_lr": (0.0, 1e3),
+    "momentum": (0.0, 1.0),
+    "weight_decay": (0.0, 1e3),
+    "arch_weight_decay": (0.0, 1e3),
+    "arch_betas": (0.0, 0.999999),
+    "grad_clip": (1e-12, 1e12),
+    "split_fraction": (0.01, 0.99),
+    "cost_weight": (0.0, 1e6),
+    "scale": (0.01, 100.0),
+    "scales": (0.01, 100.0),
+    "poly_power": (0.0, 100.0),
+    "dropout": (0.0, 0.99),
+    "drop_path_keep_prob": (0.01, 1.0),
+    "aspp_gamma_init": (1e-12, 1e6),
+    "max_skipped": (0.0, 1.0),
+}
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    """Raise ConfigError if the numeric ``value`` of ``key`` is outside :data:`_RANGES`."""
+    if key not in _RANGES or value is None:
+        return
+    lo, hi = _RANGES[key]
+    for v in value if isinstance(value, tuple) else (value,):
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue  # a type error was reported by _coerce already
+        if not (math.isfinite(v) and lo <= v <= hi):
+            span = (
+                f"an integer in {lo}..{hi}" if isinstance(v, int) else f"a number in {lo:g}..{hi:g}"
+            )
+            raise ConfigError(f"{where}: {_show(v)} is out of range; use {span}")
+    if key == "scale" and isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+        raise ConfigError(f"{where}: {list(value)} is not a (low, high) range; swap the two")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints pass as floats, lists as tuples."""
     origin = typing.get_origin(tp)
@@ -146,11 +236,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_show(value)}")
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -161,19 +251,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+            try:
+                return float(value)
+            except OverflowError:  # an integer literal beyond any float
+                raise ConfigError(f"{where}: {_show(value)} is too large for a number") from None
+        raise ConfigError(f"{where}: expected a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_show(value)}")
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
 
 
@@ -195,7 +290,9 @@ def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
         if is_dataclass(current):
             updates[key] = _merge(current, value, where, f"{dotted}.")
         else:
-            updates[key] = _coerce(value, hints[key], f"{where}: key '{dotted}'")
+            value = _coerce(value, hints[key], f"{where}: key '{dotted}'")
+            _check_range(key, value, f"{where}: key '{dotted}'")
+            updates[key] = value
     return replace(cfg, **updates)
 
 
@@ -205,7 +302,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip().split("."), value
 
@@ -241,8 +338,8 @@ def load_config(
             raise FileNotFoundError(f"{p}: config file not found; pass a YAML file from configs/")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ConfigError(f"{p}: not valid YAML ({first})") from None
         if data is not None:
             cfg = _merge(cfg, data, str(p))
@@ -252,7 +349,8 @@ def load_config(
         nested: Any = value
         for part in reversed(parts):
             nested = {part: nested}
-        cfg = _merge(cfg, nested, f"--set {text}")
+        shown = text if text.isprintable() else repr(text)  # keep the error on one line
+        cfg = _merge(cfg, nested, f"--set {shown}")
     return cfg
 
 
@@ -322,6 +420,10 @@ class TrainLoopConfig:
     tensorboard: bool = True
     # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
     sync_bn: bool = False
+    # An inf/nan loss or gradient: stop (error naming the iteration and the last good
+    # checkpoint) or skip (drop that update, count it; stop past max_skipped of train.iters).
+    nonfinite: str = "stop"
+    max_skipped: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -362,6 +464,6 @@ CPU_TRAIN_PRESET: dict[str, Any] = {
         "train_samples": 1024,
         "val_samples": 64,
     },
-    "train": {"iters": 800, "batch_size": 16, "lr": 0.05, "eval_every": 100, "log_every": 10},
+    "train": {"iters": 1200, "batch_size": 16, "lr": 0.05, "eval_every": 100, "log_every": 10},
     "eval": {"batch_size": 16},
 }

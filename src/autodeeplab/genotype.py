@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,12 @@ class Genotype:
         if not isinstance(data, dict):
             raise GenotypeError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "format" in data and data["format"] != _FORMAT:
-            raise GenotypeError(f"{where}: 'format' is {data['format']!r}, expected {_FORMAT!r}")
+            raise GenotypeError(
+                f"{where}: 'format' is {_show(data['format'])}, expected {_FORMAT!r}"
+            )
         if "version" in data and (not _is_int(data["version"]) or data["version"] != _VERSION):
             raise GenotypeError(
-                f"{where}: genotype version {data['version']!r} is not supported "
+                f"{where}: genotype version {_show(data['version'])} is not supported "
                 f"(this autodeeplab reads version {_VERSION})"
             )
         for key in ("cell", "path"):
@@ -127,7 +130,8 @@ class Genotype:
             for j, branch in enumerate(block):
                 if not (isinstance(branch, list) and len(branch) == 2):
                     raise GenotypeError(
-                        f"{where}: cell block {i} branch {j} must be [op, input], got {branch!r}"
+                        f"{where}: cell block {i} branch {j} must be [op, input], "
+                        f"got {_show(branch)}"
                     )
                 branches.append((branch[0], branch[1]))
             cell.append(tuple(branches))
@@ -136,8 +140,8 @@ class Genotype:
         _validate(tuple(cell), tuple(path_raw), where)
         if "strides" in data and data["strides"] != [4 * 2**lv for lv in path_raw]:
             raise GenotypeError(
-                f"{where}: 'strides' {data['strides']} disagree with 'path' {path_raw}; "
-                "remove 'strides' or fix it"
+                f"{where}: 'strides' {_show(data['strides'])} disagree with "
+                f"'path' {_show(path_raw)}; remove 'strides' or fix it"
             )
         return cls(tuple(cell), tuple(path_raw))
 
@@ -155,6 +159,17 @@ class Genotype:
         return cls.from_dict(data, where)
 
 
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 16, 6
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 60, 40, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for error messages: a hostile file must not flood the terminal."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -168,7 +183,7 @@ def _validate(cell: tuple, path: tuple, where: str) -> None:
         for j, (op, inp) in enumerate(block):
             if not isinstance(op, str) or op not in OPS:
                 raise GenotypeError(
-                    f"{where}: cell block {i} branch {j}: unknown op {op!r} "
+                    f"{where}: cell block {i} branch {j}: unknown op {_show(op)} "
                     f"(known: {', '.join(OPS)})"
                 )
             if op == "none":
@@ -178,7 +193,7 @@ def _validate(cell: tuple, path: tuple, where: str) -> None:
                 )
             if not _is_int(inp) or not 0 <= inp <= i + 1:
                 raise GenotypeError(
-                    f"{where}: cell block {i} branch {j}: input {inp!r} must be an integer in "
+                    f"{where}: cell block {i} branch {j}: input {_show(inp)} must be an integer in "
                     f"0..{i + 1} (0 = H^{{l-2}}, 1 = H^{{l-1}}, k >= 2 = block k-1)"
                 )
     if len(path) == 0:
@@ -189,7 +204,7 @@ def _validate(cell: tuple, path: tuple, where: str) -> None:
     for layer, level in enumerate(path, start=1):
         if not _is_int(level) or not 0 <= level < _MAX_LEVELS:
             raise GenotypeError(
-                f"{where}: path layer {layer}: level {level!r} must be an integer >= 0 "
+                f"{where}: path layer {layer}: level {_show(level)} must be an integer >= 0 "
                 "(0 = stride 4, 1 = stride 8, 2 = stride 16, 3 = stride 32)"
             )
         if abs(level - prev) > 1:

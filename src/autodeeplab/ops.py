@@ -21,7 +21,8 @@ give the same output on every edge and set ``shared_across_edges``; they return
 
 ``OPS`` maps an op name to a factory ``(channels, stride, affine, num_edges) -> Module``.
 Users extend the vocabulary by adding an entry; :func:`per_edge` lifts a factory that
-only knows single edges.
+only knows single edges. :func:`channel_shuffle` serves the search cell's partial-channel
+(PC-DARTS) mixed ops.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "Zero",
     "ReLUConvBN",
     "Resample",
+    "channel_shuffle",
     "per_edge",
     "resize",
 ]
@@ -68,6 +70,18 @@ def resize(x: Tensor, size: tuple[int, int] | torch.Size, align_corners: bool = 
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """Interleave the ``groups`` channel groups of ``x`` (N, C, ...): out[j*G+g] = in[g*C/G+j].
+
+    ShuffleNet's shuffle, which PC-DARTS applies after a partial-channel mixed op so that
+    the channels that skipped the ops on one edge are among those the next one runs.
+    """
+    n, c = x.shape[:2]
+    if c % groups:
+        raise ValueError(f"channel_shuffle: {c} channels do not split into {groups} groups")
+    return x.reshape(n, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
 
 
 def _halved(size: torch.Size) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from autodeeplab.checkpoint import CheckpointError, load_checkpoint
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import load_config
 from autodeeplab.data.split import load_split
 from autodeeplab.engine.search import _step, decode_checkpoint, find_latest_checkpoint, run_search
@@ -145,7 +145,10 @@ def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path):
     from autodeeplab.model import build_model
     from autodeeplab.model.complexity import count_multiply_adds
 
-    common = ("search.epochs=3", "search.arch_start_epoch=0", "search.cost_weight=10")
+    # A large arch lr: alpha starts within 1e-3 of uniform, and 6 architecture steps at the
+    # default 3e-3 leave the decoded network to float noise (it differed with thread count).
+    common = ("search.epochs=3", "search.arch_start_epoch=0", "search.cost_weight=10",
+              "search.arch_lr=0.1")  # fmt: skip
     free = run_search(tiny_config(*common), tmp_path / "free", progress=False)
     runs = {}
     for name, target in (("low", "20M@64x64"), ("high", "40G@64x64")):
@@ -160,10 +163,31 @@ def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path):
     # The expected cost moves toward each target from the same start.
     assert logs["low"][-1]["expected_madds"] < logs["low"][0]["expected_madds"]
     assert logs["high"][-1]["expected_madds"] > logs["high"][0]["expected_madds"]
-    # The decoded networks are ordered as their targets, the unconstrained one in between.
+    # A low budget decodes to a much cheaper network than the unconstrained search (here
+    # ~410M against ~555M on 1 or 2 threads), and the two budgets are ordered. (A high budget
+    # cannot go much above the unconstrained net at L=3: stem and heads dominate.)
     classes = 8  # the synthetic dataset's
     free_madds = count_multiply_adds(build_model(free.genotype, classes, 20), (64, 64))
-    assert last["low"]["decoded_madds"] <= free_madds <= last["high"]["decoded_madds"]
+    assert last["low"]["decoded_madds"] < 0.9 * free_madds
     assert last["low"]["decoded_madds"] < last["high"]["decoded_madds"]
     counted = count_multiply_adds(build_model(runs["low"].genotype, classes, 20), (64, 64))
     assert last["low"]["decoded_madds"] == counted
+
+
+def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path):
+    """With PC-DARTS edge normalisation the checkpoint decode weighs gamma too."""
+    cfg = tiny_config("model.partial_channels=2", "search.epochs=1")
+    result = run_search(cfg, tmp_path, progress=False)
+    path = tmp_path / "checkpoints" / "epoch_0001.pt"
+    assert decode_checkpoint(path)[0] == result.genotype
+    # Edge weights that overrule alpha: block 1 (edges 2, 3, 4) must take inputs 1 and 2.
+    state = load_checkpoint(path, "search")
+    state["model"]["alpha"][2:5] = torch.tensor([[0.0] * 7 + [9.0]] * 3)  # all favour the last op
+    state["model"]["alpha"][2, 7] = 12.0  # edge 2 (input 0) has the strongest op weight
+    state["model"]["gamma"] = torch.tensor([0.0, 0.0, -20.0, 5.0, 5.0])
+    save_checkpoint(path, state, "search")
+    net = SearchNetwork(8, num_layers=3, num_blocks=2, filter_multiplier=2, partial_channels=2)
+    net.load_state_dict(state["model"])
+    genotype = decode_checkpoint(path)[0]
+    assert genotype == net.genotype()
+    assert sorted(i for _, i in genotype.cell[1]) == [1, 2]

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from autodeeplab.config import TrainConfig, config_from_dict
+from autodeeplab.config import ConfigError, TrainConfig, config_from_dict
 from autodeeplab.data import dataset_info
 from autodeeplab.engine.evaluate import load_trained_model
 from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.train import BatchSchedule, poly_lr, resolve_amp, run_train
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, save_genotype
+from autodeeplab.model import build_model
 
 
 def test_poly_lr_values() -> None:
@@ -150,5 +151,7 @@ def test_aspp_gamma_init(train_config) -> None:
     assert torch.equal(model.aspp.project[1].weight, torch.full((8,), 0.05))
     default = build_train_model(train_config(), 8)
     assert torch.equal(default.aspp.project[1].weight, torch.ones(8))  # TF's init
-    with pytest.raises(ValueError, match="aspp_gamma_init must be positive"):
-        build_train_model(train_config("model.aspp_gamma_init=0.0"), 8)
+    with pytest.raises(ConfigError, match="aspp_gamma_init.*out of range"):
+        train_config("model.aspp_gamma_init=0.0")
+    with pytest.raises(ValueError, match="projection_gamma must be positive"):
+        build_model("auto-deeplab-s", 8, filter_multiplier=4, aspp_gamma_init=0.0)

@@ -8,8 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from autodeeplab.ops import OPS, PRIMITIVES
-from autodeeplab.search.cell import MixedOp, SearchCell, edge_index, num_edges, state_edges
+from autodeeplab.ops import OPS, PRIMITIVES, channel_shuffle
+from autodeeplab.search.cell import (
+    MixedOp,
+    SearchCell,
+    edge_index,
+    edge_softmax,
+    num_edges,
+    state_edges,
+)
 
 C = 3
 PERMUTED = ("skip_connect", "sep_conv_3x3", "none", "max_pool_3x3", "dil_conv_3x3")
@@ -205,3 +212,84 @@ def test_search_cell_has_one_mixed_op_per_state() -> None:
     # affine=False (SPEC §12.4): only conv weights are parameters.
     per_edge = sum(p.numel() for name in PRIMITIVES for p in OPS[name](C, 1, False, 1).parameters())
     assert sum(p.numel() for p in cell.parameters()) == 20 * per_edge
+
+
+# -- partial channels (PC-DARTS) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edge_weights", [False, True])
+@pytest.mark.parametrize(("channels", "k"), [(8, 4), (6, 2), (6, 3)])
+def test_partial_mixed_op_equals_pc_darts_formula(
+    channels: int, k: int, edge_weights: bool, randomize
+) -> None:
+    """out_e = g_e * shuffle(cat(mixed op on the first C/K channels, the rest), K)."""
+    e, cp = 3, channels // k
+    mixed = randomize(MixedOp(channels, PRIMITIVES, e, affine=True, partial_channels=k)).train()
+    # The ops are built for C/K channels: the same module tree as a full op at width C/K.
+    narrow = MixedOp(cp, PRIMITIVES, e, affine=True)
+    narrow.load_state_dict(mixed.state_dict())
+    narrow.train()
+    weights = torch.softmax(torch.randn(e, len(PRIMITIVES)), dim=-1)
+    g = torch.rand(e) + 0.5 if edge_weights else None
+    x = torch.randn(2, channels, 5, 7)
+    out = mixed(x, weights, g)
+    assert tuple(out.shape) == (2, e, channels, 5, 7)
+    ops_part = narrow(x[:, :cp], weights)
+    for i in range(e):
+        expected = channel_shuffle(torch.cat([ops_part[:, i], x[:, cp:]], dim=1), k)
+        if g is not None:
+            expected = g[i] * expected
+        torch.testing.assert_close(out[:, i], expected)
+
+
+def test_partial_mixed_op_ops_are_k_times_narrower() -> None:
+    full, part = MixedOp(8, PRIMITIVES, 2), MixedOp(8, PRIMITIVES, 2, partial_channels=4)
+    assert [m.num_features for m in part.modules() if isinstance(m, nn.BatchNorm2d)] == [
+        m.num_features // 4 for m in full.modules() if isinstance(m, nn.BatchNorm2d)
+    ]
+    assert part.ops[-1].conv.weight.shape == (2 * 2, 2, 5, 5)  # dil_conv_5x5 at C/K = 2
+
+
+def test_partial_mixed_op_passes_other_channels_through_unchanged() -> None:
+    """With only 'none' the op channels are zero and the rest is x, shuffled."""
+    mixed = MixedOp(4, ("none", "skip_connect"), 2, partial_channels=2)
+    x = torch.randn(1, 4, 3, 3)
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = mixed(x, w)
+    torch.testing.assert_close(out[:, 0, 0::2], torch.zeros(1, 2, 3, 3))
+    torch.testing.assert_close(out[:, 0, 1::2], x[:, 2:])
+    torch.testing.assert_close(out[:, 1], channel_shuffle(x, 2))  # identity on every channel
+
+
+@pytest.mark.parametrize(("channels", "k"), [(6, 4), (3, 2)])
+def test_partial_channels_must_divide_the_width(channels: int, k: int) -> None:
+    with pytest.raises(ValueError, match=f"partial_channels={k} must divide the block width"):
+        MixedOp(channels, PRIMITIVES, 2, partial_channels=k)
+    with pytest.raises(ValueError, match="partial_channels must be a positive integer"):
+        MixedOp(channels, PRIMITIVES, 2, partial_channels=0)
+
+
+def test_edge_softmax_normalises_each_blocks_incoming_edges() -> None:
+    logits = torch.randn(num_edges(4)) * 3
+    w = edge_softmax(logits, 4)
+    for block in range(4):
+        rows = [edge_index(block, s) for s in range(block + 2)]
+        torch.testing.assert_close(w[rows], torch.softmax(logits[rows], 0))
+    with pytest.raises(ValueError, match=r"edge logits must have shape \(14,\) for B=4"):
+        edge_softmax(torch.zeros(20), 4)
+
+
+def test_partial_search_cell_shapes_and_gradients() -> None:
+    b, c = 3, 8
+    cell = SearchCell(c, b, PRIMITIVES, partial_channels=4)
+    alpha = torch.randn(num_edges(b), len(PRIMITIVES), requires_grad=True)
+    gamma = torch.randn(num_edges(b), requires_grad=True)
+    s0 = torch.randn(2, c, 6, 5)
+    s1 = torch.randn(4, c, 6, 5, requires_grad=True)  # two stacked directions
+    out = cell(
+        s0, s1, _state_weights(alpha.softmax(-1), b), _state_weights(edge_softmax(gamma, b), b)
+    )
+    assert tuple(out.shape) == (4, b * c, 6, 5)
+    out.square().sum().backward()
+    for t in (alpha, gamma, s1):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0

@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from autodeeplab.ops import PRIMITIVES
-from autodeeplab.search.cell import SearchCell, num_edges, state_edges
+from autodeeplab.search.cell import SearchCell, edge_index, edge_softmax, num_edges, state_edges
+from autodeeplab.search.cost import CostModel
 from autodeeplab.search.decode import decode
 from autodeeplab.search.network import (
     SearchNetwork,
     beta_mask,
     beta_probabilities,
+    cell_decode_weights,
     levels_at,
 )
 
@@ -372,3 +374,100 @@ def test_checkpointed_cells_give_the_same_loss_and_gradients() -> None:
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- partial channels (PC-DARTS) --------------------------------------------------------------
+
+
+def test_without_partial_channels_there_is_no_edge_parameter(tiny_net: SearchNetwork) -> None:
+    assert tiny_net.partial_channels == 1 and tiny_net.gamma is None
+    assert tiny_net.edge_weights() is None
+    assert "gamma" not in tiny_net.state_dict()
+    torch.testing.assert_close(tiny_net.cell_weights(), tiny_net.alpha_weights(), rtol=0, atol=0)
+
+
+def test_partial_channels_forward_backward_reach_alpha_beta_and_edge_weights(make_net) -> None:
+    net = make_net(filter_multiplier=4, partial_channels=4)
+    assert net.gamma is not None and net.gamma.shape == (num_edges(2),)
+    assert net.arch_parameters() == [net.alpha, net.beta, net.gamma]
+    arch_ids = {id(p) for p in net.arch_parameters()}
+    weights = net.weight_parameters()
+    assert not arch_ids & {id(p) for p in weights}
+    assert len(weights) + 3 == len(list(net.parameters()))
+    # Every op of a level-0 cell (width F = 4) runs on F / K = 1 channel.
+    assert net.layers[0][0].cell.mixed[0].ops[-1].conv.in_channels == 1
+    x, target = torch.randn(2, 3, 33, 47), torch.randint(0, 3, (2, 33, 47))
+    y = net(x)
+    assert tuple(y.shape) == (2, 3, 33, 47) and torch.isfinite(y).all()
+    F.cross_entropy(y, target).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert torch.count_nonzero(net.gamma.grad) == net.gamma.numel()
+    assert torch.count_nonzero(net.beta.grad[net.beta_mask]) == int(net.beta_mask.sum())
+
+
+def test_partial_channels_state_dict_round_trip(make_net) -> None:
+    a = make_net(filter_multiplier=4, partial_channels=2)
+    b = make_net(seed=1, filter_multiplier=4, partial_channels=2)
+    with torch.no_grad():
+        a.gamma.normal_(0, 1)
+    assert "gamma" in a.state_dict()
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.gamma, a.gamma)
+    x = torch.randn(1, 3, 32, 32)
+    a.eval()
+    b.eval()
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_partial_channels_must_divide_the_filter_multiplier(make_net) -> None:
+    with pytest.raises(ValueError, match=r"partial_channels=4 must divide the block width.*F"):
+        make_net(filter_multiplier=6, partial_channels=4)
+    with pytest.raises(ValueError, match="partial_channels must be a positive integer"):
+        make_net(partial_channels=0)
+
+
+def test_decode_with_edge_normalisation_ranks_edges_by_combined_weight(make_net) -> None:
+    """Block 1 (edges from s0, s1, block 0): op weights favour s0, edge weights favour s1."""
+    net = make_net(filter_multiplier=2, partial_channels=2)
+    sep = PRIMITIVES.index("sep_conv_3x3")
+    with torch.no_grad():
+        net.alpha.zero_()
+        net.gamma.zero_()
+        net.alpha[edge_index(1, 0), sep] = 4.0  # max op weight ~0.89
+        net.alpha[edge_index(1, 1), sep] = 2.0  # ~0.51
+        net.gamma[edge_index(1, 1)] = 3.0  # edge weights ~0.05 / 0.90 / 0.05
+    plain = decode(net.alpha_weights(), net.beta_weights(), PRIMITIVES, 2)
+    assert plain.cell[1][0] == ("sep_conv_3x3", 0)
+    combined = net.cell_weights()
+    torch.testing.assert_close(
+        combined, net.alpha_weights() * edge_softmax(net.gamma, 2).unsqueeze(-1)
+    )
+    torch.testing.assert_close(combined, cell_decode_weights(net.alpha, net.gamma, 2))
+    g = net.genotype()
+    assert g.cell[1][0] == ("sep_conv_3x3", 1)  # 0.90 * 0.51 > 0.05 * 0.89
+    assert g == decode(combined, net.beta_weights(), PRIMITIVES, 2)
+
+
+def test_partial_channels_with_checkpointed_cells_gives_the_same_gradients(make_net) -> None:
+    kwargs = dict(num_layers=3, strides=(4, 8, 16), filter_multiplier=4, partial_channels=4)
+    plain = make_net(**kwargs)
+    ckpt = make_net(checkpoint_cells=True, **kwargs)
+    ckpt.load_state_dict(plain.state_dict())
+    x, y = torch.randn(2, 3, 33, 33), torch.randint(0, 3, (2, 33, 33))
+    grads = []
+    for net in (plain, ckpt):
+        F.cross_entropy(net(x), y).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cost_model_works_on_a_partial_channel_supernet(make_net) -> None:
+    """The cost prices the retrain network: it reads alpha and beta as with K = 1."""
+    net = make_net(filter_multiplier=4, partial_channels=4)
+    cost = CostModel(4, 2, PRIMITIVES, 4, 3, 20, (64, 64))
+    value = cost.expected(net.alpha_weights(), net.beta_weights())
+    assert torch.isfinite(value) and value > 0
+    value.backward()
+    assert net.alpha.grad is not None and net.beta.grad is not None

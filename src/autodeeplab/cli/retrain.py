@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -119,13 +120,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="override a key of one stage, e.g. --set search.search.epochs=2 "
         "--set train.train.iters=50 (repeatable)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each stage from its newest checkpoint in --out (same flags as before)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
-    from autodeeplab.engine.train import run_train
+    from autodeeplab.engine.train import NonFiniteError, run_train
 
     overrides = _flag_overrides(
         args,
@@ -154,7 +160,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"lr={cfg.train.lr} -> {out}",
         file=sys.stderr,
     )
-    result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
+        print(f"autodeeplab train: error: {exc}", file=sys.stderr)
+        return 1
+    if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
+        from autodeeplab.distributed import get_world_size
+
+        launcher = "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else ""
+        config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
+        print(
+            f"autodeeplab train: stopped early at iteration {result.iterations}; saved "
+            f"{result.last_checkpoint}; resume with: {launcher or 'autodeeplab'} train "
+            f"--config {config} --out {folder} --resume",
+            file=sys.stderr,
+        )
+        return 0
     print(
         f"done in {result.seconds:.0f} s; best val mIoU {result.best_miou:.4f} at iteration "
         f"{result.best_iteration}; wrote {result.best_checkpoint}, {result.last_checkpoint}",
@@ -295,7 +317,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{args.train_config or 'built-in CPU preset'}",
         file=sys.stderr,
     )
-    result = run_pipeline(search_cfg, train_cfg, out, progress=not args.no_progress)
+    from autodeeplab.engine.guards import NonFiniteError
+
+    try:
+        result = run_pipeline(
+            search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
+        )
+    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
+        print(f"autodeeplab run: error: {exc}", file=sys.stderr)
+        return 1
+    if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
+        print(
+            f"autodeeplab run: stopped early in the {result.stopped} stage; checkpoints are in "
+            f"{out}; resume with the same command plus --resume",
+            file=sys.stderr,
+        )
+        return 0
     print(
         f"done in {result.seconds:.0f} s; val mIoU {_pct(result.miou)} % "
         f"(chance {_pct(result.chance_miou)} %); wrote {result.report}",

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autodeeplab.cli.common import _for_data
+
+if TYPE_CHECKING:
+    from autodeeplab.config import SearchConfig
 
 __all__ = ["register"]
 
@@ -48,6 +53,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         help="override any config key, e.g. --set model.num_layers=8 (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved settings and the memory estimate, then exit",
+    )
     p.set_defaults(func=_cmd_search)
 
 
@@ -84,6 +94,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
+    from autodeeplab.engine.guards import NonFiniteError
     from autodeeplab.engine.search import run_search
 
     overrides = []
@@ -102,7 +113,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
     base = _for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
-    dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
+    info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)
     config_note = args.config or "built-in CPU preset"
     print(
@@ -111,7 +122,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
         file=sys.stderr,
     )
-    result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
+    _print_memory_estimate(cfg, info.num_classes)
+    if args.dry_run:
+        return 0
+    try:
+        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
+        print(f"autodeeplab search: error: {exc}", file=sys.stderr)
+        return 1
+    if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
+        print(
+            f"autodeeplab search: stopped early; saved {result.checkpoint}; resume with: "
+            f"{_resume_command('search', out)}",
+            file=sys.stderr,
+        )
+        return 0
     print(result.genotype.to_json(), end="")
     print(
         f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
@@ -119,6 +144,42 @@ def _cmd_search(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _print_memory_estimate(cfg: SearchConfig, num_classes: int) -> None:
+    """One line with the estimated peak memory; a warning if the device looks too small."""
+    import os
+
+    from autodeeplab.distributed import get_world_size
+    from autodeeplab.engine.runtime import select_device
+    from autodeeplab.search.memory import estimate_search_memory, format_estimate, memory_warning
+
+    device = select_device(cfg.search.device)
+    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size())
+    print(format_estimate(est, cfg), file=sys.stderr)
+    if device.type == "cuda":
+        import torch
+
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
+            return
+    warning = memory_warning(est, cfg, available)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def _resume_command(command: str, out: Path) -> str:
+    """The command that resumes the run in ``out`` with its own saved config."""
+    from autodeeplab.distributed import get_world_size
+
+    launcher = (
+        "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else "autodeeplab"
+    )
+    config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
+    return f"{launcher} {command} --config {config} --out {folder} --resume"
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

@@ -210,6 +210,12 @@ def load_trained_model(
             "pass checkpoints/best.pt or last.pt of an 'autodeeplab train' run (a search "
             "checkpoint is decoded with 'autodeeplab decode' and then trained)"
         )
+    missing = [k for k in ("model_kwargs", "model", "config", "class_names") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: incomplete train checkpoint (no {', '.join(missing)}); use best.pt or "
+            "last.pt of a finished or resumable run"
+        )
     model = AutoDeepLab(**state["model_kwargs"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

@@ -12,6 +12,7 @@ Overrides name their stage first: ``search.<key>`` goes to the search config and
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from autodeeplab.data import build_dataset
 from autodeeplab.engine.evaluate import chance_level, evaluate_checkpoint, load_trained_model
 from autodeeplab.engine.report import plot_training_curves, prediction_strips, write_report
 from autodeeplab.engine.runtime import select_device
-from autodeeplab.engine.search import run_search
+from autodeeplab.engine.search import find_latest_checkpoint, run_search
 from autodeeplab.engine.train import run_train, with_genotype
 from autodeeplab.model import count_multiply_adds, count_parameters
 
@@ -38,10 +39,11 @@ class PipelineResult:
     """Where the run's report is and what it found."""
 
     out_dir: Path
-    report: Path
+    report: Path | None  # None when stopped early
     miou: float
     chance_miou: float
     seconds: float
+    stopped: str | None = None  # the stage SIGINT/SIGTERM ended ("search" or "train")
 
 
 def split_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
@@ -64,15 +66,29 @@ def run_pipeline(
     out_dir: str | Path,
     progress: bool = True,
     num_strips: int = 4,
+    resume: bool = False,
 ) -> PipelineResult:
-    """Search, retrain the decoded network, evaluate it and write ``out_dir/report.md``."""
+    """Search, retrain the decoded network, evaluate it and write ``out_dir/report.md``.
+
+    With ``resume`` each stage continues from its newest complete checkpoint in ``out_dir``
+    (a stage with none starts afresh), so a killed or stopped run loses at most the work
+    since its last checkpoint. SIGINT/SIGTERM end the run after the current step with a
+    checkpoint; the result then names the stage in ``stopped`` and has no report.
+    """
     t0 = time.perf_counter()
     out = Path(out_dir)
-    search = run_search(search_cfg, out / "search", progress=progress)
+    search_resume = resume and find_latest_checkpoint(out / "search") is not None
+    search = run_search(search_cfg, out / "search", resume=search_resume, progress=progress)
     t_search = time.perf_counter() - t0
+    if search.stopped:
+        return PipelineResult(out, None, math.nan, math.nan, t_search, stopped="search")
 
     tcfg = with_genotype(train_cfg, out / "search" / "genotype.json")
-    train = run_train(tcfg, out / "train", progress=progress)
+    train_resume = resume and (out / "train" / "checkpoints" / "last.pt").is_file()
+    train = run_train(tcfg, out / "train", resume=train_resume, progress=progress)
+    if train.stopped:
+        seconds = time.perf_counter() - t0
+        return PipelineResult(out, None, math.nan, math.nan, seconds, stopped="train")
     t_train = time.perf_counter() - t0 - t_search
 
     metrics = evaluate_checkpoint(

@@ -25,6 +25,13 @@ at every forward, and once more before each evaluation and checkpoint. Validatio
 and its confusion matrix summed; only rank 0 writes files. Each rank has its own random
 stream (dropout, drop path); checkpoints keep every rank's, so a resume with the same number
 of processes is exact.
+
+Stopping and guards (:mod:`autodeeplab.engine.guards`, shared with the search loop):
+:class:`StopRequest` turns SIGINT/SIGTERM into "finish this iteration, write ``last.pt``,
+return ``stopped=True``", and :class:`NonFiniteGuard` ends the run with
+:class:`NonFiniteError` on an inf/nan loss or gradient (``train.nonfinite=stop``, the
+default) or drops that batch's update (``skip``), and never lets a non-finite value into a
+checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_latest,
+    save_checkpoint,
+)
 from autodeeplab.config import TrainConfig, config_from_dict, config_to_dict, save_config
 from autodeeplab.data import build_dataset, dataset_info
 from autodeeplab.data.transforms import val_transform
@@ -56,6 +68,15 @@ from autodeeplab.distributed import (
     sharded_mean,
 )
 from autodeeplab.engine.evaluate import CHECKPOINT_KIND, evaluate
+from autodeeplab.engine.guards import (
+    NonFiniteError,
+    NonFiniteGuard,
+    StopRequest,
+    check_loop_options,
+    grads_finite,
+    ignore_sigint,
+    resolve_amp,
+)
 from autodeeplab.engine.runtime import (
     append_jsonl,
     rng_state,
@@ -70,6 +91,7 @@ from autodeeplab.model import MODELS, AutoDeepLab, build_model
 
 __all__ = [
     "BatchSchedule",
+    "NonFiniteError",
     "TrainResult",
     "build_train_model",
     "poly_lr",
@@ -77,8 +99,6 @@ __all__ = [
     "run_train",
     "with_genotype",
 ]
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
@@ -92,22 +112,13 @@ class TrainResult:
     best_iteration: int
     iterations: int
     seconds: float
+    stopped: bool = False  # ended early by SIGINT/SIGTERM; last.pt resumes it
+    skipped: int = 0  # updates dropped for a non-finite loss or gradient (train.nonfinite=skip)
 
 
 def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
     """DeepLab's poly schedule: ``base_lr * (1 - step / total) ** power``."""
     return base_lr * (1.0 - min(step, total) / total) ** power
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None (full fp32) on CPU or when off."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"unknown amp mode {amp!r}; use one of: {', '.join(AMP_MODES)}")
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def _genotype_of(cfg: TrainConfig) -> Genotype:
@@ -137,28 +148,8 @@ def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
         "dropout": m.dropout,
     }
     genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
-    model = build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
-    if m.aspp_gamma_init != 1.0:
-        _init_aspp_gamma(model, m.aspp_gamma_init)
-    return model
-
-
-def _init_aspp_gamma(model: AutoDeepLab, value: float) -> None:
-    """Set the initial gamma of the BN that ends the ASPP projection (conv -> BN -> ReLU).
-
-    Through the L cells of the path, BatchNorm's backward signal grows layer by layer; at
-    initialisation the early layers get ~80x more gradient from the (still random) ASPP
-    branch than from the decoder's low-level branch (64x64 crops, F=8), and SGD spends
-    hundreds of steps at the all-background solution. A small gamma scales that branch's
-    output and gradient down until it has learnt something, as zero-gamma init does for
-    residual branches (Goyal et al. 2017); exactly zero would leave the ReLU after it dead.
-    """
-    bn = model.aspp.project[1]
-    if not isinstance(bn, torch.nn.BatchNorm2d):  # pragma: no cover - a changed ASPP layout
-        raise TypeError(f"expected the ASPP projection's BatchNorm2d, found {type(bn).__name__}")
-    if value <= 0:
-        raise ValueError(f"model.aspp_gamma_init must be positive, got {value}")
-    torch.nn.init.constant_(bn.weight, value)
+    kwargs["aspp_gamma_init"] = m.aspp_gamma_init
+    return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
 
 
 class BatchSchedule(Sampler[list[tuple[int, int]]]):
@@ -263,17 +254,34 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     ]
 
 
+# What a resume reads: a checkpoint without one is refused by name, not with a KeyError.
+_RESUME_KEYS = (
+    "config", "model", "optimizer", "scheduler", "scaler", "rng", "iteration", "best_miou",
+    "best_iter",
+)  # fmt: skip
+
+
 def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | None, Any]:
     if not resume:
         return None, None
-    path = out / "checkpoints" / "last.pt" if resume is True else Path(resume)
-    if resume is True and not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
+    path = Path(resume) if resume is not True else out / "checkpoints" / "last.pt"
+    if resume is True:
+        # latest.json names the newest whole checkpoint: best.pt if a kill came between the
+        # best.pt and last.pt writes of an evaluation (both hold the full training state).
+        path = read_latest(out / "checkpoints", CHECKPOINT_KIND) or path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
     state = load_checkpoint(path)
     if state.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(
             f"{path}: this is a {state.get('kind')!r} checkpoint; resume training from a "
             "train run's checkpoints/last.pt"
+        )
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: incomplete train checkpoint (no {', '.join(missing)}); resume from "
+            "another checkpoint of the run"
         )
     return path, state
 
@@ -289,13 +297,28 @@ def run_train(
 
     ``stop_after`` ends the run after that iteration of the schedule with ``last.pt`` written,
     so a long schedule can be split over jobs and continued with ``resume=True``.
+    SIGINT/SIGTERM do the same after the current iteration (the result says ``stopped``); the
+    handlers are installed for this call only.
     """
+    with StopRequest() as stop:
+        return _run_train(cfg, out_dir, resume, progress, stop_after, stop)
+
+
+def _run_train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: str | Path | bool | None,
+    progress: bool,
+    stop_after: int | None,
+    stop: StopRequest,
+) -> TrainResult:
     start_time = time.perf_counter()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     loop = cfg.train
     if loop.iters < 1 or loop.eval_every < 1 or loop.log_every < 1:
         raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
+    check_loop_options("train", loop.nonfinite, loop.max_skipped, loop.amp)
     end = loop.iters if stop_after is None else min(stop_after, loop.iters)
 
     dist_info = init_distributed(select_device(loop.device))
@@ -355,6 +378,15 @@ def run_train(
         optimizer, lambda t: poly_lr(1.0, t, loop.iters, loop.poly_power)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    guard = NonFiniteGuard(
+        loop.nonfinite,
+        int(loop.max_skipped * loop.iters),
+        device,
+        "train",
+        buffers=model.buffers(),
+        last_checkpoint=resume_path,
+        hint="Lower train.lr or set train.grad_clip",
+    )
 
     start, best_miou, best_iter = 0, -math.inf, 0
     own_rng = None
@@ -368,6 +400,7 @@ def run_train(
         own_rng = own_rng[rank] if own_rng is not None and len(own_rng) == world else None
         set_rng_state(own_rng if own_rng is not None else state["rng"])
         start, best_miou, best_iter = state["iteration"], state["best_miou"], state["best_iter"]
+        guard.skipped = state.get("skipped", 0)
         # Records written after the checkpoint (a run killed in between) are redone.
         if main:
             truncate_jsonl(log_path, lambda r: r.get("iter", 0) <= start)
@@ -393,6 +426,7 @@ def run_train(
         num_workers=cfg.data.num_workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(loop.seed),
+        worker_init_fn=ignore_sigint,
     )
     val_loader = DataLoader(
         val_set,
@@ -401,6 +435,7 @@ def run_train(
         num_workers=cfg.data.num_workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(loop.seed),
+        worker_init_fn=ignore_sigint,
     )
 
     writer = None
@@ -414,46 +449,68 @@ def run_train(
 
         bar = tqdm(total=loop.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
 
+    saved_iter = start  # the iteration last.pt holds (or the resumed one)
+
     def checkpoint(path: Path, iteration: int, metrics: dict[str, Any]) -> None:
         # Called on every rank: the buffers are synced and the RNG states gathered first.
+        nonlocal saved_iter
         rng_ranks = None
         if world > 1:
             broadcast_tensors(list(model.buffers()))
             rng_ranks = all_gather_object(rng_state())
-        if not main:
-            return
-        save_checkpoint(
-            path,
-            {
-                "iteration": iteration,
-                "best_miou": best_miou,
-                "best_iter": best_iter,
-                "model_kwargs": model.model_kwargs,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                "config": config_to_dict(cfg),
-                "genotype": model.genotype.to_dict(),
-                "class_names": list(info.class_names),
-                "palette": [list(c) for c in info.palette],
-                "metrics": metrics,
-                **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
-            },
-            CHECKPOINT_KIND,
+        model_state, opt_state = model.state_dict(), optimizer.state_dict()
+        # The log window since the last record, so a resume mid-window logs what an
+        # uninterrupted run would (the ranks' sums are averaged, as at a log point).
+        window = {"loss_sum": all_reduce_mean(loss_sum.detach().clone()).cpu(), "n_loss": n_loss}
+        window["skipped"] = guard.skipped - skipped_before
+        # Every rank checks (and agrees), so no rank is left waiting if this raises.
+        guard.check_state(
+            [model_state, opt_state, window], f"the model state at iteration {iteration}"
         )
+        if main:
+            save_checkpoint(
+                path,
+                {
+                    "iteration": iteration,
+                    "best_miou": best_miou,
+                    "best_iter": best_iter,
+                    "model_kwargs": model.model_kwargs,
+                    "model": model_state,
+                    "optimizer": opt_state,
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                    "config": config_to_dict(cfg),
+                    "genotype": model.genotype.to_dict(),
+                    "class_names": list(info.class_names),
+                    "palette": [list(c) for c in info.palette],
+                    "metrics": metrics,
+                    "skipped": guard.skipped,
+                    "log_window": window,
+                    **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
+                },
+                CHECKPOINT_KIND,
+            )
+        if path.name == "last.pt":
+            saved_iter = iteration
+            guard.last_checkpoint = path
 
     model.train()
     batches = iter(train_loader)
-    loss_sum, n_loss = torch.zeros((), device=device), 0
+    loss_sum, n_loss, skipped_before = torch.zeros((), device=device), 0, guard.skipped
+    if state is not None and "log_window" in state:  # stopped between two log records
+        window = state["log_window"]
+        loss_sum += window["loss_sum"].to(device)
+        n_loss, skipped_before = window["n_loss"], guard.skipped - window["skipped"]
     tick, images = time.perf_counter(), 0
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     window = cfg.eval.window or cfg.data.crop
+    done, stopped = start, False
     for it in range(start, end):
         x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         model.set_training_step(it)
+        guard.before_forward()
         with autocast:
             logits = net(x)
         if world > 1:  # this rank's share of the global batch's mean
@@ -463,44 +520,55 @@ def run_train(
             loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # a no-op without fp16; the checks see the true gradients
+        norm = None
         if loop.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-        scaler.step(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+        # With fp16, inf gradients are the GradScaler's business (it skips and rescales).
+        checked = None if scaler.is_enabled() else model.parameters()
+        if guard.allow(grads_finite(loss, checked, norm), f"iteration {it + 1}"):
+            scaler.step(optimizer)
+            loss_sum += loss.detach()
+            n_loss += 1
         scaler.update()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        loss_sum += loss.detach()
-        n_loss += 1
         images += x.shape[0]
         done = it + 1
 
         if done % loop.log_every == 0 or done == loop.iters:
+            guard.check()  # before a nan loss reaches the log (the sync below is there anyway)
             now = time.perf_counter()
             all_reduce_mean(loss_sum)  # the global batch's loss (a no-op in one process)
             record = {
                 "event": "train",
                 "iter": done,
-                "loss": float(loss_sum) / n_loss,  # .item() syncs a GPU: only when logging
+                # .item() syncs a GPU: only when logging. None: every update here was skipped.
+                "loss": float(loss_sum) / n_loss if n_loss else None,
                 "lr": lr,
                 "img_per_s": images * world / max(now - tick, 1e-9),
             }
+            if loop.nonfinite == "skip":
+                record["skipped"] = guard.skipped - skipped_before
             if main:
                 append_jsonl(log_path, record)
             if writer is not None:
-                for key in ("loss", "lr", "img_per_s"):
-                    writer.add_scalar(f"train/{key}", record[key], done)
+                for key in ("loss", "lr", "img_per_s", "skipped"):
+                    if record.get(key) is not None:
+                        writer.add_scalar(f"train/{key}", record[key], done)
             if bar is not None:
                 bar.set_postfix(
-                    loss=f"{record['loss']:.3f}",
+                    loss=f"{record['loss'] if n_loss else float('nan'):.3f}",
                     lr=f"{lr:.2e}",
                     img_s=f"{record['img_per_s']:.1f}",
                 )
             loss_sum, n_loss, tick, images = torch.zeros((), device=device), 0, now, 0
+            skipped_before = guard.skipped
         if bar is not None:
             bar.update(1)
 
         if done % loop.eval_every == 0 or done == loop.iters:
+            guard.check()  # no evaluation (nor its log record) of nan weights
             if world > 1:  # rank 0's BN statistics, as DDP's next forward would use
                 broadcast_tensors(list(model.buffers()))
             cm = evaluate(
@@ -540,15 +608,19 @@ def run_train(
             if is_best:
                 checkpoint(ckpt_dir / "best.pt", done, metrics)
             checkpoint(ckpt_dir / "last.pt", done, metrics)
+        # SIGINT/SIGTERM: this iteration is done; last.pt below makes it resumable.
+        if done < end and stop.should_stop(device):
+            stopped = True
+            break
 
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
-    if end % loop.eval_every != 0 and end < loop.iters:  # stopped between evaluations
-        checkpoint(ckpt_dir / "last.pt", end, {})
-    if end == loop.iters and not call_on_main((ckpt_dir / "best.pt").is_file):  # all nan
-        checkpoint(ckpt_dir / "best.pt", end, {"val_miou": best_miou})
+    if saved_iter != done:  # stopped between evaluations (stop_after or a signal)
+        checkpoint(ckpt_dir / "last.pt", done, {})
+    if done == loop.iters and not call_on_main((ckpt_dir / "best.pt").is_file):  # all nan
+        checkpoint(ckpt_dir / "best.pt", done, {"val_miou": best_miou})
     barrier()  # every rank returns once rank 0 has written everything
     return TrainResult(
         out_dir=out,
@@ -556,8 +628,10 @@ def run_train(
         last_checkpoint=ckpt_dir / "last.pt",
         best_miou=best_miou,
         best_iteration=best_iter,
-        iterations=end,
+        iterations=done,
         seconds=time.perf_counter() - start_time,
+        stopped=stopped,
+        skipped=guard.skipped,
     )
 
 

@@ -56,6 +56,13 @@ class AutoDeepLab(nn.Module):
         drop_path_keep_prob: scheduled drop-path keep probability; 1.0 (TF default) is off.
         total_training_steps: steps over which drop path ramps up (TF default 500,000).
         in_channels: image channels.
+        aspp_gamma_init: initial BatchNorm gamma at the end of the ASPP projection (1 is
+            the usual init). Through the L cells BatchNorm's backward signal grows layer by
+            layer: at init the stem gets ~80x more gradient from the random ASPP branch than
+            from the decoder's low-level branch (64x64 crops, F=8), and SGD sat at the
+            all-background solution for hundreds of steps. A small gamma (0.001-0.01) damps
+            that branch until it has learnt something, as zero-gamma init does for residual
+            branches (Goyal et al. 2017).
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class AutoDeepLab(nn.Module):
         drop_path_keep_prob: float = 1.0,
         total_training_steps: int = 500_000,
         in_channels: int = 3,
+        aspp_gamma_init: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(genotype, Genotype):
@@ -87,7 +95,9 @@ class AutoDeepLab(nn.Module):
             aspp_rates = default_aspp_rates(self.backbone.output_stride)
         if len(aspp_rates) != 3:
             raise ValueError(f"aspp_rates must hold three rates, got {list(aspp_rates)}")
-        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, aspp_rates, dropout)
+        self.aspp = ASPP(
+            self.backbone.out_channels, aspp_channels, aspp_rates, dropout, aspp_gamma_init
+        )
         self.decoder = Decoder(
             aspp_channels, self.backbone.low_level_channels, low_level_channels, decoder_channels
         )
@@ -108,6 +118,7 @@ class AutoDeepLab(nn.Module):
             "drop_path_keep_prob": drop_path_keep_prob,
             "total_training_steps": total_training_steps,
             "in_channels": in_channels,
+            "aspp_gamma_init": aspp_gamma_init,
         }
 
     @property

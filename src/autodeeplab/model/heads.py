@@ -94,6 +94,9 @@ class ASPP(nn.Module):
         rates: dilation rates of the three 3x3 branches; (12, 24, 36) is the DeepLab
             convention at output stride 8, where the paper's backbone ends.
         dropout: dropout after the projection (TF keep_prob 0.9).
+        projection_gamma: initial scale (BatchNorm gamma) of the projection's output; 1 is
+            the usual init. A small value keeps the random deep branch from drowning the
+            decoder's low-level signal early in training from scratch (see AutoDeepLab).
     """
 
     def __init__(
@@ -102,8 +105,11 @@ class ASPP(nn.Module):
         out_channels: int = 256,
         rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.1,
+        projection_gamma: float = 1.0,
     ) -> None:
         super().__init__()
+        if not projection_gamma > 0:  # also catches NaN
+            raise ValueError(f"projection_gamma must be positive, got {projection_gamma}")
         self.rates = tuple(int(r) for r in rates)
         self.pooling = _ImagePooling(in_channels, out_channels)
         self.branches = nn.ModuleList(
@@ -111,6 +117,8 @@ class ASPP(nn.Module):
             + [ConvBNReLU(in_channels, out_channels, 3, rate) for rate in self.rates]
         )
         self.project = ConvBNReLU((len(self.rates) + 2) * out_channels, out_channels, 1)
+        # Exactly zero would leave the ReLU after it dead; any positive value can grow back.
+        nn.init.constant_(self.project[1].weight, projection_gamma)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

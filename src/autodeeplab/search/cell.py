@@ -15,6 +15,16 @@ H^{l-2} then runs on N samples and is broadcast over the directions.
 
 Edges are numbered as in DARTS: block i's edges come after those of blocks 0..i-1 and list
 the states 0..i+1 in order (0 = H^{l-2}, 1 = H^{l-1}, k >= 2 = block k-1).
+
+Partial channels (PC-DARTS, Xu et al., ICLR 2020; beyond the paper): with
+``partial_channels`` K > 1 a mixed op runs its candidate ops on the first C/K channels of
+its input only, passes the other channels through unchanged, and channel-shuffles the
+concatenation with K groups. The ops are K times narrower, so the supernet's activation
+memory and compute shrink by about K. The shuffle makes the next mixed op, which reads the
+block's sum, see a different channel slice. PC-DARTS's edge normalisation goes with it: each
+edge's output is scaled by a weight, softmaxed over the edges into the same block (the
+network holds these logits, see :func:`edge_softmax`). The weight damps the noise that
+sampling channels adds to the edge choice.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from torch import Tensor, nn
 
 from autodeeplab.ops import OPS
 
-__all__ = ["MixedOp", "SearchCell", "edge_index", "num_edges", "state_edges"]
+__all__ = ["MixedOp", "SearchCell", "edge_index", "edge_softmax", "num_edges", "state_edges"]
 
 
 def num_edges(num_blocks: int) -> int:
@@ -46,31 +56,91 @@ def state_edges(state: int, num_blocks: int) -> list[int]:
     return [edge_index(block, state) for block in range(first, num_blocks)]
 
 
+def edge_softmax(logits: Tensor, num_blocks: int) -> Tensor:
+    """Softmax of per-edge logits (num_edges,) over the edges entering each block."""
+    if logits.shape != (num_edges(num_blocks),):
+        raise ValueError(
+            f"edge logits must have shape ({num_edges(num_blocks)},) for B={num_blocks}, "
+            f"got {tuple(logits.shape)}"
+        )
+    # Block i's edges are rows edge_index(i, 0) .. edge_index(i, i + 1): contiguous.
+    sizes = [block + 2 for block in range(num_blocks)]
+    return torch.cat([F.softmax(part, dim=0) for part in logits.split(sizes)])
+
+
+def _check_partial(channels: int, partial_channels: int) -> None:
+    if not isinstance(partial_channels, int) or isinstance(partial_channels, bool):
+        raise ValueError(f"partial_channels must be a positive integer, got {partial_channels!r}")
+    if partial_channels < 1:
+        raise ValueError(f"partial_channels must be a positive integer, got {partial_channels}")
+    if channels % partial_channels:
+        raise ValueError(
+            f"partial_channels={partial_channels} must divide the block width, "
+            f"got {channels} channels ({channels} % {partial_channels} != 0)"
+        )
+
+
 class MixedOp(nn.Module):
     """All edges that read one hidden state: out_e = sum_k w[e, k] * O^k(x) (Eq. 2).
 
     ``forward(x, weights)`` takes x (N, C, H, W) and the softmaxed alpha rows of these
     edges, weights (E, K), and returns (N, E, C, H, W).
+
+    With ``partial_channels`` P > 1 (PC-DARTS) the ops are built for C/P channels and
+    out_e = g_e * shuffle(cat(sum_k w[e, k] * O^k(x[:, :C/P]), x[:, C/P:]), P), with g the
+    optional ``edge_weights`` (E,) (1 when not given).
     """
 
     def __init__(
-        self, channels: int, primitives: Sequence[str], num_edges: int, affine: bool = False
+        self,
+        channels: int,
+        primitives: Sequence[str],
+        num_edges: int,
+        affine: bool = False,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
-        self.num_edges, self.channels = num_edges, channels
+        _check_partial(channels, partial_channels)
+        self.num_edges, self.channels, self.partial_channels = num_edges, channels, partial_channels
+        op_channels = channels // partial_channels
         ops, columns = [], []
         for k, name in enumerate(primitives):
             if name == "none":
                 continue  # zero output: contributes nothing, so it is never run
-            ops.append(OPS[name](channels, 1, affine, num_edges))
+            ops.append(OPS[name](op_channels, 1, affine, num_edges))
             columns.append(k)
         self.ops = nn.ModuleList(ops)
         self.columns = columns
         self._pre_relu = [bool(getattr(op, "pre_relu", False)) for op in ops]
         self._shared = [bool(getattr(op, "shared_across_edges", False)) for op in ops]
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """(N, C, H, W), (E, K) -> (N, E, C, H, W)."""
+    def forward(self, x: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
+        """(N, C, H, W), (E, K)[, (E,)] -> (N, E, C, H, W)."""
+        p = self.partial_channels
+        if p == 1:
+            if edge_weights is not None:
+                weights = weights * edge_weights.unsqueeze(-1)
+            return self._mix(x, weights)
+        n, c, h, w = x.shape
+        e, cp = self.num_edges, c // p
+        if edge_weights is not None:
+            # g_e scales the whole edge: fold it into the op weights (E x K multiplies) and
+            # apply it to the pass-through channels, which are copied per edge anyway.
+            weights = weights * edge_weights.unsqueeze(-1)
+        mixed = self._mix(x[:, :cp], weights)  # (N, E, C/P, H, W)
+        # The pass-through channels as (N, 1, C/P, P-1, H, W): group g, channel j at [j, g-1].
+        rest = x[:, cp:].reshape(n, 1, p - 1, cp, h, w).transpose(2, 3)
+        if edge_weights is None:
+            rest = rest.expand(n, e, cp, p - 1, h, w)
+        else:
+            rest = rest * edge_weights.view(1, e, 1, 1, 1, 1).to(rest.dtype)
+        # cat + channel_shuffle(groups=P) in one copy: stacking the P groups along a new
+        # innermost channel axis puts group g's channel j at j * P + g.
+        out = torch.cat([mixed.unsqueeze(3), rest.to(mixed.dtype)], dim=3)
+        return out.view(n, e, c, h, w)
+
+    def _mix(self, x: Tensor, weights: Tensor) -> Tensor:
+        """sum_k w[e, k] * O^k(x) over the built ops: (N, C', H, W), (E, K) -> (N, E, C', H, W)."""
         n, c, h, w = x.shape
         e = self.num_edges
         xr = F.relu(x) if any(self._pre_relu) else x
@@ -91,9 +161,11 @@ class MixedOp(nn.Module):
 class SearchCell(nn.Module):
     """A search cell of ``num_blocks`` blocks at block width ``channels`` (stride 1).
 
-    ``forward(s0, s1, state_weights)``: s0 = preprocessed H^{l-2} (N, C, H, W); s1 =
-    preprocessed H^{l-1} (k*N, C, H, W), k >= 1 incoming directions stacked along the batch;
-    state_weights = :meth:`split_weights` of softmax(alpha). Returns (k*N, B*C, H, W).
+    ``forward(s0, s1, state_weights[, state_edge_weights])``: s0 = preprocessed H^{l-2}
+    (N, C, H, W); s1 = preprocessed H^{l-1} (k*N, C, H, W), k >= 1 incoming directions
+    stacked along the batch; state_weights = :meth:`split_weights` of softmax(alpha);
+    state_edge_weights = :meth:`split_weights` of the edge weights (PC-DARTS edge
+    normalisation), or None. Returns (k*N, B*C, H, W).
     """
 
     def __init__(
@@ -102,12 +174,14 @@ class SearchCell(nn.Module):
         num_blocks: int,
         primitives: Sequence[str],
         affine: bool = False,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.num_blocks, self.channels = num_blocks, channels
+        self.partial_channels = partial_channels
         # One MixedOp per hidden state that has outgoing edges: s0, s1, blocks 1..B-1.
         self.mixed = nn.ModuleList(
-            MixedOp(channels, primitives, len(state_edges(s, num_blocks)), affine)
+            MixedOp(channels, primitives, len(state_edges(s, num_blocks)), affine, partial_channels)
             for s in range(num_blocks + 1)
         )
 
@@ -115,24 +189,32 @@ class SearchCell(nn.Module):
     def split_weights(weights: Tensor, state_rows: Sequence[Tensor]) -> list[Tensor]:
         """Rows of softmax(alpha) (E, K) per hidden state; run once per network forward.
 
-        ``state_rows[s]`` holds :func:`state_edges` ``(s, B)`` as a long tensor.
+        ``state_rows[s]`` holds :func:`state_edges` ``(s, B)`` as a long tensor. Edge
+        weights (E,) split the same way.
         """
         return [weights.index_select(0, rows) for rows in state_rows]
 
-    def forward(self, s0: Tensor, s1: Tensor, state_weights: Sequence[Tensor]) -> Tensor:
+    def forward(
+        self,
+        s0: Tensor,
+        s1: Tensor,
+        state_weights: Sequence[Tensor],
+        state_edge_weights: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """(N, C, H, W), (kN, C, H, W), :meth:`split_weights` -> (kN, B*C, H, W)."""
         n = s0.shape[0]
         kn = s1.shape[0]
         k = kn // n
         b, c, h, w = self.num_blocks, self.channels, s1.shape[2], s1.shape[3]
-        from_s1 = self.mixed[1](s1, state_weights[1])
-        from_s0 = self.mixed[0](s0, state_weights[0])
+        g = state_edge_weights if state_edge_weights is not None else [None] * (b + 1)
+        from_s1 = self.mixed[1](s1, state_weights[1], g[1])
+        from_s0 = self.mixed[0](s0, state_weights[0], g[0])
         # H^{l-2} is the same for every incoming direction: broadcast its mixed ops.
         partial = (from_s1.view(k, n, b, c, h, w) + from_s0.unsqueeze(0)).view(kn, b, c, h, w)
         sums = list(partial.unbind(1))
         for i in range(b - 1):
             mixed = self.mixed[i + 2]
-            out = mixed(sums[i], state_weights[i + 2])  # edges into blocks i+1..B-1
+            out = mixed(sums[i], state_weights[i + 2], g[i + 2])  # edges into blocks i+1..B-1
             for j, y in enumerate(out.unbind(1)):
                 sums[i + 1 + j] = sums[i + 1 + j] + y
         return torch.cat(sums, dim=1)

@@ -24,6 +24,14 @@ Choices where the paper is silent (SPEC.md §11-12):
 - Search head: 1x1 conv, 3x3 conv at rate 96/s and image pooling, each B*F*s/4 wide;
   concatenated, 1x1 conv + BN + ReLU, 1x1 conv to num_classes. The pooled branch has no
   BatchNorm, so a batch of one trains.
+
+Partial channels (PC-DARTS, beyond the paper; ``partial_channels`` K > 1, see
+:mod:`autodeeplab.search.cell`): the mixed ops run on 1/K of the channels, and a third
+architecture parameter ``gamma`` (num_edges,) holds PC-DARTS's edge-normalisation logits
+(its "beta"; renamed, as beta is the trellis here), softmaxed over the edges into each
+block and shared by every cell like alpha. Decoding then ranks a block's edges by
+gamma-weight x op weight (:meth:`SearchNetwork.cell_weights`), as PC-DARTS does. With K = 1
+there is no gamma and the network is the paper's.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import OPS, PRIMITIVES, Resample, resize
-from autodeeplab.search.cell import SearchCell, num_edges, state_edges
+from autodeeplab.search.cell import SearchCell, edge_softmax, num_edges, state_edges
 from autodeeplab.search.decode import decode
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "SearchHead",
     "beta_mask",
     "beta_probabilities",
+    "cell_decode_weights",
     "levels_at",
 ]
 
@@ -118,6 +127,7 @@ class _Node(nn.Module):
         num_blocks: int,
         primitives: Sequence[str],
         affine: bool,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.level, self.sources, self.prev_prev_level = level, sources, prev_prev_level
@@ -126,7 +136,7 @@ class _Node(nn.Module):
             for src, c in zip(sources, source_channels, strict=True)
         )
         self.pre_prev = Resample(prev_prev_channels, width, level - prev_prev_level, affine)
-        self.cell = SearchCell(width, num_blocks, primitives, affine)
+        self.cell = SearchCell(width, num_blocks, primitives, affine, partial_channels)
 
 
 class SearchNetwork(nn.Module):
@@ -144,6 +154,10 @@ class SearchNetwork(nn.Module):
             storing them (activation checkpointing): much less memory for about one more
             forward pass of compute. BatchNorm running statistics are then updated twice
             per step (they only serve validation).
+        partial_channels: K of PC-DARTS partial-channel connections; 1 (off) is the paper.
+            With K > 1 each mixed op runs on 1/K of its channels (about K times less op
+            memory and compute) and edge normalisation (``gamma``) is added. K must divide
+            every block width F * 2**level, i.e. F.
     """
 
     def __init__(
@@ -157,10 +171,13 @@ class SearchNetwork(nn.Module):
         affine: bool = False,
         stem_channels: Sequence[int] = (64, 64, 128),
         checkpoint_cells: bool = False,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.checkpoint_cells = checkpoint_cells
         _check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
+        _check_partial_channels(partial_channels, filter_multiplier)
+        self.partial_channels = partial_channels
         self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
         self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
         self.primitives = tuple(primitives)
@@ -192,6 +209,7 @@ class SearchNetwork(nn.Module):
                         num_blocks,
                         self.primitives,
                         affine,
+                        partial_channels,
                     )
                 )
                 # beta[layer-1, source level, direction] with direction = target - source + 1.
@@ -205,6 +223,11 @@ class SearchNetwork(nn.Module):
         )
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(num_blocks), len(primitives)))
         self.beta = nn.Parameter(1e-3 * torch.randn(num_layers, nlev, 3))
+        # Only with K > 1, so that K = 1 keeps the paper's parameters, RNG draws and
+        # checkpoint keys. PC-DARTS initialises its edge logits as alpha: 1e-3 * N(0, 1).
+        self.gamma: nn.Parameter | None = None
+        if partial_channels > 1:
+            self.gamma = nn.Parameter(1e-3 * torch.randn(num_edges(num_blocks)))
         self.register_buffer("beta_mask", beta_mask(num_layers, nlev), persistent=False)
         self.register_buffer("_incoming", torch.tensor(incoming), persistent=False)
         self._incoming_counts = counts
@@ -212,16 +235,29 @@ class SearchNetwork(nn.Module):
             self.register_buffer(f"_rows{s}", torch.tensor(state_edges(s, num_blocks)), False)
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture parameters: [alpha, beta]."""
-        return [self.alpha, self.beta]
+        """The architecture parameters: [alpha, beta], and gamma with partial channels."""
+        arch = [self.alpha, self.beta]
+        return arch if self.gamma is None else [*arch, self.gamma]
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter except alpha and beta."""
-        return [p for name, p in self.named_parameters() if name not in ("alpha", "beta")]
+        """Every parameter except the architecture parameters."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
 
     def alpha_weights(self) -> Tensor:
         """softmax(alpha) over the ops of each edge, (num_edges, num_ops) (Eq. 2)."""
         return F.softmax(self.alpha, dim=-1)
+
+    def edge_weights(self) -> Tensor | None:
+        """PC-DARTS edge normalisation: softmax(gamma) over each block's incoming edges.
+
+        (num_edges,), or None without partial channels.
+        """
+        return None if self.gamma is None else edge_softmax(self.gamma, self.num_blocks)
+
+    def cell_weights(self) -> Tensor:
+        """The weights cell decoding ranks (num_edges, num_ops); see :func:`cell_decode_weights`."""
+        return cell_decode_weights(self.alpha, self.gamma, self.num_blocks)
 
     def beta_weights(self) -> Tensor:
         """beta as transition probabilities (L, num_levels, 3), 0 on missing edges (Eq. 7)."""
@@ -231,15 +267,16 @@ class SearchNetwork(nn.Module):
         """Decode the current alpha and beta (argmax cell, Viterbi path)."""
         with torch.no_grad():
             return decode(
-                self.alpha_weights(), self.beta_weights(), self.primitives, self.num_blocks
+                self.cell_weights(), self.beta_weights(), self.primitives, self.num_blocks
             )
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> logits (N, num_classes, H, W); any H, W."""
         n = x.shape[0]
-        state_weights = SearchCell.split_weights(
-            self.alpha_weights(), [getattr(self, f"_rows{s}") for s in range(self.num_blocks + 1)]
-        )
+        rows = [getattr(self, f"_rows{s}") for s in range(self.num_blocks + 1)]
+        state_weights = SearchCell.split_weights(self.alpha_weights(), rows)
+        edge_w = self.edge_weights()
+        state_edge_weights = None if edge_w is None else SearchCell.split_weights(edge_w, rows)
         beta_in = self.beta_weights().flatten()[self._incoming].split(self._incoming_counts)
         stem0, stem1 = self.stem(x)
         sizes = [tuple(stem1.shape[-2:])]
@@ -256,9 +293,11 @@ class SearchNetwork(nn.Module):
                 s1 = [pre(prev[s], size) for pre, s in zip(node.pre, node.sources, strict=True)]
                 s1 = torch.cat(s1) if len(s1) > 1 else s1[0]
                 if self.checkpoint_cells and torch.is_grad_enabled():
-                    out = checkpoint(node.cell, s0, s1, state_weights, use_reentrant=False)
+                    out = checkpoint(
+                        node.cell, s0, s1, state_weights, state_edge_weights, use_reentrant=False
+                    )
                 else:
-                    out = node.cell(s0, s1, state_weights)
+                    out = node.cell(s0, s1, state_weights, state_edge_weights)
                 k, weights = len(node.sources), beta_in[i]
                 i += 1
                 # Eq. 6: the beta-weighted sum over the k incoming directions.
@@ -270,6 +309,19 @@ class SearchNetwork(nn.Module):
             y = resize(head(prev[level]), x.shape[-2:])
             logits = y if logits is None else logits + y
         return logits
+
+
+def cell_decode_weights(alpha: Tensor, gamma: Tensor | None, num_blocks: int) -> Tensor:
+    """The weights cell decoding ranks, from raw alpha (E, K) and gamma (E,) or None.
+
+    softmax(alpha) per edge; with PC-DARTS edge normalisation (gamma given) each row is
+    scaled by its edge weight, so the edge choice uses edge weight x op weight while the op
+    choice on an edge is unchanged. Works on a checkpoint's tensors without the network.
+    """
+    weights = F.softmax(alpha, dim=-1)
+    if gamma is None:
+        return weights
+    return weights * edge_softmax(gamma, num_blocks).unsqueeze(-1)
 
 
 def beta_mask(num_layers: int, num_levels: int) -> Tensor:
@@ -300,6 +352,23 @@ def beta_probabilities(beta: Tensor, num_levels: int) -> Tensor:
     if beta.ndim != 3 or beta.shape[1:] != (num_levels, 3):
         raise ValueError(f"beta must have shape (L, {num_levels}, 3), got {tuple(beta.shape)}")
     return _masked_softmax(beta, beta_mask(beta.shape[0], num_levels).to(beta.device))
+
+
+def _check_partial_channels(partial_channels: int, filter_multiplier: int) -> None:
+    if (
+        not isinstance(partial_channels, int)
+        or isinstance(partial_channels, bool)
+        or partial_channels < 1
+    ):
+        raise ValueError(f"partial_channels must be a positive integer, got {partial_channels!r}")
+    # Block widths are F * 2**level and level 0 always exists, so K divides every block
+    # width exactly when it divides F.
+    if filter_multiplier % partial_channels:
+        raise ValueError(
+            f"partial_channels={partial_channels} must divide the block width "
+            f"filter_multiplier={filter_multiplier} (C % K == 0 for C = F * 2**level); "
+            f"choose a divisor of {filter_multiplier}"
+        )
 
 
 def _check_args(

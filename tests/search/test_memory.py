@@ -1,0 +1,223 @@
+"""The search's memory estimate: exact weight counts, saved activations, calibration, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autodeeplab.config import load_config
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.search import SearchNetwork
+from autodeeplab.search.memory import (
+    estimate_search_memory,
+    format_estimate,
+    memory_warning,
+    saved_activation_bytes,
+    search_parameter_count,
+)
+
+CASES = [
+    {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2, "strides": (4, 8, 16)},
+    {"num_layers": 4, "num_blocks": 3, "filter_multiplier": 4},
+    {"num_layers": 4, "num_blocks": 3, "filter_multiplier": 4, "affine": True},
+    {
+        "num_layers": 4,
+        "num_blocks": 3,
+        "filter_multiplier": 4,
+        "primitives": ("none", "skip_connect", "sep_conv_3x3"),
+    },
+    {"num_layers": 4, "num_blocks": 3, "filter_multiplier": 4, "partial_channels": 2},
+]
+
+
+def _net(case: dict) -> SearchNetwork:
+    torch.manual_seed(0)
+    return SearchNetwork(5, **case)
+
+
+def _args(case: dict) -> dict:
+    keys = ("num_layers", "num_blocks", "filter_multiplier", "strides", "primitives")
+    return {k: case[k] for k in keys if k in case} | {
+        "partial_channels": case.get("partial_channels", 1)
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def test_weight_and_buffer_counts_are_exact(case: dict) -> None:
+    net = _net(case)
+    args = _args(case)
+    weights, buffers = search_parameter_count(
+        5,
+        args["num_layers"],
+        args["num_blocks"],
+        args["filter_multiplier"],
+        args.get("strides", (4, 8, 16, 32)),
+        args.get("primitives", PRIMITIVES),
+        case.get("affine", False),
+        args["partial_channels"],
+    )
+    assert weights == sum(p.numel() for p in net.weight_parameters())
+    assert buffers == sum(b.numel() for b in net.buffers() if b.dtype.is_floating_point)
+
+
+def _saved_bytes(net: SearchNetwork, x: torch.Tensor, y: torch.Tensor, arch_step: bool) -> int:
+    """What autograd saves in one step, as engine.search._step runs it (the other set frozen)."""
+    frozen = net.weight_parameters() if arch_step else net.arch_parameters()
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            F.cross_entropy(net(x), y)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+@pytest.mark.parametrize("arch_step", [False, True], ids=["w_step", "arch_step"])
+def test_saved_activations_match_what_autograd_saves(case: dict, arch_step: bool) -> None:
+    net = _net(case)
+    crop, batch = 36, 2  # not a power of two: the sizes round up at every stride
+    x = torch.randn(batch, 3, crop, crop)
+    y = torch.randint(0, 5, (batch, crop, crop))
+    measured = _saved_bytes(net, x, y, arch_step)
+    estimated, largest = saved_activation_bytes(crop, batch, 5, arch_step=arch_step, **_args(case))
+    # The count leaves out only small tensors (BatchNorm statistics, the input batch).
+    assert 0.9 * measured < estimated < 1.05 * measured
+    assert 0 < largest < estimated
+
+
+def _cfg(*overrides: str):
+    return load_config(None, ["search.device=cpu", *overrides])
+
+
+def test_estimate_grows_with_crop_and_batch_and_shrinks_with_checkpointing() -> None:
+    base = estimate_search_memory(_cfg("data.crop=64"))
+    bigger_crop = estimate_search_memory(_cfg("data.crop=128"))
+    bigger_batch = estimate_search_memory(_cfg("data.crop=64", "search.batch_size=4"))
+    ckpt = estimate_search_memory(_cfg("data.crop=64", "model.checkpoint_cells=true"))
+    pc = estimate_search_memory(_cfg("data.crop=64", "model.partial_channels=4"))
+    assert bigger_crop.total > base.total and bigger_batch.total > base.total
+    # Activations scale with pixels and images; the weights do not.
+    assert 3.5 < bigger_crop.activations / base.activations < 4.5
+    assert 1.9 < bigger_batch.activations / base.activations < 2.1
+    assert bigger_crop.persistent == base.persistent
+    assert ckpt.total < base.total and ckpt.activations < 0.2 * base.activations
+    assert pc.activations < 0.5 * base.activations and pc.weight_params < base.weight_params
+    assert base.total == base.fixed + base.persistent + base.activations + base.transient
+    # Under torchrun each process holds its share of the batch.
+    share = estimate_search_memory(_cfg("data.crop=64", "search.batch_size=4"), world_size=2)
+    assert share.activations == base.activations
+
+
+def test_half_precision_halves_the_activations() -> None:
+    fp32 = estimate_search_memory(_cfg("data.crop=128"), device="cuda")
+    bf16 = estimate_search_memory(_cfg("data.crop=128", "search.amp=bf16"), device="cuda")
+    assert bf16.activations * 2 == pytest.approx(fp32.activations, rel=1e-6)
+    assert fp32.fixed != estimate_search_memory(_cfg("data.crop=128")).fixed  # CUDA context
+
+
+# Peak RSS of one process doing 2 w steps + 2 architecture steps (L, F, crop, batch,
+# checkpoint_cells -> MiB), measured on 2 CPU cores with torch 2.13 and 19 classes; the
+# calibration of search/memory.py. The estimate must stay within 10% of each.
+MEASURED_MIB = [
+    (12, 8, 32, 2, False, 1030),
+    (12, 8, 64, 2, False, 1254),
+    (12, 8, 96, 2, False, 1624),
+    (12, 8, 128, 2, False, 2143),
+    (12, 8, 64, 4, False, 1550),
+    (8, 8, 160, 1, False, 1331),
+    (6, 4, 64, 2, False, 515),
+    (12, 8, 64, 2, True, 1012),
+    (12, 8, 128, 2, True, 1131),
+]
+
+
+@pytest.mark.parametrize(("layers", "f", "crop", "batch", "ckpt", "mib"), MEASURED_MIB)
+def test_estimate_matches_the_recorded_cpu_measurements(layers, f, crop, batch, ckpt, mib):
+    cfg = _cfg(
+        f"model.num_layers={layers}",
+        f"model.filter_multiplier={f}",
+        f"data.crop={crop}",
+        f"search.batch_size={batch}",
+        f"model.checkpoint_cells={str(ckpt).lower()}",
+    )
+    assert 0.9 * mib < estimate_search_memory(cfg).total / 2**20 < 1.1 * mib
+
+
+_MEASURE = """
+import json, torch, torch.nn.functional as F
+from autodeeplab.search import SearchNetwork
+torch.manual_seed(0)
+net = SearchNetwork(19, num_layers=4, num_blocks=3, filter_multiplier=4)
+w, a = net.weight_parameters(), net.arch_parameters()
+opts = torch.optim.SGD(w, lr=0.025, momentum=0.9, weight_decay=3e-4), torch.optim.Adam(a)
+for params, frozen, opt in ((w, a, opts[0]), (a, w, opts[1])):
+    for p in frozen:
+        p.requires_grad_(False)
+    loss = F.cross_entropy(net(torch.randn(2, 3, 64, 64)), torch.randint(0, 19, (2, 64, 64)))
+    opt.zero_grad()
+    loss.backward(inputs=params)
+    opt.step()
+    for p in frozen:
+        p.requires_grad_(True)
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a big
+# pytest process would report the parent's peak.
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps(int(hwm.split()[1]) * 1024))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_estimate_is_within_a_factor_2_of_a_measured_peak() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    measured = json.loads(done.stdout)
+    cfg = _cfg("model.num_layers=4", "model.num_blocks=3", "model.filter_multiplier=4")
+    estimated = estimate_search_memory(cfg).total
+    assert measured / 2 < estimated < 2 * measured, (estimated / 2**20, measured / 2**20)
+
+
+def test_format_and_warning() -> None:
+    cfg = _cfg("data.crop=321")
+    est = estimate_search_memory(cfg, device="cuda")
+    line = format_estimate(est, cfg)
+    assert line.startswith("estimated peak GPU memory: ") and "(crop 321, batch 2; " in line
+    assert "checkpoint_cells off" in line and "\n" not in line
+    assert memory_warning(est, cfg, est.total + 1) is None
+    warning = memory_warning(est, cfg, 4 * 2**30)
+    assert warning is not None and "has 4.0 GiB" in warning
+    assert "model.checkpoint_cells=true" in warning and "--crop (now 321)" in warning
+    ckpt = _cfg("data.crop=321", "model.checkpoint_cells=true")
+    assert "checkpoint_cells" not in (memory_warning(est, ckpt, 1) or "").split("try")[1]
+
+
+def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys) -> None:
+    from autodeeplab.cli import main
+
+    out = tmp_path / "run"
+    argv = ["search", "--dry-run", "--out", str(out), "--crop", "32", "--set", "device=cpu"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "estimated peak memory (RSS): " in err and "(crop 32, batch 2; " in err
+    assert not out.exists()
