@@ -32,6 +32,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from autodeeplab.engine.runtime import peak_memory_mib
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NUM_CLASSES = 19
 
@@ -88,21 +90,6 @@ def matmul_gflops(device: torch.device, n: int, repeats: int) -> dict:
         "best_s": round(best, 5),
         "gflops": round(2 * n**3 / best / 1e9, 1),
     }
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """Max allocated on CUDA, max RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # VmHWM where there is one: Linux keeps ru_maxrss across fork + exec, so a subprocess
-    # would report its parent's peak if that were higher.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) -> dict:

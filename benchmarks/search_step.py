@@ -30,24 +30,10 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from autodeeplab.engine.runtime import peak_memory_mib
 from autodeeplab.search import SearchNetwork
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak memory of this process so far: max allocated on CUDA, max RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # VmHWM where there is one: Linux keeps ru_maxrss across fork + exec, so a subprocess
-    # would report its parent's peak if that were higher.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextlib.contextmanager

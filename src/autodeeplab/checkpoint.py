@@ -46,6 +46,7 @@ __all__ = [
     "estimate_checkpoint_bytes",
     "load_checkpoint",
     "read_latest",
+    "require_keys",
     "save_checkpoint",
 ]
 
@@ -368,10 +369,15 @@ def load_checkpoint(
         raise CheckpointError(
             f"{p}: this is a {str(state.get('kind'))[:40]!r} checkpoint, expected a {kind!r} one"
         )
+    require_keys(state, p, required)
+    return state
+
+
+def require_keys(state: dict[str, Any], path: str | os.PathLike[str], required: Any) -> None:
+    """Refuse a loaded checkpoint without one of the ``required`` top-level keys, by name."""
     missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(
-            f"{p}: incomplete checkpoint, it has no {', '.join(map(repr, missing))}; use "
+            f"{path}: incomplete checkpoint, it has no {', '.join(map(repr, missing))}; use "
             "another checkpoint of the run"
         )
-    return state

@@ -185,3 +185,10 @@ def test_evaluating_a_search_checkpoint_names_the_problem(tmp_path: Path) -> Non
     save_checkpoint(path, {"epoch": 1, "model": {}}, "search")
     with pytest.raises(CheckpointError, match=r"'search' checkpoint, not a trained network"):
         evaluate_checkpoint(path)
+
+
+def test_an_incomplete_train_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": {}, "config": {}, "class_names": []}, "train")
+    with pytest.raises(CheckpointError, match=r"best.pt: incomplete checkpoint, it has no "):
+        load_trained_model(path)

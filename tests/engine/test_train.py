@@ -119,6 +119,10 @@ def test_resume_errors(tmp_path: Path, train_config) -> None:
     save_checkpoint(search_ckpt, {"epoch": 1}, "search")
     with pytest.raises(CheckpointError, match="'search' checkpoint"):
         run_train(train_config(), tmp_path / "e", resume=search_ckpt, progress=False)
+    partial = tmp_path / "last.pt"
+    save_checkpoint(partial, {"iteration": 1, "model": {}}, "train")
+    with pytest.raises(CheckpointError, match="last.pt: incomplete checkpoint, it has no "):
+        run_train(train_config(), tmp_path / "f", resume=partial, progress=False)
 
 
 def test_resume_with_another_model_config_is_refused(trained_run: Path, train_config, tmp_path):

@@ -176,10 +176,9 @@ for params, frozen, opt in ((w, a, opts[0]), (a, w, opts[1])):
     opt.step()
     for p in frozen:
         p.requires_grad_(True)
-# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a big
-# pytest process would report the parent's peak.
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps(int(hwm.split()[1]) * 1024))
+# VmHWM, not ru_maxrss, which a child of a big pytest process would inherit.
+from autodeeplab.engine.runtime import peak_memory_mib
+print(json.dumps(peak_memory_mib(torch.device("cpu")) * 2**20))
 """
 
 

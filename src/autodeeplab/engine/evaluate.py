@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autodeeplab.checkpoint import CheckpointError, atomic_write, load_checkpoint
+from autodeeplab.checkpoint import CheckpointError, atomic_write, load_checkpoint, require_keys
 from autodeeplab.config import TrainConfig, config_from_dict
 from autodeeplab.data import build_dataset
 from autodeeplab.data.transforms import val_transform
@@ -210,12 +210,7 @@ def load_trained_model(
             "pass checkpoints/best.pt or last.pt of an 'autodeeplab train' run (a search "
             "checkpoint is decoded with 'autodeeplab decode' and then trained)"
         )
-    missing = [k for k in ("model_kwargs", "model", "config", "class_names") if k not in state]
-    if missing:
-        raise CheckpointError(
-            f"{path}: incomplete train checkpoint (no {', '.join(missing)}); use best.pt or "
-            "last.pt of a finished or resumable run"
-        )
+    require_keys(state, path, ("model_kwargs", "model", "config", "class_names"))
     model = AutoDeepLab(**state["model_kwargs"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

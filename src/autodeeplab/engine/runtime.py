@@ -1,4 +1,5 @@
-"""Run-time plumbing shared by the loops: seeding, device choice, RNG state, run folders."""
+"""Run-time plumbing shared by the loops: seeding, device choice, RNG state, run folders,
+peak memory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "peak_memory_mib",
     "seed_everything",
     "select_device",
     "rng_state",
@@ -118,3 +120,18 @@ def truncate_jsonl(path: Path, keep: Any) -> None:
         f.flush()
         os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
     os.replace(tmp, path)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory of this process so far, in MiB: max allocated on CUDA, peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # VmHWM where there is one: Linux keeps ru_maxrss across fork + exec, so a subprocess
+    # would report its parent's peak if that were higher.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource  # Unix only; VmHWM covers Linux
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -52,6 +52,7 @@ from autodeeplab.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_latest,
+    require_keys,
     save_checkpoint,
 )
 from autodeeplab.config import TrainConfig, config_from_dict, config_to_dict, save_config
@@ -277,12 +278,7 @@ def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | N
             f"{path}: this is a {state.get('kind')!r} checkpoint; resume training from a "
             "train run's checkpoints/last.pt"
         )
-    missing = [k for k in _RESUME_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(
-            f"{path}: incomplete train checkpoint (no {', '.join(missing)}); resume from "
-            "another checkpoint of the run"
-        )
+    require_keys(state, path, _RESUME_KEYS)
     return path, state
 
 
