@@ -147,9 +147,9 @@ def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
         "aspp_channels": m.aspp_channels,
         "decoder_channels": m.decoder_channels,
         "dropout": m.dropout,
+        "aspp_gamma_init": m.aspp_gamma_init,
     }
     genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
-    kwargs["aspp_gamma_init"] = m.aspp_gamma_init
     return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
 
 
