@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from autodeeplab.config import load_config
 from autodeeplab.engine.runtime import peak_memory_mib
 from autodeeplab.search import SearchNetwork
+from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,6 +73,57 @@ def top_ops(prof, n: int) -> list[dict]:
     ]
 
 
+def live_tensor_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views share a storage)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def tensor_peak_mib(run: Callable[[], object], live: list[torch.Tensor]) -> tuple[float, float]:
+    """Peak tensor memory of ``run()`` on CPU, in MiB, and the net change over it.
+
+    The profiler's memory events record every allocation and free of PyTorch's CPU
+    allocator in order; their running sum peaks where the step's tensors do. ``live`` are
+    the tensors alive before (weights, buffers, optimiser states, the batches). This is the
+    quantity ``torch.cuda.max_memory_allocated`` measures on a GPU, without the Python
+    process, the allocator's cached free blocks and the libraries' own buffers that a peak
+    RSS includes. (cuDNN workspaces would add to it on a GPU.)
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    before = live_tensor_bytes(live)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return (before + peak) / 2**20, running / 2**20
+
+
+def resolved_checkpoint_cells(args: argparse.Namespace) -> bool:
+    """``--checkpoint-cells`` as the search engine would resolve it (``auto``: the estimate)."""
+    if args.checkpoint_cells != "auto":
+        return args.checkpoint_cells == "on"
+    cfg = load_config(
+        None,
+        [
+            f"model.num_layers={args.layers}",
+            f"model.num_blocks={args.blocks}",
+            f"model.filter_multiplier={args.filter_multiplier}",
+            f"model.partial_channels={args.partial_channels}",
+            f"data.crop={args.crop}",
+            f"search.batch_size={args.batch_size}",
+            f"search.amp={json.dumps(args.amp)}",  # YAML would read off as false
+        ],
+    )
+    device = torch.device(args.device).type
+    return resolve_checkpoint_cells(
+        cfg, args.classes, device, available=device_memory_bytes(device)
+    )
+
+
 def measure(args: argparse.Namespace) -> dict:
     """Build the supernet, run warm-up and timed iterations, and return the JSON record."""
     torch.manual_seed(0)
@@ -90,14 +143,16 @@ def measure(args: argparse.Namespace) -> dict:
         "compile": args.compile_backend if args.compile else False,
         "channels_last": args.channels_last,
         "freeze_other_params": args.freeze,
-        "checkpoint_cells": args.checkpoint_cells,
+        "stale_grads": args.stale_grads,
+        "checkpoint_cells_mode": args.checkpoint_cells,
+        "checkpoint_cells": resolved_checkpoint_cells(args),
     }
     net = SearchNetwork(
         args.classes,
         num_layers=args.layers,
         num_blocks=args.blocks,
         filter_multiplier=args.filter_multiplier,
-        checkpoint_cells=args.checkpoint_cells,
+        checkpoint_cells=record["checkpoint_cells"],
         partial_channels=args.partial_channels,
     ).to(device)
     if args.channels_last:
@@ -133,6 +188,10 @@ def measure(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
 
     def step(x, y, params, frozen, opt) -> None:
+        # As the engine does: free the gradients before the forward and after the update, so
+        # that none sits beside the activations (--stale-grads: keep them, as before).
+        if not args.stale_grads:
+            opt.zero_grad(set_to_none=True)
         if args.freeze:
             for p in frozen:
                 p.requires_grad_(False)
@@ -142,6 +201,8 @@ def measure(args: argparse.Namespace) -> dict:
         scaler.scale(loss).backward(inputs=params)
         scaler.step(opt)
         scaler.update()
+        if not args.stale_grads:
+            opt.zero_grad(set_to_none=True)
         if args.freeze:
             for p in frozen:
                 p.requires_grad_(True)
@@ -197,6 +258,13 @@ def measure(args: argparse.Namespace) -> dict:
             "iters": args.iters,
         }
     )
+    if args.tensor_peak and device.type == "cpu":  # after the timings: the profiler costs time
+        states = [v for o in (w_opt, a_opt) for st in o.state.values() for v in st.values()]
+        live = [*net.parameters(), *net.buffers(), *states, xa, ya, xb, yb]
+        live = [t for t in live if isinstance(t, torch.Tensor)]
+        peak, net_change = tensor_peak_mib(iteration, live)
+        record["peak_tensor_mib"] = round(peak, 1)
+        record["tensor_net_change_mib"] = round(net_change, 1)
     return record
 
 
@@ -260,7 +328,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--checkpoint-cells", action="store_true", help="activation checkpointing")
+    p.add_argument(
+        "--checkpoint-cells",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="activation checkpointing per cell; auto: as the engine decides (the default)",
+    )
     p.add_argument(
         "--partial-channels", type=int, default=1, metavar="K", help="PC-DARTS K (1 = off)"
     )
@@ -284,7 +357,17 @@ def main() -> None:
         action="store_false",
         help="leave the other parameter set in autograd (the engine takes it out)",
     )
+    p.add_argument(
+        "--stale-grads",
+        action="store_true",
+        help="keep each step's gradients until the next backward (the engine frees them)",
+    )
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops")
+    p.add_argument(
+        "--tensor-peak",
+        action="store_true",
+        help="CPU: profile one more iteration for its peak tensor memory (peak_tensor_mib)",
+    )
     p.add_argument("--fit", action="store_true", help="fit seconds against pixels over crops")
     p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -317,7 +400,8 @@ def main() -> None:
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--device", args.device, "--amp", args.amp]
         cmd += ["--compile-backend", args.compile_backend]
-        for flag in ("checkpoint_cells", "channels_last", "compile"):
+        cmd += ["--checkpoint-cells", args.checkpoint_cells]
+        for flag in ("channels_last", "compile", "stale_grads", "tensor_peak"):
             if getattr(args, flag):
                 cmd.append(f"--{flag.replace('_', '-')}")
         if not args.freeze:

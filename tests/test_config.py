@@ -41,6 +41,8 @@ def test_defaults_are_the_papers_search_settings() -> None:
     assert m.strides == (4, 8, 16, 32)
     assert m.primitives == PRIMITIVES
     assert m.affine is False  # SPEC §12.4
+    # The paper's search by default: partial channels off; checkpointing changes no result.
+    assert m.partial_channels == 1 and m.checkpoint_cells == "auto"
     assert load_config() == cfg
 
 
@@ -142,6 +144,10 @@ def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
         ("search.epochs=[1", "key 'search.epochs': expected an integer, got '\\[1'"),
         ("model.strides=4", "key 'model.strides': expected a list"),
         ("search=3", "section 'search.*' must be a mapping"),
+        (
+            "model.checkpoint_cells=maybe",
+            "key 'model.checkpoint_cells': 'maybe' is not allowed; use one of true, false, auto",
+        ),
     ],
 )
 def test_override_errors(override: str, message: str) -> None:

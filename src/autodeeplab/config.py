@@ -58,7 +58,9 @@ class SearchModelConfig:
     strides: tuple[int, ...] = (4, 8, 16, 32)
     primitives: tuple[str, ...] = PRIMITIVES
     affine: bool = False
-    checkpoint_cells: bool = False  # activation checkpointing: less memory, ~1/3 more time
+    # Activation checkpointing per cell: true, false, or auto (on where it at least halves
+    # the estimated peak or the peak would not fit; autodeeplab.search.memory).
+    checkpoint_cells: bool | str = "auto"
     # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
     # normalisation; 1 = off. K must divide filter_multiplier.
     partial_channels: int = 1
@@ -204,6 +206,19 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+# Keys whose value must be one of a few (checked after the type).
+_CHOICES: dict[str, tuple[Any, ...]] = {"checkpoint_cells": (True, False, "auto")}
+
+
+def _check_choice(key: str, value: Any, where: str) -> None:
+    """Raise ConfigError if ``value`` of ``key`` is not one of :data:`_CHOICES`."""
+    choices = _CHOICES.get(key)
+    if choices is None or any(type(value) is type(c) and value == c for c in choices):
+        return
+    shown = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+    raise ConfigError(f"{where}: {_show(value)} is not allowed; use one of {shown}")
+
+
 def _check_range(key: str, value: Any, where: str) -> None:
     """Raise ConfigError if the numeric ``value`` of ``key`` is outside :data:`_RANGES`."""
     if key not in _RANGES or value is None:
@@ -292,6 +307,7 @@ def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
         else:
             value = _coerce(value, hints[key], f"{where}: key '{dotted}'")
             _check_range(key, value, f"{where}: key '{dotted}'")
+            _check_choice(key, value, f"{where}: key '{dotted}'")
             updates[key] = value
     return replace(cfg, **updates)
 

@@ -67,6 +67,22 @@ def test_architecture_step_changes_no_weight():
     assert all(not torch.equal(a, b) for a, b in zip(before_arch, arch, strict=True))
 
 
+def test_step_frees_its_gradients_before_the_other_step():
+    # Memory: a w step's gradients are as large as the weights, and the architecture step
+    # that follows freezes the weights; nothing may keep them alive through it.
+    net = _net()
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    w_opt = torch.optim.SGD(weights, lr=0.1, momentum=0.9)
+    a_opt = torch.optim.Adam(arch, lr=0.01)
+    before = [p.detach().clone() for p in weights]
+    _step(net, _batch(), weights, arch, w_opt, 5.0, torch.device("cpu"))
+    assert all(p.grad is None for p in net.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, weights, strict=True))
+    assert all(len(w_opt.state[p]) > 0 for p in weights if p.requires_grad)  # momentum kept
+    _step(net, _batch(), arch, weights, a_opt, None, torch.device("cpu"))
+    assert all(p.grad is None for p in net.parameters())
+
+
 def test_search_writes_outputs_and_log(tmp_path):
     result = run_search(tiny_config(), tmp_path, progress=False)
     assert load_genotype(tmp_path / "genotype.json") == result.genotype
@@ -110,6 +126,21 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
     log_b = (tmp_path / "part" / "search_log.jsonl").read_text().splitlines()
     strip = lambda rec: {k: v for k, v in json.loads(rec).items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in log_a] == [strip(r) for r in log_b]
+
+
+def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path):
+    # Checkpointing only trades time for memory: a run that resumes with it switched on
+    # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.
+    plain = tiny_config("model.checkpoint_cells=false", "search.epochs=2")
+    full = run_search(plain, tmp_path / "full", progress=False)
+    run_search(plain, tmp_path / "part", progress=False, stop_after=1)
+    ckpt = tiny_config("model.checkpoint_cells=true", "search.epochs=2")
+    resumed = run_search(ckpt, tmp_path / "part", progress=False, resume=True)
+    assert resumed.genotype == full.genotype
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0002.pt", "search")
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "epoch_0002.pt", "search")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_drops_log_records_after_the_checkpoint(tmp_path):

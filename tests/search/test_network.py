@@ -374,6 +374,14 @@ def test_checkpointed_cells_give_the_same_loss_and_gradients() -> None:
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The recomputation in the backward pass leaves the BatchNorm statistics alone.
+    for a, b in zip(plain.buffers(), ckpt.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any(
+        m.num_batches_tracked.item() == 1
+        for m in ckpt.modules()
+        if hasattr(m, "num_batches_tracked")
+    )
 
 
 # -- partial channels (PC-DARTS) --------------------------------------------------------------

@@ -148,25 +148,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _print_memory_estimate(cfg: SearchConfig, num_classes: int) -> None:
     """One line with the estimated peak memory; a warning if the device looks too small."""
-    import os
-
     from autodeeplab.distributed import get_world_size
     from autodeeplab.engine.runtime import select_device
-    from autodeeplab.search.memory import estimate_search_memory, format_estimate, memory_warning
+    from autodeeplab.search.memory import (
+        device_memory_bytes,
+        estimate_search_memory,
+        format_estimate,
+        memory_warning,
+    )
 
     device = select_device(cfg.search.device)
-    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size())
+    available = device_memory_bytes(device.type)
+    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
     print(format_estimate(est, cfg), file=sys.stderr)
-    if device.type == "cuda":
-        import torch
-
-        available = torch.cuda.get_device_properties(device).total_memory
-    else:
-        try:
-            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
-            return
-    warning = memory_warning(est, cfg, available)
+    warning = memory_warning(est, cfg, available) if available is not None else None
     if warning:
         print(warning, file=sys.stderr)
 

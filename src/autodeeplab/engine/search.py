@@ -75,7 +75,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from autodeeplab.config import SearchConfig, config_from_dict, config_to_dict, save_config
+from autodeeplab.config import (
+    SearchConfig,
+    SearchModelConfig,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from autodeeplab.data import build_dataset, dataset_info, parse_spec
 from autodeeplab.data.split import load_split, save_split, split_indices
 from autodeeplab.data.transforms import train_transform, val_transform
@@ -114,6 +120,7 @@ from autodeeplab.model import build_model
 from autodeeplab.model.complexity import count_multiply_adds
 from autodeeplab.search.cost import CostModel, parse_madds_target
 from autodeeplab.search.decode import decode
+from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
 from autodeeplab.search.network import SearchNetwork, beta_probabilities, cell_decode_weights
 
 __all__ = ["SearchResult", "run_search", "find_latest_checkpoint", "decode_checkpoint"]
@@ -305,6 +312,11 @@ class _CostTerm:
         }
 
 
+def _model_identity(mcfg: SearchModelConfig) -> dict[str, Any]:
+    """The model config less the switches that change no result (``checkpoint_cells``)."""
+    return {k: v for k, v in config_to_dict(mcfg).items() if k != "checkpoint_cells"}
+
+
 def _step(
     model: SearchNetwork,
     batch: tuple[Tensor, Tensor],
@@ -333,6 +345,8 @@ def _step(
     x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
     if guard is not None:
         guard.before_forward()
+    # No stale gradient of ``params`` may sit beside this step's activations at the peak.
+    optimizer.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(False)
     try:
@@ -346,7 +360,6 @@ def _step(
             loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
         if penalty is not None:
             loss = loss + penalty()
-        optimizer.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler is not None else loss).backward(inputs=params)
     finally:
         for p in frozen:
@@ -368,6 +381,9 @@ def _step(
             optimizer.step()
     if scaler is not None:
         scaler.update()
+    # The other step of the pair freezes these parameters: their gradients (as large as the
+    # weights themselves for a w step) would only take memory through it.
+    optimizer.zero_grad(set_to_none=True)
     return loss.detach(), applied
 
 
@@ -482,7 +498,8 @@ def _run_search(
     resume_path, state = call_on_main(load_resume_state)
     if state is not None:
         saved = config_from_dict(state["config"], SearchConfig(), where=str(resume_path))
-        if config_to_dict(saved.model) != config_to_dict(mcfg):
+        # checkpoint_cells trades time for memory and changes no result: it may differ.
+        if _model_identity(saved.model) != _model_identity(mcfg):
             raise CheckpointError(
                 f"{resume_path}: checkpoint was made with model {config_to_dict(saved.model)}, "
                 "not the configured one; resume with the run's own config.yaml"
@@ -528,6 +545,10 @@ def _run_search(
     loader_val = _loader(val_set, batch if synthetic else 1, None, cfg, device)
     batches_b = TrainBCycle(loader_b, sampler_b)
 
+    # auto: from the memory estimate for this device (the same on every rank).
+    checkpoint_cells = resolve_checkpoint_cells(
+        cfg, info.num_classes, device.type, world, device_memory_bytes(device.type)
+    )
     model = SearchNetwork(
         info.num_classes,
         num_layers=mcfg.num_layers,
@@ -536,7 +557,7 @@ def _run_search(
         strides=mcfg.strides,
         primitives=mcfg.primitives,
         affine=mcfg.affine,
-        checkpoint_cells=mcfg.checkpoint_cells,
+        checkpoint_cells=checkpoint_cells,
         partial_channels=mcfg.partial_channels,
     ).to(device)
     sync_bn = loop.sync_bn and world > 1

@@ -507,6 +507,9 @@ def _run_train(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         model.set_training_step(it)
         guard.before_forward()
+        # Free last step's gradients before the forward, not after it: they would otherwise
+        # sit in memory beside this step's activations at the peak.
+        optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = net(x)
         if world > 1:  # this rank's share of the global batch's mean
@@ -514,7 +517,6 @@ def _run_train(
             loss = sharded_mean(ce, (y != IGNORE_INDEX).sum())
         else:
             loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # a no-op without fp16; the checks see the true gradients
         norm = None

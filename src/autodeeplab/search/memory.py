@@ -1,21 +1,24 @@
 """Peak memory of a search, estimated from the config before anything is built.
 
 The peak comes in the backward pass of the w step or of the architecture step, whichever
-saves more (the w step also trains the stem; the architecture step keeps every op's output
-for alpha's gradient). It is the sum of
+needs more (the w step also trains the stem and builds the weights' gradients; the
+architecture step keeps every op's output for alpha's gradient). It is the sum of
 
 - a fixed overhead: the process (Python, the torch libraries; on CPU the peak is resident
   memory, RSS) or, on CUDA, the context, which ``max_memory_allocated`` does not count;
-- the persistent state: the weights, their gradients (kept from the w step through the
-  architecture step) and SGD's momentum, i.e. 3x the weight bytes, plus BatchNorm buffers
-  and the architecture parameters with Adam's two moments;
+- the persistent state: the weights and SGD's momentum, i.e. 2x the weight bytes, plus
+  BatchNorm buffers and the architecture parameters with Adam's two moments. The gradients
+  are not kept: ``engine.search._step`` frees them (``zero_grad(set_to_none=True)``) before
+  the forward pass and after the optimiser step, so they exist only during a step;
 - the activations autograd saves for the backward pass, counted from the network's
   structure (:func:`saved_activation_bytes`): for every trellis node, its resampling edges,
   and for every mixed op of its cell, the tensors each candidate op keeps (a sep conv 6 per
   edge, a dil conv 1 per edge, a max pool its input and int64 indices...), at the node's
   channel count and spatial size; then the heads, the stem and the loss;
-- a transient term: the gradients in flight in the backward pass and the allocator's slack,
-  a calibrated multiple of the largest single activation plus a fraction of the saved ones.
+- a transient term, that of the step with the larger peak: the gradients in flight in the
+  backward pass (twice the largest single activation) and the allocator's slack (a fraction
+  of the saved bytes), and in the w step the weights' gradients, counted in full: they are
+  built while the saved tensors are freed, but few of the freed blocks fit them.
 
 With ``checkpoint_cells`` only the cells' inputs are kept, and one cell at a time is
 recomputed in the backward pass, so the cells' saved tensors count once (the largest), not
@@ -24,53 +27,65 @@ with ``saved_tensors_hooks`` on CPU). The two overhead constants were fitted on 
 (calibration below), so the estimate holds for other crops, batches and widths, and for
 CUDA, where activations dominate.
 
-Calibration: one process per row, 2 steps of each kind (as ``engine.search._step``: the
-other parameter set frozen), peak RSS from ``resource.getrusage``; 2 shared CPU cores, torch
-2.13, 19 classes, all 8 ops. The fixed overhead (390 MiB: 220 MiB of imported libraries, the
-rest allocator slack) and the transient term were fitted to these rows:
+Calibration: one process per row (``OMP_NUM_THREADS=1``), 2 steps of each kind as
+``engine.search._step`` runs them (gradients set to None before the forward pass and after
+the optimiser step, the other parameter set frozen), peak RSS from ``VmHWM``; 2 shared CPU
+cores, torch 2.13, 19 classes, all 8 ops, B=5. The fixed overhead (390 MiB: 220 MiB of
+imported libraries, about 100 MiB that building the network leaves with the allocator, the
+rest the autograd graph's nodes and slack) and the slack fraction (6%) were fitted to these
+rows, all within 4%:
 
-===== ===== == == ===== ============ ============= ===========
-crop  batch L  F  ckpt  weights      measured MiB  estimate
-===== ===== == == ===== ============ ============= ===========
-32    2     12 8  off   48.5M        1030          1022
-64    2     12 8  off   48.5M        1254          1248
-96    2     12 8  off   48.5M        1624          1625
-128   2     12 8  off   48.5M        2143          2152
-64    4     12 8  off   48.5M        1550          1549
-160   1     8  8  off   30.6M        1331          1339
-64    2     6  4  off   5.7M         515           525
-64    2     12 8  on    48.5M        1012          975
-128   2     12 8  on    48.5M        1131          1059
-===== ===== == == ===== ============ ============= ===========
+===== ===== == == ===== ==== ======== ============= ===========
+crop  batch L  F  ckpt  PC K weights  measured MiB  estimate
+===== ===== == == ===== ==== ======== ============= ===========
+32    2     12 8  off   1    48.5M    999           1004
+64    2     12 8  off   1    48.5M    1156          1178
+96    2     12 8  off   1    48.5M    1436          1468
+128   2     12 8  off   1    48.5M    1948          1923
+64    4     12 8  off   1    48.5M    1360          1410
+160   1     8  8  off   1    30.6M    1210          1213
+64    2     6  4  off   1    5.7M     497           514
+64    2     12 8  on    1    48.5M    990           972
+128   2     12 8  on    1    48.5M    1080          1047
+64    2     12 8  off   4    7.3M     555           549
+128   2     12 8  off   4    7.3M     828           802
+===== ===== == == ===== ==== ======== ============= ===========
 
-The saved-activation count alone matches ``saved_tensors_hooks`` to within 5% (it misses
-only small tensors: BatchNorm statistics, the input batch). CUDA is not calibrated here (no
-GPU was at hand): there the estimate is the same count plus a 600 MiB context.
+(PC K: ``partial_channels``, PC-DARTS.) With L=12, F=8 the w step (weights, momentum and
+gradients) is the measured peak at crop 64, batch 2, the architecture step from crop 96 or
+batch 4; the estimate, counting the gradients in full, moves that switch to about crop 128,
+which costs it at most the 4% above. The saved-activation count alone matches
+``saved_tensors_hooks`` to within 5% (it misses only small tensors: BatchNorm statistics,
+the input batch). CUDA is not calibrated here (no GPU was at hand): there the estimate is
+the same count plus a 600 MiB context.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autodeeplab.config import SearchConfig
 from autodeeplab.ops import PRIMITIVES
 
 __all__ = [
     "MemoryEstimate",
+    "device_memory_bytes",
     "estimate_search_memory",
     "format_estimate",
     "memory_warning",
+    "resolve_checkpoint_cells",
     "saved_activation_bytes",
     "search_parameter_count",
 ]
 
-# Fitted on CPU (see the module docstring): the libraries' resident memory (220 MiB) plus
-# what the allocator keeps; then the transient term of the backward pass.
+# Fitted on CPU (see the module docstring): the libraries' resident memory (220 MiB), what
+# building the network leaves behind (about 100 MiB of its temporaries, which the allocator
+# keeps), and the autograd graph's own nodes and the allocator's slack during a step.
 CPU_BASE_BYTES = 390 * 2**20
 CUDA_CONTEXT_BYTES = 600 * 2**20  # CUDA context + cuDNN/cuBLAS workspaces, outside the allocator
 TRANSIENT_LARGEST = 2.0  # gradient buffers in flight, in units of the largest activation
-TRANSIENT_FRACTION = 0.10  # allocator slack (fragmentation, caching), of the saved bytes
+TRANSIENT_FRACTION = 0.06  # allocator slack (fragmentation, caching), of the saved bytes
 
 _SEP = ("sep_conv_3x3", "sep_conv_5x5")
 _DIL = ("dil_conv_3x3", "dil_conv_5x5")
@@ -88,6 +103,7 @@ class MemoryEstimate:
     transient: int
     weight_params: int
     device: str
+    checkpoint_cells: bool = False  # as resolved (``auto`` decided)
 
     @property
     def gib(self) -> float:
@@ -330,14 +346,23 @@ def _resample_saved(net: _Net, n: int, src_layer: int, src: int, level: int, c: 
 
 
 def estimate_search_memory(
-    cfg: SearchConfig, num_classes: int = 19, device: str = "cpu", world_size: int = 1
+    cfg: SearchConfig,
+    num_classes: int = 19,
+    device: str = "cpu",
+    world_size: int = 1,
+    available: int | None = None,
 ) -> MemoryEstimate:
     """Estimated peak memory of ``autodeeplab search`` with the SearchConfig ``cfg`` on ``device``.
 
     ``device``: ``cpu`` (peak resident memory) or ``cuda`` (peak device memory, context
     included). ``world_size``: processes under torchrun; each holds batch_size / world_size
-    images. Per process; builds nothing and takes about a millisecond.
+    images. ``available``: the device's memory in bytes, which ``checkpoint_cells=auto``
+    weighs (:func:`resolve_checkpoint_cells`). Per process; builds nothing, about a
+    millisecond.
     """
+    cfg = _with_checkpoint_cells(
+        cfg, resolve_checkpoint_cells(cfg, num_classes, device, world_size, available)
+    )
     m, d, s = cfg.model, cfg.data, cfg.search
     partial = int(getattr(m, "partial_channels", 1))
     amp = str(getattr(s, "amp", "off"))
@@ -352,17 +377,6 @@ def estimate_search_memory(
         "primitives": m.primitives,
         "partial_channels": partial,
     }
-    act, largest = 0, 0
-    for arch_step in (False, True):  # the peak of the two steps
-        a, big = saved_activation_bytes(
-            d.crop,
-            batch,
-            checkpoint_cells=m.checkpoint_cells,
-            arch_step=arch_step,
-            bytes_per_element=2 if half else 4,
-            **common,
-        )
-        act, largest = max(act, a), max(largest, big)
     weights, buffers = search_parameter_count(
         num_classes,
         m.num_layers,
@@ -376,9 +390,29 @@ def estimate_search_memory(
     arch = 3 * (m.num_blocks * (m.num_blocks + 3) // 2) * len(m.primitives) + 3 * 3 * (
         m.num_layers * len(m.strides) * 3
     )
-    persistent = 4 * (3 * weights + buffers + arch)  # weights, their grads, SGD momentum
+    # Between steps only the weights, SGD's momentum, the BatchNorm buffers and alpha/beta
+    # with Adam's two moments are kept: the engine frees the gradients (set_to_none) before
+    # the forward pass and after the optimiser step.
+    persistent = 4 * (2 * weights + buffers + arch)
+    act, peak = 0, 0
+    for arch_step in (False, True):  # the peak of the two steps
+        a, big = saved_activation_bytes(
+            d.crop,
+            batch,
+            checkpoint_cells=m.checkpoint_cells,
+            arch_step=arch_step,
+            bytes_per_element=2 if half else 4,
+            **common,
+        )
+        # Its backward pass: the gradients in flight and the allocator's slack; the w step
+        # also builds the weights' gradients (fp32, the weights' size) while it frees the
+        # saved tensors, which makes little room for them (few freed blocks fit a gradient).
+        step = a + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * a
+        if not arch_step:
+            step += 4 * weights
+        act, peak = max(act, a), max(peak, int(step))
     batch_bytes = 2 * batch * d.crop * d.crop * (3 * 4 + 8)  # a trainA and a trainB batch
-    transient = int(TRANSIENT_LARGEST * largest + TRANSIENT_FRACTION * act) + batch_bytes
+    transient = peak - act + batch_bytes  # the peak step's, beyond the larger saved set
     fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
     total = fixed + persistent + act + transient
     return MemoryEstimate(
@@ -389,6 +423,7 @@ def estimate_search_memory(
         transient=transient,
         weight_params=weights,
         device=device,
+        checkpoint_cells=bool(m.checkpoint_cells),
     )
 
 
@@ -396,7 +431,9 @@ def format_estimate(est: MemoryEstimate, cfg: SearchConfig) -> str:
     """One line, e.g. ``estimated peak memory (RSS): 1.2 GiB (crop 64, batch 2; ...)``."""
     m, d, s = cfg.model, cfg.data, cfg.search
     where = "GPU memory" if est.device == "cuda" else "memory (RSS)"
-    cells = "on" if m.checkpoint_cells else "off"
+    cells = "on" if est.checkpoint_cells else "off"
+    if m.checkpoint_cells == "auto":
+        cells += " (auto)"
     return (
         f"estimated peak {where}: {est.gib:.1f} GiB (crop {d.crop}, batch {s.batch_size}; "
         f"checkpoint_cells {cells}; activations {est.activations / 2**30:.1f} GiB, "
@@ -409,10 +446,61 @@ def memory_warning(est: MemoryEstimate, cfg: SearchConfig, available: int) -> st
     if est.total <= available:
         return None
     m, d = cfg.model, cfg.data
-    fixes = [] if m.checkpoint_cells else ["--set model.checkpoint_cells=true"]
+    fixes = [] if est.checkpoint_cells else ["--set model.checkpoint_cells=true"]
+    if getattr(m, "partial_channels", 1) == 1:
+        fixes.append("--set model.partial_channels=4 (PC-DARTS, beyond the paper)")
     fixes += [f"a smaller --crop (now {d.crop})", "a smaller --batch-size"]
     return (
         f"warning: the search may run out of memory: it needs about {est.gib:.1f} GiB, the "
         f"{'GPU' if est.device == 'cuda' else 'machine'} has {available / 2**30:.1f} GiB; "
         f"try {', or '.join(fixes)}"
     )
+
+
+def _with_checkpoint_cells(cfg: SearchConfig, on: bool) -> SearchConfig:
+    if cfg.model.checkpoint_cells is on:
+        return cfg
+    return replace(cfg, model=replace(cfg.model, checkpoint_cells=on))
+
+
+def resolve_checkpoint_cells(
+    cfg: SearchConfig,
+    num_classes: int = 19,
+    device: str = "cpu",
+    world_size: int = 1,
+    available: int | None = None,
+) -> bool:
+    """``model.checkpoint_cells`` as a bool: ``auto`` decides from the memory estimate.
+
+    Checkpointing changes no result (the recomputed forward is the same, and the BatchNorm
+    statistics are not moved twice); it trades one more forward pass of the cells for most
+    of their saved activations. ``auto`` turns it on where those activations are at least
+    half of the estimated peak without it, and wherever that peak would exceed ``available``
+    bytes. With the paper's settings (L=12, F=8, batch 2) that is from a crop of about 112:
+    at 128 it cuts the peak RSS by 45% for about twice the step time on a CPU, at 321 by
+    80% for about a third more; at 64 the weights and their momentum dominate, and it
+    would double the step for 15% less memory. benchmarks/README.md has the measurements.
+    """
+    mode = cfg.model.checkpoint_cells
+    if isinstance(mode, bool):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"model.checkpoint_cells={mode!r}: use true, false or auto")
+    off = estimate_search_memory(
+        _with_checkpoint_cells(cfg, False), num_classes, device, world_size
+    )
+    return 2 * off.activations >= off.total or (available is not None and off.total > available)
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Memory of ``device`` in bytes: the GPU's total, or the machine's RAM; None if unknown."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
+        return None

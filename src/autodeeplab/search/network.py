@@ -36,7 +36,8 @@ there is no gamma and the network is the paper's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,28 @@ class SearchHead(nn.Module):
         return self.classifier(self.project(y))
 
 
+@contextlib.contextmanager
+def _kept_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """Put ``module``'s BatchNorm running statistics back as they were on entry.
+
+    A checkpointed cell runs its forward pass twice, and BatchNorm in training mode would
+    update its statistics (and its batch count) on each; the recomputation must not.
+    """
+    buffers = [
+        b
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(buffers, saved)
+
+
 class _Node(nn.Module):
     """A trellis node: the resampling edges into it and its (shared-weight) cell."""
 
@@ -138,6 +161,10 @@ class _Node(nn.Module):
         self.pre_prev = Resample(prev_prev_channels, width, level - prev_prev_level, affine)
         self.cell = SearchCell(width, num_blocks, primitives, affine, partial_channels)
 
+    def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
+        """Contexts of a checkpointed cell's forward pass and of its recomputation."""
+        return contextlib.nullcontext(), _kept_batchnorm_stats(self.cell)
+
 
 class SearchNetwork(nn.Module):
     """The continuous Auto-DeepLab supernet with architecture parameters ``alpha`` and ``beta``.
@@ -152,8 +179,8 @@ class SearchNetwork(nn.Module):
         affine: affine BatchNorm inside the ops and resampling edges.
         checkpoint_cells: recompute each cell's activations in the backward pass instead of
             storing them (activation checkpointing): much less memory for about one more
-            forward pass of compute. BatchNorm running statistics are then updated twice
-            per step (they only serve validation).
+            forward pass of compute, and the same results: the recomputation leaves the
+            BatchNorm running statistics as the forward pass set them.
         partial_channels: K of PC-DARTS partial-channel connections; 1 (off) is the paper.
             With K > 1 each mixed op runs on 1/K of its channels (about K times less op
             memory and compute) and edge normalisation (``gamma``) is added. K must divide
@@ -294,7 +321,13 @@ class SearchNetwork(nn.Module):
                 s1 = torch.cat(s1) if len(s1) > 1 else s1[0]
                 if self.checkpoint_cells and torch.is_grad_enabled():
                     out = checkpoint(
-                        node.cell, s0, s1, state_weights, state_edge_weights, use_reentrant=False
+                        node.cell,
+                        s0,
+                        s1,
+                        state_weights,
+                        state_edge_weights,
+                        use_reentrant=False,
+                        context_fn=node.checkpoint_contexts,
                     )
                 else:
                     out = node.cell(s0, s1, state_weights, state_edge_weights)
