@@ -135,7 +135,8 @@ def export_model(
     from autodeeplab.engine.evaluate import load_trained_model
 
     _check_format(format)
-    model, state = load_trained_model(checkpoint)
+    # Export traces the plain layout; the exported graph does not carry one.
+    model, state = load_trained_model(checkpoint, channels_last=False)
     if size is None:
         crop = (state.get("config") or {}).get("data", {}).get("crop")
         size = (int(crop), int(crop)) if isinstance(crop, int) else DEFAULT_SIZE

@@ -46,6 +46,28 @@ def test_batch_schedule_is_a_function_of_seed_and_iteration() -> None:
         BatchSchedule(1, 2, seed=0, start=0, total=1)
 
 
+def test_channels_last_changes_the_layout_not_the_math(tmp_path: Path, train_config) -> None:
+    runs, first_loss = {}, {}
+    for on in (True, False):
+        # No dropout: its masks are drawn in memory order, so they differ between layouts.
+        cfg = train_config(f"train.channels_last={str(on).lower()}", "model.dropout=0")
+        run_train(cfg, tmp_path / str(on), progress=False)
+        runs[on] = load_checkpoint(tmp_path / str(on) / "checkpoints" / "last.pt")["model"]
+        log = read_jsonl(tmp_path / str(on) / "train_log.jsonl")
+        first_loss[on] = next(r["loss"] for r in log if r["event"] == "train")
+    convs = [k for k, t in runs[True].items() if t.dim() == 4 and min(t.shape[-2:]) > 1]
+    assert convs
+    for k in convs:
+        assert runs[True][k].is_contiguous(memory_format=torch.channels_last), k
+        assert runs[False][k].is_contiguous(), k
+    # The first loss comes before any update: the two layouts agree to float rounding. (Later
+    # steps drift apart: BatchNorm over a handful of values at stride 32 amplifies rounding.)
+    assert first_loss[True] == pytest.approx(first_loss[False], rel=1e-4)
+    model, _ = load_trained_model(tmp_path / "False" / "checkpoints" / "last.pt")
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> None:
     # Drop path and dropout on, so the restored RNG state matters as well as the data order.
     cfg = train_config("model.drop_path_keep_prob=0.7", "model.dropout=0.5", "train.iters=5")

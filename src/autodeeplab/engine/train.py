@@ -342,6 +342,8 @@ def _run_train(
             )
         # Same parameters and state-dict keys: checkpoints load into the plain network.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    memory_format = torch.channels_last if loop.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -504,7 +506,8 @@ def _run_train(
     done, stopped = start, False
     for it in range(start, end):
         x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
         model.set_training_step(it)
         guard.before_forward()
         # Free last step's gradients before the forward, not after it: they would otherwise
