@@ -89,6 +89,7 @@ from autodeeplab.distributed import (
     all_reduce_mean,
     all_reduce_sum,
     barrier,
+    broadcast_object,
     broadcast_tensors,
     call_on_main,
     check_same_across_ranks,
@@ -545,9 +546,12 @@ def _run_search(
     loader_val = _loader(val_set, batch if synthetic else 1, None, cfg, device)
     batches_b = TrainBCycle(loader_b, sampler_b)
 
-    # auto: from the memory estimate for this device (the same on every rank).
-    checkpoint_cells = resolve_checkpoint_cells(
-        cfg, info.num_classes, device.type, world, device_memory_bytes(device.type)
+    # auto: from the memory estimate for rank 0's device. Every rank must agree: under
+    # SyncBatchNorm a recomputed cell runs collectives that the others would not.
+    checkpoint_cells = broadcast_object(
+        resolve_checkpoint_cells(
+            cfg, info.num_classes, device.type, world, device_memory_bytes(device.type)
+        )
     )
     model = SearchNetwork(
         info.num_classes,
