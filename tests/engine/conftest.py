@@ -1,4 +1,4 @@
-"""Tiny retraining configs and a trained checkpoint shared by the train/eval/predict tests."""
+"""Tiny search and retraining configs, and a trained checkpoint, shared by the engine tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from autodeeplab.config import TrainConfig, load_config
+from autodeeplab.config import SearchConfig, TrainConfig, load_config
+
+#: A supernet search of seconds on CPU: L=3, B=2, F=2 at 32x32; trainA and trainB get 4 images
+#: each, so an epoch is 2 step pairs; alpha/beta learn from epoch 2 of 2.
+TINY_SEARCH = (
+    "model.num_layers=3",
+    "model.num_blocks=2",
+    "model.filter_multiplier=2",
+    "data.crop=32",
+    "data.train_samples=8",
+    "data.val_samples=4",
+    "search.epochs=2",
+    "search.arch_start_epoch=1",
+    "search.tensorboard=false",
+    "search.device=cpu",
+)
 
 #: A network that trains in a fraction of a second per step on CPU: F=2, 8-channel heads.
 TINY_TRAIN = (
@@ -30,6 +45,22 @@ TINY_TRAIN = (
 
 def _tiny_train_config(*overrides: str) -> TrainConfig:
     return load_config(None, [*TINY_TRAIN, *overrides], base=TrainConfig())
+
+
+def _tiny_search_config(*overrides: str) -> SearchConfig:
+    return load_config(None, [*TINY_SEARCH, *overrides])
+
+
+@pytest.fixture
+def search_config() -> Callable[..., SearchConfig]:
+    """``search_config(*overrides)``: the tiny search with ``key=value`` overrides."""
+    return _tiny_search_config
+
+
+@pytest.fixture
+def tiny_search_overrides() -> tuple[str, ...]:
+    """The tiny search as ``key=value`` overrides (for ``--set`` on a command line)."""
+    return TINY_SEARCH
 
 
 @pytest.fixture

@@ -13,31 +13,12 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from autodeeplab.checkpoint import load_checkpoint
-from autodeeplab.config import load_config
 from autodeeplab.engine.guards import NonFiniteError, NonFiniteGuard, resolve_amp
 from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.search import run_search
 from autodeeplab.engine.train import run_train
 from autodeeplab.model import AutoDeepLab
 from autodeeplab.search import SearchNetwork
-
-# test_search.py's tiny search: 2 steps an epoch, alpha/beta updates from epoch 2.
-TINY = [
-    "model.num_layers=3",
-    "model.num_blocks=2",
-    "model.filter_multiplier=2",
-    "data.crop=32",
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "search.epochs=2",
-    "search.arch_start_epoch=1",
-    "search.tensorboard=false",
-    "search.device=cpu",
-]
-
-
-def tiny_config(*extra: str):
-    return load_config(None, [*TINY, *extra])
 
 
 @contextlib.contextmanager
@@ -83,10 +64,12 @@ def _checkpoints_finite(folder: Path) -> list[str]:
     return names
 
 
-def test_search_stops_on_a_nan_loss_naming_step_and_checkpoint(tmp_path: Path) -> None:
+def test_search_stops_on_a_nan_loss_naming_step_and_checkpoint(
+    tmp_path: Path, search_config
+) -> None:
     before = signal.getsignal(signal.SIGTERM)
     with inf_images(SearchNetwork, {4}), pytest.raises(NonFiniteError) as err:
-        run_search(tiny_config(), tmp_path, progress=False)
+        run_search(search_config(), tmp_path, progress=False)
     assert signal.getsignal(signal.SIGTERM) is before  # the stop handler is gone on errors too
     message = str(err.value)
     assert "the architecture step of epoch 2, step 1 (iteration 3)" in message
@@ -96,22 +79,22 @@ def test_search_stops_on_a_nan_loss_naming_step_and_checkpoint(tmp_path: Path) -
     assert not (tmp_path / "genotype.json").exists()
 
 
-def test_search_nan_before_any_checkpoint(tmp_path: Path) -> None:
+def test_search_nan_before_any_checkpoint(tmp_path: Path, search_config) -> None:
     with inf_images(SearchNetwork, {1}), pytest.raises(NonFiniteError) as err:
-        run_search(tiny_config(), tmp_path, progress=False)
+        run_search(search_config(), tmp_path, progress=False)
     assert "the weight step of epoch 1, step 1 (iteration 1)" in str(err.value)
     assert "no checkpoint was written before it" in str(err.value)
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
-def test_search_stops_on_nonfinite_alpha_even_in_skip_mode(tmp_path: Path) -> None:
+def test_search_stops_on_nonfinite_alpha_even_in_skip_mode(tmp_path: Path, search_config) -> None:
     # The loss and gradients are finite, and the Adam step leaves alpha at inf.
     def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         if isinstance(optimizer, torch.optim.Adam):
             optimizer.param_groups[0]["params"][0].data.fill_(float("inf"))
 
     handle = register_optimizer_step_post_hook(hook)
-    cfg = tiny_config("search.nonfinite=skip")
+    cfg = search_config("search.nonfinite=skip")
     try:
         with pytest.raises(NonFiniteError, match=r"alpha/beta after the architecture step of "):
             run_search(cfg, tmp_path, progress=False)
@@ -120,8 +103,8 @@ def test_search_stops_on_nonfinite_alpha_even_in_skip_mode(tmp_path: Path) -> No
     assert _checkpoints_finite(tmp_path / "checkpoints") == ["epoch_0001.pt"]
 
 
-def test_search_skip_drops_and_counts_bad_batches(tmp_path: Path) -> None:
-    cfg = tiny_config("search.nonfinite=skip", "search.max_skipped=0.5")
+def test_search_skip_drops_and_counts_bad_batches(tmp_path: Path, search_config) -> None:
+    cfg = search_config("search.nonfinite=skip", "search.max_skipped=0.5")
     with inf_images(SearchNetwork, {2, 4}):  # epoch 1's second w step, epoch 2's first arch step
         result = run_search(cfg, tmp_path, progress=False)
     assert result.skipped == 2 and not result.stopped
@@ -134,8 +117,8 @@ def test_search_skip_drops_and_counts_bad_batches(tmp_path: Path) -> None:
     assert (tmp_path / "genotype.json").is_file()
 
 
-def test_search_skip_stops_past_max_skipped(tmp_path: Path) -> None:
-    cfg = tiny_config("search.nonfinite=skip", "search.max_skipped=0.1")  # 6 updates: 0 allowed
+def test_search_skip_stops_past_max_skipped(tmp_path: Path, search_config) -> None:
+    cfg = search_config("search.nonfinite=skip", "search.max_skipped=0.1")  # 6 updates: 0 allowed
     with inf_images(SearchNetwork, {2}), pytest.raises(NonFiniteError) as err:
         run_search(cfg, tmp_path, progress=False)
     expected = "skipped updates: 1, more than the 0 that search.max_skipped allows in this run"
@@ -183,9 +166,11 @@ def test_lazy_guard_names_the_first_bad_step() -> None:
         ("search.max_skipped", "1.5", "search.max_skipped=1.5"),
     ],
 )
-def test_search_loop_options_are_checked(tmp_path: Path, key: str, value: str, match: str) -> None:
+def test_search_loop_options_are_checked(
+    tmp_path: Path, key: str, value: str, match: str, search_config
+) -> None:
     with pytest.raises(ValueError, match=match):
-        run_search(tiny_config(f"{key}={value}"), tmp_path, progress=False)
+        run_search(search_config(f"{key}={value}"), tmp_path, progress=False)
 
 
 def test_train_loop_options_are_checked(tmp_path: Path, train_config) -> None:
@@ -201,8 +186,8 @@ def test_amp_resolution_for_the_search() -> None:
     assert resolve_amp("bf16", cpu) is None  # train keeps fp32 on CPU
 
 
-def test_bf16_search_on_cpu(tmp_path: Path) -> None:
-    cfg = tiny_config("search.amp=bf16", "search.epochs=2")
+def test_bf16_search_on_cpu(tmp_path: Path, search_config) -> None:
+    cfg = search_config("search.amp=bf16", "search.epochs=2")
     seen: list[torch.dtype] = []
 
     def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:

@@ -1,89 +1,27 @@
-"""The search loop: step isolation, stored split, exact resume, logs and outputs."""
+"""The search loop: stored split, exact resume, logs and outputs."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 import torch
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from autodeeplab.config import load_config
 from autodeeplab.data.split import load_split
-from autodeeplab.engine.search import _step, decode_checkpoint, find_latest_checkpoint, run_search
+from autodeeplab.engine.search import decode_checkpoint, find_latest_checkpoint, run_search
 from autodeeplab.genotype import load_genotype
 from autodeeplab.search import SearchNetwork
 
-TINY = [
-    "model.num_layers=3",
-    "model.num_blocks=2",
-    "model.filter_multiplier=2",
-    "data.crop=32",
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "search.epochs=3",
-    "search.arch_start_epoch=1",
-    "search.tensorboard=false",
-]
+
+@pytest.fixture
+def tiny_config(search_config):
+    """The shared tiny search over 3 epochs (alpha/beta learn in epochs 2 and 3)."""
+    return functools.partial(search_config, "search.epochs=3")
 
 
-def tiny_config(*extra: str):
-    return load_config(None, [*TINY, *extra])
-
-
-def _net() -> SearchNetwork:
-    torch.manual_seed(0)
-    return SearchNetwork(3, num_layers=3, num_blocks=2, filter_multiplier=2, strides=(4, 8, 16))
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2, 32, 32), generator=g)
-
-
-def test_weight_step_changes_no_architecture_parameter():
-    net = _net()
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    before_arch = [p.detach().clone() for p in arch]
-    before_w = [p.detach().clone() for p in weights]
-    opt = torch.optim.SGD(weights, lr=0.1, momentum=0.9)
-    _step(net, _batch(), weights, arch, opt, 5.0, torch.device("cpu"))
-    assert all(torch.equal(a, b) for a, b in zip(before_arch, arch, strict=True))
-    assert all(p.grad is None for p in arch)
-    changed = sum(not torch.equal(a, b) for a, b in zip(before_w, weights, strict=True))
-    assert changed > 0.9 * len(weights)
-    assert all(p.requires_grad for p in net.parameters())  # restored after the step
-
-
-def test_architecture_step_changes_no_weight():
-    net = _net()
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    before_w = [p.detach().clone() for p in weights]
-    before_arch = [p.detach().clone() for p in arch]
-    opt = torch.optim.Adam(arch, lr=0.01)
-    _step(net, _batch(), arch, weights, opt, None, torch.device("cpu"))
-    assert all(torch.equal(a, b) for a, b in zip(before_w, weights, strict=True))
-    assert all(p.grad is None for p in weights)
-    assert all(not torch.equal(a, b) for a, b in zip(before_arch, arch, strict=True))
-
-
-def test_step_frees_its_gradients_before_the_other_step():
-    # Memory: a w step's gradients are as large as the weights, and the architecture step
-    # that follows freezes the weights; nothing may keep them alive through it.
-    net = _net()
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    w_opt = torch.optim.SGD(weights, lr=0.1, momentum=0.9)
-    a_opt = torch.optim.Adam(arch, lr=0.01)
-    before = [p.detach().clone() for p in weights]
-    _step(net, _batch(), weights, arch, w_opt, 5.0, torch.device("cpu"))
-    assert all(p.grad is None for p in net.parameters())
-    assert any(not torch.equal(a, p) for a, p in zip(before, weights, strict=True))
-    assert all(len(w_opt.state[p]) > 0 for p in weights if p.requires_grad)  # momentum kept
-    _step(net, _batch(), arch, weights, a_opt, None, torch.device("cpu"))
-    assert all(p.grad is None for p in net.parameters())
-
-
-def test_search_writes_outputs_and_log(tmp_path):
+def test_search_writes_outputs_and_log(tmp_path, tiny_config):
     result = run_search(tiny_config(), tmp_path, progress=False)
     assert load_genotype(tmp_path / "genotype.json") == result.genotype
     assert result.genotype.num_layers == 3 and result.genotype.num_blocks == 2
@@ -107,7 +45,7 @@ def test_search_writes_outputs_and_log(tmp_path):
     assert genotype == result.genotype and meta["epoch"] == 3
 
 
-def test_resumed_search_equals_uninterrupted(tmp_path):
+def test_resumed_search_equals_uninterrupted(tmp_path, tiny_config):
     cfg = tiny_config()
     full = run_search(cfg, tmp_path / "full", progress=False)
     part = run_search(cfg, tmp_path / "part", progress=False, stop_after=1)
@@ -128,7 +66,7 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
     assert [strip(r) for r in log_a] == [strip(r) for r in log_b]
 
 
-def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path):
+def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.
     plain = tiny_config("model.checkpoint_cells=false", "search.epochs=2")
@@ -143,7 +81,7 @@ def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
 
 
-def test_resume_drops_log_records_after_the_checkpoint(tmp_path):
+def test_resume_drops_log_records_after_the_checkpoint(tmp_path, tiny_config):
     cfg = tiny_config("search.epochs=2")
     run_search(cfg, tmp_path, progress=False, stop_after=1)
     log = tmp_path / "search_log.jsonl"
@@ -154,7 +92,7 @@ def test_resume_drops_log_records_after_the_checkpoint(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2] and "stray" not in records[1]
 
 
-def test_resume_errors(tmp_path):
+def test_resume_errors(tmp_path, tiny_config):
     with pytest.raises(FileNotFoundError, match="no complete search checkpoint"):
         run_search(tiny_config(), tmp_path, progress=False, resume=True)
     run_search(tiny_config("search.epochs=1"), tmp_path, progress=False)
@@ -167,12 +105,12 @@ def test_resume_errors(tmp_path):
     assert find_latest_checkpoint(tmp_path) == ckpt
 
 
-def test_batch_larger_than_split_is_refused(tmp_path):
+def test_batch_larger_than_split_is_refused(tmp_path, tiny_config):
     with pytest.raises(ValueError, match="fewer than the batch size"):
         run_search(tiny_config("search.batch_size=8"), tmp_path, progress=False)
 
 
-def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path):
+def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path, tiny_config):
     from autodeeplab.model import build_model
     from autodeeplab.model.complexity import count_multiply_adds
 
@@ -205,7 +143,7 @@ def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path):
     assert last["low"]["decoded_madds"] == counted
 
 
-def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path):
+def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path, tiny_config):
     """With PC-DARTS edge normalisation the checkpoint decode weighs gamma too."""
     cfg = tiny_config("model.partial_channels=2", "search.epochs=1")
     result = run_search(cfg, tmp_path, progress=False)

@@ -144,22 +144,8 @@ def test_report_counts_architecture_changes(tmp_path: Path) -> None:
     assert "| 4 8 8 4 | 0 | 0 |" in text and "| 4 8 8 8 | 1 | 1 |" in text
 
 
-def test_report_from_a_real_tiny_search(tmp_path: Path) -> None:
-    cfg = load_config(
-        None,
-        [
-            "model.num_layers=3",
-            "model.num_blocks=2",
-            "model.filter_multiplier=2",
-            "data.crop=32",
-            "data.train_samples=8",
-            "data.val_samples=4",
-            "search.epochs=2",
-            "search.arch_start_epoch=1",
-            "search.tensorboard=false",
-        ],
-    )
-    result = run_search(cfg, tmp_path, progress=False)
+def test_report_from_a_real_tiny_search(tmp_path: Path, search_config) -> None:
+    result = run_search(search_config(), tmp_path, progress=False)
     render_search_report(tmp_path)
     text = _check_report(tmp_path, load_genotype(tmp_path / "genotype.json"))
     assert result.genotype == load_genotype(tmp_path / "genotype.json")

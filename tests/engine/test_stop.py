@@ -20,31 +20,14 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from autodeeplab.checkpoint import load_checkpoint
-from autodeeplab.config import load_config
 from autodeeplab.engine.guards import StopRequest
 from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.search import find_latest_checkpoint, run_search
 from autodeeplab.engine.train import run_train
 
-# test_search.py's tiny search, with trainA (8 images, 4 steps an epoch) twice trainB (4
-# images, 2 batches a pass), so trainB wraps around in the middle of an epoch.
-TINY = [
-    "model.num_layers=3",
-    "model.num_blocks=2",
-    "model.filter_multiplier=2",
-    "data.crop=32",
-    "data.train_samples=12",
-    "data.val_samples=4",
-    "search.split_fraction=0.67",
-    "search.epochs=2",
-    "search.arch_start_epoch=1",
-    "search.tensorboard=false",
-    "search.device=cpu",
-]
-
-
-def tiny_config(*extra: str):
-    return load_config(None, [*TINY, *extra])
+# The shared tiny search with trainA (8 images, 4 steps an epoch) twice trainB (4 images, 2
+# batches a pass), so trainB wraps around in the middle of an epoch.
+WRAPPING_TRAIN_B = ("data.train_samples=12", "search.split_fraction=0.67")
 
 
 @contextlib.contextmanager
@@ -70,8 +53,8 @@ def _strip(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-def test_search_stopped_mid_epoch_resumes_bitwise(tmp_path: Path) -> None:
-    cfg = tiny_config()
+def test_search_stopped_mid_epoch_resumes_bitwise(tmp_path: Path, search_config) -> None:
+    cfg = search_config(*WRAPPING_TRAIN_B)
     full = run_search(cfg, tmp_path / "full", progress=False)
     assert not full.stopped and full.epochs == 2
 
@@ -173,9 +156,9 @@ def _read_until(
     return thread, chunks, found.is_set()
 
 
-def test_cli_sigterm_exits_0_with_resume_command(tmp_path: Path) -> None:
+def test_cli_sigterm_exits_0_with_resume_command(tmp_path: Path, tiny_search_overrides) -> None:
     out = tmp_path / "run"
-    sets = [a for key in TINY for a in ("--set", key)]
+    sets = [a for key in (*tiny_search_overrides, *WRAPPING_TRAIN_B) for a in ("--set", key)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "autodeeplab", "search", "--out", str(out), *sets]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

@@ -67,7 +67,7 @@ def test_weight_and_buffer_counts_are_exact(case: dict) -> None:
 
 
 def _saved_bytes(net: SearchNetwork, x: torch.Tensor, y: torch.Tensor, arch_step: bool) -> int:
-    """What autograd saves in one step, as engine.search._step runs it (the other set frozen)."""
+    """What autograd saves in one step as the engine's search_step runs it (other set frozen)."""
     frozen = net.weight_parameters() if arch_step else net.arch_parameters()
     params = {p.untyped_storage().data_ptr() for p in net.parameters()}
     seen: dict[int, int] = {}
@@ -136,7 +136,7 @@ def test_half_precision_halves_the_activations() -> None:
 
 
 # Peak RSS (VmHWM) of one process doing 2 w steps + 2 architecture steps as
-# engine.search._step runs them (gradients set to None before the forward pass and after the
+# the engine's search_step runs them (gradients set to None before the forward pass and after the
 # optimiser step, the other parameter set frozen), OMP_NUM_THREADS=1, B=5: (L, F, crop,
 # batch, checkpoint_cells, partial_channels -> MiB), measured on 2 CPU cores with torch 2.13
 # and 19 classes; the calibration of search/memory.py. The estimate must stay within 10% of
@@ -176,7 +176,7 @@ torch.manual_seed(0)
 net = SearchNetwork(19, num_layers=4, num_blocks=3, filter_multiplier=4)
 w, a = net.weight_parameters(), net.arch_parameters()
 opts = torch.optim.SGD(w, lr=0.025, momentum=0.9, weight_decay=3e-4), torch.optim.Adam(a)
-def step(params, frozen, opt):  # as engine.search._step: no gradient kept between steps
+def step(params, frozen, opt):  # as the engine's search_step: no gradient kept between steps
     opt.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(False)

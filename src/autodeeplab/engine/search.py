@@ -20,8 +20,8 @@ every backward, while the bi-level loop alternates two disjoint sets (w, then al
 the other set frozen (``requires_grad`` off) and ``backward(inputs=...)``. DDP would need
 ``find_unused_parameters`` (a graph walk per step, and the whole weight bucket all-reduced as
 zeros on every architecture step) or two wrappers on private ignore lists. Instead
-:func:`_step` keeps its freezing and, after the backward, averages the gradients of the set
-it steps with one flat all-reduce. So:
+:func:`~autodeeplab.engine.search_step.search_step` keeps its freezing and, after the
+backward, averages the gradients of the set it steps with one flat all-reduce. So:
 
 - alpha and beta stay bitwise identical on every rank: they start equal (rank 0's tensors are
   broadcast after construction or resume), every rank applies the same Adam update to the
@@ -61,20 +61,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.checkpoint import CheckpointError, save_checkpoint
 from autodeeplab.config import (
     SearchConfig,
     SearchModelConfig,
@@ -87,22 +85,18 @@ from autodeeplab.data.split import load_split, save_split, split_indices
 from autodeeplab.data.transforms import train_transform, val_transform
 from autodeeplab.distributed import (
     all_reduce_mean,
-    all_reduce_sum,
     barrier,
     broadcast_object,
     broadcast_tensors,
     call_on_main,
     check_same_across_ranks,
     init_distributed,
-    is_distributed,
     rank_indices,
-    sharded_mean,
 )
 from autodeeplab.engine.guards import (
     NonFiniteGuard,
     StopRequest,
     check_loop_options,
-    grads_finite,
     ignore_sigint,
     resolve_amp,
 )
@@ -115,19 +109,29 @@ from autodeeplab.engine.runtime import (
     truncate_jsonl,
 )
 from autodeeplab.engine.sampling import EpochSampler, TrainBCycle
+from autodeeplab.engine.search_checkpoints import (
+    CHECKPOINT_KIND,
+    decode_checkpoint,
+    epoch_end_path,
+    find_latest_checkpoint,
+    load_resume_state,
+    prune_checkpoints,
+    stop_path,
+)
+from autodeeplab.engine.search_step import (
+    all_finite,
+    bn_running_stats,
+    search_step,
+    validate_supernet,
+)
 from autodeeplab.genotype import Genotype, save_genotype
-from autodeeplab.metrics import ConfusionMatrix
 from autodeeplab.model import build_model
 from autodeeplab.model.complexity import count_multiply_adds
 from autodeeplab.search.cost import CostModel, parse_madds_target
-from autodeeplab.search.decode import decode
 from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
-from autodeeplab.search.network import SearchNetwork, beta_probabilities, cell_decode_weights
+from autodeeplab.search.network import SearchNetwork
 
 __all__ = ["SearchResult", "run_search", "find_latest_checkpoint", "decode_checkpoint"]
-
-IGNORE_INDEX = 255
-CHECKPOINT_KIND = "search"
 
 
 @dataclass
@@ -199,82 +203,6 @@ def _datasets(cfg: SearchConfig) -> tuple[Dataset, Dataset, bool]:
     return train, val, synthetic
 
 
-_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?\.pt$")
-
-
-def _checkpoint_position(path: Path) -> tuple[int, int] | None:
-    """(epochs done, steps into the next) of a checkpoint name; None for other files.
-
-    ``epoch_0003.pt`` is the end of epoch 3: (3, 0). ``epoch_0003_step_000005.pt`` is step 5
-    of epoch 3, written by a stop: (2, 5), older than ``epoch_0003.pt``.
-    """
-    m = _CHECKPOINT_NAME.match(path.name)
-    if m is None:
-        return None
-    epoch, steps = int(m.group(1)), m.group(2)
-    return (epoch, 0) if steps is None else (epoch - 1, int(steps))
-
-
-def _checkpoints(ckpt_dir: Path) -> list[tuple[tuple[int, int], Path]]:
-    """The run's checkpoints with their positions, newest first."""
-    found = [(_checkpoint_position(p), p) for p in ckpt_dir.glob("epoch_*.pt")]
-    return sorted(((pos, p) for pos, p in found if pos is not None), reverse=True)
-
-
-def _prune_checkpoints(ckpt_dir: Path, newest: Path, keep: int) -> None:
-    """After writing ``newest``: drop the older stop checkpoints, and keep ``keep`` epoch ends.
-
-    A stop's mid-epoch checkpoint is superseded by any later one. Epoch ends are pruned only
-    after an epoch end is written; files newer than ``newest`` (from a run resumed from an
-    older checkpoint) are left alone.
-    """
-    position = _checkpoint_position(newest)
-    if position is None:  # pragma: no cover - the loop names its checkpoints
-        return
-    ends_kept = 1 if position[1] == 0 else 0
-    for pos, path in _checkpoints(ckpt_dir):
-        if pos >= position:
-            continue
-        if pos[1] != 0:
-            path.unlink(missing_ok=True)
-        elif position[1] == 0:
-            if ends_kept < max(keep, 1):
-                ends_kept += 1
-            else:
-                path.unlink(missing_ok=True)
-
-
-def find_latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest checkpoint in ``out_dir/checkpoints`` that loads, or None."""
-    for _, path in _checkpoints(out_dir / "checkpoints"):
-        try:
-            load_checkpoint(path, CHECKPOINT_KIND)
-        except (CheckpointError, OSError):
-            continue
-        return path
-    return None
-
-
-# What a resume reads: a checkpoint without one is refused by name, not with a KeyError.
-_RESUME_KEYS = (
-    "config", "model", "w_optimizer", "arch_optimizer", "w_scheduler", "rng", "epoch", "step",
-    "split",
-)  # fmt: skip
-
-
-def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
-    """Decode the genotype of a search checkpoint without building the supernet."""
-    state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
-    cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
-    weights = state["model"]
-    alpha, beta = weights["alpha"], weights["beta"]
-    beta_w = beta_probabilities(beta, len(cfg.model.strides))
-    # With partial channels (PC-DARTS) the edge choice also weighs the edge-normalisation gamma.
-    cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
-    genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks)
-    return genotype, {"epoch": state["epoch"], "beta_weights": beta_w, "config": cfg}
-
-
 class _CostTerm:
     """lambda * log(E[Multi-Adds] / target)^2 for the architecture loss (cost-aware search)."""
 
@@ -318,125 +246,6 @@ def _model_identity(mcfg: SearchModelConfig) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(mcfg).items() if k != "checkpoint_cells"}
 
 
-def _step(
-    model: SearchNetwork,
-    batch: tuple[Tensor, Tensor],
-    params: list[Tensor],
-    frozen: list[Tensor],
-    optimizer: torch.optim.Optimizer,
-    clip: float | None,
-    device: torch.device,
-    penalty: Callable[[], Tensor] | None = None,
-    *,
-    amp_dtype: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    guard: NonFiniteGuard | None = None,
-    where: str = "a search step",
-) -> tuple[Tensor, bool]:
-    """One optimiser step on ``params``; returns the (detached) loss and whether it was applied.
-
-    ``frozen`` (the other parameter set) is taken out of autograd for the step, so a w step
-    neither saves what alpha/beta gradients would need nor touches alpha/beta, and an
-    architecture step computes no weight gradient (the stem runs without autograd). Under
-    torchrun the gradients of ``params`` are then averaged over ranks, before clipping.
-    ``amp_dtype`` autocasts the forward pass (the loss and ``penalty`` stay fp32), ``scaler``
-    (fp16) scales the loss, and ``guard`` vets the loss and gradients before the optimiser
-    step (``where`` names the step in its error); a step it drops returns False.
-    """
-    x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-    if guard is not None:
-        guard.before_forward()
-    # No stale gradient of ``params`` may sit beside this step's activations at the peak.
-    optimizer.zero_grad(set_to_none=True)
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        logits = logits.float()  # the identity in fp32; the loss is computed in fp32
-        if is_distributed():  # this rank's share of the global batch's mean
-            ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
-            loss = sharded_mean(ce, (y != IGNORE_INDEX).sum())
-        else:
-            loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
-        if penalty is not None:
-            loss = loss + penalty()
-        (scaler.scale(loss) if scaler is not None else loss).backward(inputs=params)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-    if is_distributed():  # one flat all-reduce; the same graph on every rank, so the same grads
-        all_reduce_mean([p.grad for p in params if p.grad is not None])
-    if scaler is not None:
-        scaler.unscale_(optimizer)  # a no-op unless fp16: clipping and checks see true grads
-    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
-    applied = True
-    if guard is not None:
-        # With fp16, inf gradients are the GradScaler's business (it skips and rescales).
-        fp16 = scaler is not None and scaler.is_enabled()
-        applied = guard.allow(grads_finite(loss, None if fp16 else params, norm), where)
-    if applied:
-        if scaler is not None:
-            scaler.step(optimizer)
-        else:
-            optimizer.step()
-    if scaler is not None:
-        scaler.update()
-    # The other step of the pair freezes these parameters: their gradients (as large as the
-    # weights themselves for a w step) would only take memory through it.
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), applied
-
-
-def _bn_running_stats(model: torch.nn.Module) -> list[Tensor]:
-    """The running means and variances of every BatchNorm in ``model``."""
-    return [
-        t
-        for m in model.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        for t in (m.running_mean, m.running_var)
-        if t is not None
-    ]
-
-
-def _all_finite(tensors: list[Tensor]) -> Tensor:
-    """A device bool: every entry of ``tensors`` is finite (no host sync)."""
-    return torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all()
-
-
-@torch.no_grad()
-def _validate(
-    model: SearchNetwork,
-    loader: DataLoader,
-    num_classes: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    model.eval()
-    cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device)
-    total, count = torch.zeros((), device=device), 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        logits = logits.float()
-        total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
-        count += int((y != IGNORE_INDEX).sum())
-        cm.update(logits.argmax(1), y)
-    model.train()
-    cm.all_reduce()
-    if is_distributed():  # each rank scored its own share of the validation set
-        sums = torch.tensor([float(total), count], dtype=torch.float64, device=device)
-        all_reduce_sum(sums)
-        total, count = sums[0], int(sums[1])
-    metrics = cm.compute()
-    return {
-        "val_loss": float(total) / max(count, 1),
-        "val_miou": metrics["miou"],
-        "val_pixel_acc": metrics["pixel_acc"],
-    }
-
-
 def run_search(
     cfg: SearchConfig,
     out_dir: str | Path,
@@ -453,393 +262,484 @@ def run_search(
     pair the same way, mid-epoch if need be (the result says ``stopped``); the handlers are
     installed for this call only.
     """
-    with StopRequest() as stop:
-        return _run_search(cfg, out_dir, resume, progress, stop_after, stop)
-
-
-def _run_search(
-    cfg: SearchConfig,
-    out_dir: str | Path,
-    resume: str | Path | bool | None,
-    progress: bool,
-    stop_after: int | None,
-    stop: StopRequest,
-) -> SearchResult:
     start_time = time.perf_counter()
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    loop, mcfg = cfg.search, cfg.model
-    check_loop_options("search", loop.nonfinite, loop.max_skipped, loop.amp)
-
-    dist_info = init_distributed(select_device(loop.device))
-    world, main = dist_info.world_size, dist_info.is_main
-    if loop.batch_size % world:
-        raise ValueError(
-            f"search.batch_size={loop.batch_size} cannot be shared by {world} processes; "
-            f"use a multiple of {world} (each process takes batch_size / {world})"
+    with StopRequest() as stop:
+        run = _SearchRun(cfg, Path(out_dir), resume, stop)
+        loop = cfg.search
+        last_epoch = loop.epochs if stop_after is None else min(loop.epochs, stop_after)
+        try:
+            stopped = run.run_epochs(last_epoch, progress)
+        finally:
+            run.close()
+        complete = last_epoch == loop.epochs and not stopped
+        if complete and run.main:
+            run.write_results()
+        barrier()  # every rank returns once rank 0 has written everything
+        record = run.record
+        return SearchResult(
+            genotype=run.model.genotype(),
+            out_dir=run.out,
+            epochs=run.epochs_done,
+            val_miou=float(record.get("val_miou", float("nan"))) if record else float("nan"),
+            seconds=time.perf_counter() - start_time,
+            stopped=stopped,
+            checkpoint=run.last_checkpoint,
+            skipped=run.guard.skipped,
         )
 
-    def load_resume_state() -> tuple[Path | None, Any]:
-        resume_path: Path | None = None
-        if resume is True:
-            resume_path = find_latest_checkpoint(out)
-            if resume_path is None:
-                raise FileNotFoundError(
-                    f"{ckpt_dir}: no complete search checkpoint to resume; run without --resume"
-                )
-        elif resume:
-            resume_path = Path(resume)
-        return resume_path, (
-            load_checkpoint(resume_path, CHECKPOINT_KIND, required=_RESUME_KEYS)
-            if resume_path
-            else None
-        )
 
-    # Rank 0 reads the checkpoint and sends it: on several nodes only its disk has the run.
-    resume_path, state = call_on_main(load_resume_state)
-    if state is not None:
-        saved = config_from_dict(state["config"], SearchConfig(), where=str(resume_path))
-        # checkpoint_cells trades time for memory and changes no result: it may differ.
-        if _model_identity(saved.model) != _model_identity(mcfg):
-            raise CheckpointError(
-                f"{resume_path}: checkpoint was made with model {config_to_dict(saved.model)}, "
-                "not the configured one; resume with the run's own config.yaml"
-            )
+@dataclass
+class _EpochTally:
+    """The epoch in progress: its loss sums and step counts, which a stop's checkpoint keeps."""
 
-    device = dist_info.device
-    seed_everything(loop.seed)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    w_loss_sum: Tensor
+    a_loss_sum: Tensor
+    steps: int = 0
+    w_steps: int = 0
+    arch_steps: int = 0
+    skipped_w: int = 0
+    skipped_arch: int = 0
+    seconds_before: float = 0.0  # time the epoch ran before the stop it resumes from
 
-    info = dataset_info(cfg.data.spec)
-    train_set, val_set, synthetic = _datasets(cfg)
-    split_path = out / "split.json"
+    @classmethod
+    def start(cls, device: torch.device, partial: dict[str, Any] | None) -> _EpochTally:
+        """A fresh epoch's tally, or the one a mid-epoch checkpoint saved (``partial``)."""
+        tally = cls(torch.zeros((), device=device), torch.zeros((), device=device))
+        if partial is not None:
+            tally.steps, tally.w_steps = partial["steps"], partial["w_steps"]
+            tally.arch_steps = partial["arch_steps"]
+            tally.skipped_w, tally.skipped_arch = partial["skipped_w"], partial["skipped_arch"]
+            tally.w_loss_sum += partial["w_loss_sum"].to(device)
+            tally.a_loss_sum += partial["a_loss_sum"].to(device)
+            tally.seconds_before = partial["seconds"]
+        return tally
 
-    def decide_split() -> tuple[list[int], list[int]]:
-        if state is not None:
-            train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
-        elif split_path.is_file():
-            train_a, train_b, _ = load_split(split_path, num_samples=len(train_set))
-        else:
-            train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
-        save_split(split_path, train_a, train_b, seed=loop.seed, num_samples=len(train_set))
-        return train_a, train_b
-
-    # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
-    train_a, train_b = call_on_main(decide_split)
-    if len(train_a) < loop.batch_size or len(train_b) < loop.batch_size:
-        raise ValueError(
-            f"trainA/trainB have {len(train_a)}/{len(train_b)} images, fewer than the batch size "
-            f"{loop.batch_size}; use more data or --batch-size {min(len(train_a), len(train_b))}"
-        )
-
-    batch, rank = loop.batch_size // world, dist_info.rank  # images per process and step
-    sampler_a = EpochSampler(len(train_a), loop.seed, rank, world, batch)
-    sampler_b = EpochSampler(len(train_b), loop.seed + 1, rank, world, batch)
-    skip_a, skip_b = _SkipFirst(sampler_a), _SkipFirst(sampler_b)  # for a mid-epoch resume
-    loader_a = _loader(Subset(train_set, train_a), batch, skip_a, cfg, device)
-    loader_b = _loader(Subset(train_set, train_b), batch, skip_b, cfg, device)
-    # Real validation images differ in size: whole-image inference one at a time.
-    if world > 1:  # each rank scores every world-th image; the metrics are summed
-        val_set = Subset(val_set, rank_indices(len(val_set)))  # type: ignore[arg-type]
-    loader_val = _loader(val_set, batch if synthetic else 1, None, cfg, device)
-    batches_b = TrainBCycle(loader_b, sampler_b)
-
-    # auto: from the memory estimate for rank 0's device. Every rank must agree: under
-    # SyncBatchNorm a recomputed cell runs collectives that the others would not.
-    checkpoint_cells = broadcast_object(
-        resolve_checkpoint_cells(
-            cfg, info.num_classes, device.type, world, device_memory_bytes(device.type)
-        )
-    )
-    model = SearchNetwork(
-        info.num_classes,
-        num_layers=mcfg.num_layers,
-        num_blocks=mcfg.num_blocks,
-        filter_multiplier=mcfg.filter_multiplier,
-        strides=mcfg.strides,
-        primitives=mcfg.primitives,
-        affine=mcfg.affine,
-        checkpoint_cells=checkpoint_cells,
-        partial_channels=mcfg.partial_channels,
-    ).to(device)
-    sync_bn = loop.sync_bn and world > 1
-    if sync_bn:
-        if device.type != "cuda":
-            raise ValueError(
-                "search.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
-                "set search.sync_bn=false"
-            )
-        # Keeps the parameter objects and state-dict keys; checkpoints load into plain BN.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    weights, arch = model.weight_parameters(), model.arch_parameters()
-    w_opt = torch.optim.SGD(
-        weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
-    )
-    a_opt = torch.optim.Adam(
-        arch, lr=loop.arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
-    )
-    w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        w_opt, T_max=loop.epochs, eta_min=loop.lr_min
-    )
-    amp_dtype = resolve_amp(loop.amp, device, cpu_bf16=True)
-    w_scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    a_scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    steps_per_epoch = len(loader_a)
-    arch_epochs = max(loop.epochs - max(loop.arch_start_epoch, 0), 0)
-    guard = NonFiniteGuard(
-        loop.nonfinite,
-        int(loop.max_skipped * (loop.epochs + arch_epochs) * steps_per_epoch),
-        device,
-        "search",
-        buffers=model.buffers(),
-        last_checkpoint=resume_path,
-        hint="Lower search.lr or search.arch_lr, or set search.grad_clip",
-    )
-
-    cost = _CostTerm(cfg, model, info.num_classes) if loop.target_madds else None
-
-    first_epoch, step = 0, 0
-    partial: dict[str, Any] | None = None  # the epoch position of a mid-epoch checkpoint
-    log_path = out / "search_log.jsonl"
-    if state is not None:
-        model.load_state_dict(state["model"])
-        w_opt.load_state_dict(state["w_optimizer"])
-        a_opt.load_state_dict(state["arch_optimizer"])
-        w_sched.load_state_dict(state["w_scheduler"])
-        for key, scaler in (("w_scaler", w_scaler), ("arch_scaler", a_scaler)):
-            if state.get(key):  # absent before search.amp existed; empty when fp16 was off
-                scaler.load_state_dict(state[key])
-        set_rng_state(state["rng"])
-        first_epoch, step = state["epoch"], state["step"]
-        partial = state.get("partial")
-        guard.skipped = state.get("skipped", 0)
-        # Records written after the checkpoint (a run killed in between) are redone.
-        if main:
-            truncate_jsonl(log_path, lambda r: r.get("epoch", 0) <= first_epoch)
-    elif main and log_path.exists():
-        log_path.unlink()
-    # Every rank starts from rank 0's weights, alpha and beta (and BN statistics).
-    broadcast_tensors(list(model.state_dict().values()))
-
-    writer = None
-    if loop.tensorboard and main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=first_epoch + 1)
-
-    bar = None
-    if progress and main:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=loop.epochs * steps_per_epoch,
-            initial=first_epoch * steps_per_epoch + (partial["steps"] if partial else 0),
-            desc="search",
-            unit="it",
-            dynamic_ncols=True,
-        )
-
-    def save(path: Path, epochs_done: int, extra: dict[str, Any]) -> None:
-        """Write a checkpoint (rank 0), after every rank has checked it holds no inf/nan."""
-        payload = {
-            "epoch": epochs_done,
-            "step": step,
-            "model": model.state_dict(),
-            "w_optimizer": w_opt.state_dict(),
-            "arch_optimizer": a_opt.state_dict(),
-            "w_scheduler": w_sched.state_dict(),
-            "w_scaler": w_scaler.state_dict(),
-            "arch_scaler": a_scaler.state_dict(),
-            "rng": rng_state(),
-            "split": {"train_a": list(train_a), "train_b": list(train_b)},
-            "config": config_to_dict(cfg),
-            "skipped": guard.skipped,
-            **extra,
+    def position(self, seconds: float) -> dict[str, Any]:
+        """The ``partial`` entry of a stop's checkpoint (``seconds``: the epoch's run time)."""
+        return {
+            "steps": self.steps,
+            "w_steps": self.w_steps,
+            "arch_steps": self.arch_steps,
+            "skipped_w": self.skipped_w,
+            "skipped_arch": self.skipped_arch,
+            "w_loss_sum": self.w_loss_sum.detach().cpu(),
+            "a_loss_sum": self.a_loss_sum.detach().cpu(),
+            "seconds": seconds,
         }
-        guard.check_state(
-            {
-                k: payload[k]
-                for k in ("model", "w_optimizer", "arch_optimizer", "partial")
-                if k in payload
-            },
-            f"the search state to be saved as {path.name}",
-        )
-        if main:
-            save_checkpoint(path, payload, CHECKPOINT_KIND)
-            _prune_checkpoints(ckpt_dir, path, loop.keep_checkpoints)
-        guard.last_checkpoint = path
 
-    record: dict[str, Any] = {}
-    last_epoch = loop.epochs if stop_after is None else min(loop.epochs, stop_after)
-    epochs_done, stopped, last_ckpt = first_epoch, False, resume_path
-    for epoch in range(first_epoch, last_epoch):
-        epoch_start = time.perf_counter()
-        sampler_a.set_epoch(epoch)
-        batches_b.start_epoch(epoch)
-        arch_on = epoch >= loop.arch_start_epoch
-        model.train()
-        w_loss_sum = torch.zeros((), device=device)
-        a_loss_sum = torch.zeros((), device=device)
-        n_steps = n_w = n_arch = skipped_w = skipped_arch = 0
-        if partial is not None:  # resume mid-epoch: the batches of its first n_steps are done
-            n_steps, n_w, n_arch = partial["steps"], partial["w_steps"], partial["arch_steps"]
-            skipped_w, skipped_arch = partial["skipped_w"], partial["skipped_arch"]
-            w_loss_sum += partial["w_loss_sum"].to(device)
-            a_loss_sum += partial["a_loss_sum"].to(device)
-            epoch_start -= partial["seconds"]
-            skip_a.skip = n_steps * batch
-            batches_a = iter(loader_a)
-            if arch_on and n_steps:
+
+class _SearchRun:
+    """One search run: data, supernet, optimisers and guard, set up from the config (and the
+    checkpoint it resumes), then its epochs: steps, validation, log records and checkpoints.
+
+    The set-up order is part of the run's determinism: the seed, then the datasets, then the
+    supernet's initial weights, then (on resume) the saved RNG states.
+    """
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        out: Path,
+        resume: str | Path | bool | None,
+        stop: StopRequest,
+    ) -> None:
+        self.cfg, self.out, self.stop = cfg, out, stop
+        self.ckpt_dir = out / "checkpoints"
+        self.log_path = out / "search_log.jsonl"
+        loop = cfg.search
+        check_loop_options("search", loop.nonfinite, loop.max_skipped, loop.amp)
+
+        dist_info = init_distributed(select_device(loop.device))
+        self.world, self.rank, self.main = dist_info.world_size, dist_info.rank, dist_info.is_main
+        if loop.batch_size % self.world:
+            raise ValueError(
+                f"search.batch_size={loop.batch_size} cannot be shared by {self.world} "
+                f"processes; use a multiple of {self.world} (each process takes batch_size / "
+                f"{self.world})"
+            )
+        # Rank 0 reads the checkpoint and sends it: on several nodes only its disk has the run.
+        self.resume_path, state = call_on_main(lambda: load_resume_state(out, resume))
+        if state is not None:
+            saved = config_from_dict(state["config"], SearchConfig(), where=str(self.resume_path))
+            # checkpoint_cells trades time for memory and changes no result: it may differ.
+            if _model_identity(saved.model) != _model_identity(cfg.model):
+                raise CheckpointError(
+                    f"{self.resume_path}: checkpoint was made with model "
+                    f"{config_to_dict(saved.model)}, not the configured one; resume with the "
+                    "run's own config.yaml"
+                )
+
+        self.device = dist_info.device
+        seed_everything(loop.seed)
+        if self.main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+        self.num_classes = dataset_info(cfg.data.spec).num_classes
+        self._set_up_data(state)
+        self._set_up_model()
+        self._restore(state)
+        self.writer: Any = None
+        if loop.tensorboard and self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=self.first_epoch + 1)
+        self.bar: Any = None
+        self.record: dict[str, Any] = {}
+        self.epochs_done = self.first_epoch
+        self.last_checkpoint = self.resume_path
+
+    def _set_up_data(self, state: dict[str, Any] | None) -> None:
+        """The trainA/trainB split (rank 0's), the per-rank samplers and the loaders."""
+        cfg, loop, device = self.cfg, self.cfg.search, self.device
+        train_set, val_set, synthetic = _datasets(cfg)
+        split_path = self.out / "split.json"
+
+        def decide_split() -> tuple[list[int], list[int]]:
+            if state is not None:
+                train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
+            elif split_path.is_file():
+                train_a, train_b, _ = load_split(split_path, num_samples=len(train_set))
+            else:
+                train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
+            save_split(split_path, train_a, train_b, seed=loop.seed, num_samples=len(train_set))
+            return train_a, train_b
+
+        # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
+        self.train_a, self.train_b = train_a, train_b = call_on_main(decide_split)
+        if len(train_a) < loop.batch_size or len(train_b) < loop.batch_size:
+            raise ValueError(
+                f"trainA/trainB have {len(train_a)}/{len(train_b)} images, fewer than the batch "
+                f"size {loop.batch_size}; use more data or --batch-size "
+                f"{min(len(train_a), len(train_b))}"
+            )
+        self.batch = batch = loop.batch_size // self.world  # images per process and step
+        self.sampler_a = EpochSampler(len(train_a), loop.seed, self.rank, self.world, batch)
+        self.sampler_b = EpochSampler(len(train_b), loop.seed + 1, self.rank, self.world, batch)
+        # For a mid-epoch resume: the indices the stopped epoch used are skipped, not loaded.
+        self.skip_a, self.skip_b = _SkipFirst(self.sampler_a), _SkipFirst(self.sampler_b)
+        self.loader_a = _loader(Subset(train_set, train_a), batch, self.skip_a, cfg, device)
+        self.loader_b = _loader(Subset(train_set, train_b), batch, self.skip_b, cfg, device)
+        # Real validation images differ in size: whole-image inference one at a time.
+        if self.world > 1:  # each rank scores every world-th image; the metrics are summed
+            val_set = Subset(val_set, rank_indices(len(val_set)))  # type: ignore[arg-type]
+        self.loader_val = _loader(val_set, batch if synthetic else 1, None, cfg, device)
+        self.batches_b = TrainBCycle(self.loader_b, self.sampler_b)
+
+    def _set_up_model(self) -> None:
+        """The supernet, both optimisers, the scheduler, the grad scalers, the guard, the cost."""
+        cfg, loop, mcfg, device = self.cfg, self.cfg.search, self.cfg.model, self.device
+        # auto: from the memory estimate for rank 0's device. Every rank must agree: under
+        # SyncBatchNorm a recomputed cell runs collectives that the others would not.
+        checkpoint_cells = broadcast_object(
+            resolve_checkpoint_cells(
+                cfg, self.num_classes, device.type, self.world, device_memory_bytes(device.type)
+            )
+        )
+        model = SearchNetwork(
+            self.num_classes,
+            num_layers=mcfg.num_layers,
+            num_blocks=mcfg.num_blocks,
+            filter_multiplier=mcfg.filter_multiplier,
+            strides=mcfg.strides,
+            primitives=mcfg.primitives,
+            affine=mcfg.affine,
+            checkpoint_cells=checkpoint_cells,
+            partial_channels=mcfg.partial_channels,
+        ).to(device)
+        self.sync_bn = loop.sync_bn and self.world > 1
+        if self.sync_bn:
+            if device.type != "cuda":
+                raise ValueError(
+                    "search.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+                    "set search.sync_bn=false"
+                )
+            # Keeps the parameter objects and state-dict keys; checkpoints load into plain BN.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.weights, self.arch = model.weight_parameters(), model.arch_parameters()
+        self.w_opt = torch.optim.SGD(
+            self.weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
+        )
+        self.a_opt = torch.optim.Adam(
+            self.arch, lr=loop.arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
+        )
+        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_opt, T_max=loop.epochs, eta_min=loop.lr_min
+        )
+        self.amp_dtype = resolve_amp(loop.amp, device, cpu_bf16=True)
+        fp16 = self.amp_dtype == torch.float16
+        self.w_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.a_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        steps_per_epoch = len(self.loader_a)
+        arch_epochs = max(loop.epochs - max(loop.arch_start_epoch, 0), 0)
+        self.guard = NonFiniteGuard(
+            loop.nonfinite,
+            int(loop.max_skipped * (loop.epochs + arch_epochs) * steps_per_epoch),
+            device,
+            "search",
+            buffers=model.buffers(),
+            last_checkpoint=self.resume_path,
+            hint="Lower search.lr or search.arch_lr, or set search.grad_clip",
+        )
+        self.cost = _CostTerm(cfg, model, self.num_classes) if loop.target_madds else None
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        """Load a checkpoint's states (or clear a fresh run's log), then share rank 0's."""
+        self.first_epoch, self.step = 0, 0
+        # The epoch position of a mid-epoch checkpoint, and the RNG states it saved.
+        self.partial: dict[str, Any] | None = None
+        self.saved_rng: dict[str, Any] | None = None
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.w_opt.load_state_dict(state["w_optimizer"])
+            self.a_opt.load_state_dict(state["arch_optimizer"])
+            self.w_sched.load_state_dict(state["w_scheduler"])
+            for key, scaler in (("w_scaler", self.w_scaler), ("arch_scaler", self.a_scaler)):
+                if state.get(key):  # absent before search.amp existed; empty when fp16 was off
+                    scaler.load_state_dict(state[key])
+            self.saved_rng = state["rng"]
+            set_rng_state(self.saved_rng)
+            self.first_epoch, self.step = state["epoch"], state["step"]
+            self.partial = state.get("partial")
+            self.guard.skipped = state.get("skipped", 0)
+            # Records written after the checkpoint (a run killed in between) are redone.
+            if self.main:
+                first = self.first_epoch
+                truncate_jsonl(self.log_path, lambda r: r.get("epoch", 0) <= first)
+        elif self.main and self.log_path.exists():
+            self.log_path.unlink()
+        # Every rank starts from rank 0's weights, alpha and beta (and BN statistics).
+        broadcast_tensors(list(self.model.state_dict().values()))
+
+    def run_epochs(self, last_epoch: int, progress: bool) -> bool:
+        """Epochs up to ``last_epoch``, each checkpointed; True if a signal stopped them."""
+        steps_per_epoch = len(self.loader_a)
+        if progress and self.main:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.cfg.search.epochs * steps_per_epoch,
+                initial=self.first_epoch * steps_per_epoch
+                + (self.partial["steps"] if self.partial else 0),
+                desc="search",
+                unit="it",
+                dynamic_ncols=True,
+            )
+        for epoch in range(self.first_epoch, last_epoch):
+            epoch_start = time.perf_counter()
+            arch_on = epoch >= self.cfg.search.arch_start_epoch
+            tally, stopped = self._train_epoch(epoch, arch_on)
+            started = epoch_start - tally.seconds_before  # when the epoch began, across a stop
+            if stopped:
+                self._save_stop(epoch, tally, started)
+                return True
+            self._end_epoch(epoch, arch_on, tally, started)
+            # A signal during validation: the epoch's checkpoint is the place to resume from.
+            if self.epochs_done < last_epoch and self.stop.should_stop(self.device):
+                return True
+        return False
+
+    def _train_epoch(self, epoch: int, arch_on: bool) -> tuple[_EpochTally, bool]:
+        """The step pairs of one epoch (the rest of it, when resuming mid-epoch)."""
+        self.sampler_a.set_epoch(epoch)
+        self.batches_b.start_epoch(epoch)
+        self.model.train()
+        tally = _EpochTally.start(self.device, self.partial)
+        if self.partial is not None:  # resume mid-epoch: the batches of its first steps are done
+            self.skip_a.skip = tally.steps * self.batch
+            batches_a = iter(self.loader_a)
+            if arch_on and tally.steps:
                 # trainB gave one batch per step since the epoch began: the iterator of pass
                 # c had yielded p batches (p may be a whole pass, not yet found exhausted).
-                per_pass = len(loader_b)
-                cycle, used = (n_steps - 1) // per_pass, (n_steps - 1) % per_pass + 1
-                batches_b.cycle = cycle
-                sampler_b.set_epoch(epoch, cycle)
-                skip_b.skip = used * batch
-                batches_b.it = iter(loader_b)
+                per_pass = len(self.loader_b)
+                cycle, used = (tally.steps - 1) // per_pass, (tally.steps - 1) % per_pass + 1
+                self.batches_b.cycle = cycle
+                self.sampler_b.set_epoch(epoch, cycle)
+                self.skip_b.skip = used * self.batch
+                self.batches_b.it = iter(self.loader_b)
             # Making those iterators drew loader seeds from the global RNG, which the
             # uninterrupted run had drawn before the saved state: restore it after them.
-            set_rng_state(state["rng"])
-            partial = None
+            assert self.saved_rng is not None  # a partial state comes from a checkpoint
+            set_rng_state(self.saved_rng)
+            self.partial = None
         else:
-            batches_a = iter(loader_a)
+            batches_a = iter(self.loader_a)
+        loop, guard = self.cfg.search, self.guard
         for batch_a in batches_a:
-            at = f"epoch {epoch + 1}, step {n_steps + 1} (iteration {step + 1})"
-            w_loss, ok = _step(
-                model,
+            at = f"epoch {epoch + 1}, step {tally.steps + 1} (iteration {self.step + 1})"
+            w_loss, ok = search_step(
+                self.model,
                 batch_a,
-                weights,
-                arch,
-                w_opt,
+                self.weights,
+                self.arch,
+                self.w_opt,
                 loop.grad_clip,
-                device,
-                amp_dtype=amp_dtype,
-                scaler=w_scaler,
+                self.device,
+                amp_dtype=self.amp_dtype,
+                scaler=self.w_scaler,
                 guard=guard,
                 where=f"the weight step of {at}",
             )
             if ok:
-                w_loss_sum += w_loss
-                n_w += 1
+                tally.w_loss_sum += w_loss
+                tally.w_steps += 1
             else:
-                skipped_w += 1
+                tally.skipped_w += 1
             if arch_on:
-                a_loss, ok = _step(
-                    model,
-                    next(batches_b),
-                    arch,
-                    weights,
-                    a_opt,
+                a_loss, ok = search_step(
+                    self.model,
+                    next(self.batches_b),
+                    self.arch,
+                    self.weights,
+                    self.a_opt,
                     None,
-                    device,
-                    cost,
-                    amp_dtype=amp_dtype,
-                    scaler=a_scaler,
+                    self.device,
+                    self.cost,
+                    amp_dtype=self.amp_dtype,
+                    scaler=self.a_scaler,
                     guard=guard,
                     where=f"the architecture step of {at}",
                 )
                 if ok:
-                    a_loss_sum += a_loss
-                    n_arch += 1
+                    tally.a_loss_sum += a_loss
+                    tally.arch_steps += 1
                 else:
-                    skipped_arch += 1
+                    tally.skipped_arch += 1
                 # Adam cannot be undone: a bad alpha/beta ends the run in either mode.
-                guard.watch(_all_finite(arch), f"alpha/beta after the architecture step of {at}")
-            n_steps += 1
-            step += 1
-            if step % 10 == 0:  # .item() syncs a GPU: do it rarely (CUDA reads the guard here)
+                guard.watch(
+                    all_finite(self.arch), f"alpha/beta after the architecture step of {at}"
+                )
+            tally.steps += 1
+            self.step += 1
+            if self.step % 10 == 0:  # .item() syncs a GPU: do it rarely (CUDA reads the guard)
                 guard.check()
-                if bar is not None:
-                    loss = float(w_loss_sum) / max(n_w, 1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
-            if bar is not None:
-                bar.update(1)
-            if stop.should_stop(device):  # SIGINT/SIGTERM: this step pair is done
-                stopped = True
-                break
-        if stopped:
-            if world > 1:  # one value per rank would not survive the resume: their mean does
-                all_reduce_mean([w_loss_sum, a_loss_sum])
-                if not sync_bn:
-                    all_reduce_mean(_bn_running_stats(model))
-            last_ckpt = ckpt_dir / f"epoch_{epoch + 1:04d}_step_{n_steps:06d}.pt"
-            position = {
-                "steps": n_steps,
-                "w_steps": n_w,
-                "arch_steps": n_arch,
-                "skipped_w": skipped_w,
-                "skipped_arch": skipped_arch,
-                "w_loss_sum": w_loss_sum.detach().cpu(),
-                "a_loss_sum": a_loss_sum.detach().cpu(),
-                "seconds": time.perf_counter() - epoch_start,
-            }
-            save(last_ckpt, epoch, {"partial": position, "genotype": model.genotype().to_dict()})
-            break
-        lr = w_sched.get_last_lr()[0]
+                if self.bar is not None:
+                    loss = float(tally.w_loss_sum) / max(tally.w_steps, 1)
+                    self.bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.stop.should_stop(self.device):  # SIGINT/SIGTERM: this step pair is done
+                return tally, True
+        return tally, False
+
+    def _average_over_ranks(self, tally: _EpochTally) -> None:
+        """The global batch's loss sums, and one set of BN statistics (without SyncBN)."""
+        if self.world > 1:
+            all_reduce_mean([tally.w_loss_sum, tally.a_loss_sum])
+            if not self.sync_bn:
+                all_reduce_mean(bn_running_stats(self.model))
+
+    def _save_stop(self, epoch: int, tally: _EpochTally, started: float) -> None:
+        """Write the checkpoint of a stop in the middle of ``epoch``."""
+        # One value per rank would not survive the resume: their mean does.
+        self._average_over_ranks(tally)
+        position = tally.position(time.perf_counter() - started)
+        self.last_checkpoint = stop_path(self.ckpt_dir, epoch + 1, tally.steps)
+        genotype = self.model.genotype().to_dict()
+        self.save(self.last_checkpoint, epoch, {"partial": position, "genotype": genotype})
+
+    def _end_epoch(self, epoch: int, arch_on: bool, tally: _EpochTally, started: float) -> None:
+        """Step the scheduler, validate, log the epoch's record and write its checkpoint."""
+        lr = self.w_sched.get_last_lr()[0]
         with warnings.catch_warnings():
             # A run resumed after the epoch's last step (or one whose steps were all
             # skipped) steps the scheduler before any optimiser step in this process: the
             # order PyTorch warns about, but right here.
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            w_sched.step()
-        if world > 1:
-            all_reduce_mean([w_loss_sum, a_loss_sum])  # the global batch's losses
-            if not sync_bn:  # one set of BN statistics for validation and the checkpoint
-                all_reduce_mean(_bn_running_stats(model))
-            check_same_across_ranks(arch, "alpha/beta")
-        guard.check()  # no validation, log record or checkpoint of nan weights
-        metrics = _validate(model, loader_val, info.num_classes, device, amp_dtype)
+            self.w_sched.step()
+        self._average_over_ranks(tally)
+        if self.world > 1:
+            check_same_across_ranks(self.arch, "alpha/beta")
+        self.guard.check()  # no validation, log record or checkpoint of nan weights
+        model = self.model
+        metrics = validate_supernet(
+            model, self.loader_val, self.num_classes, self.device, self.amp_dtype
+        )
         genotype = model.genotype()
+        n_w, n_arch = tally.w_steps, tally.arch_steps
         record = {
             "epoch": epoch + 1,
-            "step": step,
+            "step": self.step,
             # None: every update of the epoch was skipped (search.nonfinite=skip)
-            "train_loss": float(w_loss_sum) / n_w if n_w else None,
-            "arch_loss": float(a_loss_sum) / n_arch if arch_on and n_arch else None,
+            "train_loss": float(tally.w_loss_sum) / n_w if n_w else None,
+            "arch_loss": float(tally.a_loss_sum) / n_arch if arch_on and n_arch else None,
             **metrics,
             "lr": lr,
             "arch_updates": arch_on,
-            "seconds": time.perf_counter() - epoch_start,
+            "seconds": time.perf_counter() - started,
             "alpha": model.alpha_weights().detach().cpu().tolist(),
             "beta": model.beta_weights().detach().cpu().tolist(),
             "genotype": genotype.to_dict(),
         }
-        if loop.nonfinite == "skip":
-            record["skipped_steps"], record["skipped_arch_steps"] = skipped_w, skipped_arch
-        if main:  # only rank 0 writes
-            if cost is not None:
-                record.update(cost.report(genotype))
-            append_jsonl(log_path, record)
-            if writer is not None:
-                keys = ("train_loss", "arch_loss", "val_loss", "val_miou", "val_pixel_acc", "lr")
-                for key in (*keys, "expected_madds", "decoded_madds"):
-                    if record.get(key) is not None and math.isfinite(record[key]):
-                        writer.add_scalar(f"search/{key}", record[key], epoch + 1)
-                genotype_md = genotype.to_json().replace("\n", "  \n")
-                writer.add_text("search/genotype", genotype_md, epoch + 1)
-                writer.flush()
-        last_ckpt = ckpt_dir / f"epoch_{epoch + 1:04d}.pt"
+        if self.cfg.search.nonfinite == "skip":
+            record["skipped_steps"] = tally.skipped_w
+            record["skipped_arch_steps"] = tally.skipped_arch
+        if self.main:  # only rank 0 writes
+            if self.cost is not None:
+                record.update(self.cost.report(genotype))
+            append_jsonl(self.log_path, record)
+            self._write_tensorboard(record, genotype, epoch + 1)
+        self.record = record
+        self.last_checkpoint = epoch_end_path(self.ckpt_dir, epoch + 1)
         metrics_kept = {k: record[k] for k in ("train_loss", "val_loss", "val_miou")}
-        save(last_ckpt, epoch + 1, {"genotype": genotype.to_dict(), "metrics": metrics_kept})
-        epochs_done = epoch + 1
-        # A signal during validation: the epoch's checkpoint is the place to resume from.
-        if epochs_done < last_epoch and stop.should_stop(device):
-            stopped = True
-            break
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
+        self.save(
+            self.last_checkpoint,
+            epoch + 1,
+            {"genotype": genotype.to_dict(), "metrics": metrics_kept},
+        )
+        self.epochs_done = epoch + 1
 
-    genotype = model.genotype()
-    if last_epoch == loop.epochs and not stopped and main:
+    def _write_tensorboard(self, record: dict[str, Any], genotype: Genotype, epoch: int) -> None:
+        if self.writer is None:
+            return
+        keys = ("train_loss", "arch_loss", "val_loss", "val_miou", "val_pixel_acc", "lr")
+        for key in (*keys, "expected_madds", "decoded_madds"):
+            if record.get(key) is not None and math.isfinite(record[key]):
+                self.writer.add_scalar(f"search/{key}", record[key], epoch)
+        self.writer.add_text("search/genotype", genotype.to_json().replace("\n", "  \n"), epoch)
+        self.writer.flush()
+
+    def save(self, path: Path, epochs_done: int, extra: dict[str, Any]) -> None:
+        """Write a checkpoint (rank 0), after every rank has checked it holds no inf/nan."""
+        payload = {
+            "epoch": epochs_done,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_opt.state_dict(),
+            "arch_optimizer": self.a_opt.state_dict(),
+            "w_scheduler": self.w_sched.state_dict(),
+            "w_scaler": self.w_scaler.state_dict(),
+            "arch_scaler": self.a_scaler.state_dict(),
+            "rng": rng_state(),
+            "split": {"train_a": list(self.train_a), "train_b": list(self.train_b)},
+            "config": config_to_dict(self.cfg),
+            "skipped": self.guard.skipped,
+            **extra,
+        }
+        checked = ("model", "w_optimizer", "arch_optimizer", "partial")
+        self.guard.check_state(
+            {k: payload[k] for k in checked if k in payload},
+            f"the search state to be saved as {path.name}",
+        )
+        if self.main:
+            save_checkpoint(path, payload, CHECKPOINT_KIND)
+            prune_checkpoints(self.ckpt_dir, path, self.cfg.search.keep_checkpoints)
+        self.guard.last_checkpoint = path
+
+    def close(self) -> None:
+        """Close the progress bar and the TensorBoard writer."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def write_results(self) -> None:
+        """genotype.json, the genotype figures and the search report (rank 0, run complete)."""
+        out, genotype = self.out, self.model.genotype()
         save_genotype(genotype, out / "genotype.json")
         from autodeeplab.viz import render_genotype
 
-        beta_w = model.beta_weights().detach().cpu().numpy()
+        beta_w = self.model.beta_weights().detach().cpu().numpy()
         render_genotype(genotype, out, beta=beta_w, prefix="genotype_")
         from autodeeplab.engine.search_report import render_search_report
 
@@ -847,14 +747,3 @@ def _run_search(
             render_search_report(out)
         except (OSError, ValueError) as exc:  # the genotype is saved: a report failure is not fatal
             print(f"warning: search report not written ({exc}); run 'autodeeplab report {out}'")
-    barrier()  # every rank returns once rank 0 has written everything
-    return SearchResult(
-        genotype=genotype,
-        out_dir=out,
-        epochs=epochs_done,
-        val_miou=float(record.get("val_miou", float("nan"))) if record else float("nan"),
-        seconds=time.perf_counter() - start_time,
-        stopped=stopped,
-        checkpoint=last_ckpt,
-        skipped=guard.skipped,
-    )

@@ -8,7 +8,7 @@ architecture step keeps every op's output for alpha's gradient). It is the sum o
   memory, RSS) or, on CUDA, the context, which ``max_memory_allocated`` does not count;
 - the persistent state: the weights and SGD's momentum, i.e. 2x the weight bytes, plus
   BatchNorm buffers and the architecture parameters with Adam's two moments. The gradients
-  are not kept: ``engine.search._step`` frees them (``zero_grad(set_to_none=True)``) before
+  are not kept: the engine's ``search_step`` frees them (``zero_grad(set_to_none=True)``) before
   the forward pass and after the optimiser step, so they exist only during a step;
 - the activations autograd saves for the backward pass, counted from the network's
   structure (:func:`saved_activation_bytes`): for every trellis node, its resampling edges,
@@ -28,7 +28,7 @@ with ``saved_tensors_hooks`` on CPU). The two overhead constants were fitted on 
 CUDA, where activations dominate.
 
 Calibration: one process per row (``OMP_NUM_THREADS=1``), 2 steps of each kind as
-``engine.search._step`` runs them (gradients set to None before the forward pass and after
+the engine's ``search_step`` runs them (gradients set to None before the forward pass and after
 the optimiser step, the other parameter set frozen), peak RSS from ``VmHWM``; 2 shared CPU
 cores, torch 2.13, 19 classes, all 8 ops, B=5. The fixed overhead (390 MiB: 220 MiB of
 imported libraries, about 100 MiB that building the network leaves with the allocator, the

@@ -1,0 +1,132 @@
+"""The checkpoint files of a search run: their names, which is newest, pruning, resuming and
+decoding a genotype from one.
+
+A search writes ``checkpoints/epoch_EEEE.pt`` at the end of epoch E and, when a signal stops
+it mid-epoch, ``checkpoints/epoch_EEEE_step_SSSSSS.pt`` (step S of epoch E, both 1-based).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint
+from autodeeplab.config import SearchConfig, config_from_dict
+from autodeeplab.genotype import Genotype
+from autodeeplab.search.decode import decode
+from autodeeplab.search.network import beta_probabilities, cell_decode_weights
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "epoch_end_path",
+    "stop_path",
+    "prune_checkpoints",
+    "find_latest_checkpoint",
+    "load_resume_state",
+    "decode_checkpoint",
+]
+
+CHECKPOINT_KIND = "search"
+
+_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?\.pt$")
+
+# What a resume reads: a checkpoint without one is refused by name, not with a KeyError.
+_RESUME_KEYS = (
+    "config", "model", "w_optimizer", "arch_optimizer", "w_scheduler", "rng", "epoch", "step",
+    "split",
+)  # fmt: skip
+
+
+def epoch_end_path(ckpt_dir: Path, epochs_done: int) -> Path:
+    """The checkpoint written at the end of epoch ``epochs_done`` (1-based)."""
+    return ckpt_dir / f"epoch_{epochs_done:04d}.pt"
+
+
+def stop_path(ckpt_dir: Path, epoch: int, steps: int) -> Path:
+    """The checkpoint of a stop after ``steps`` steps of epoch ``epoch`` (both 1-based)."""
+    return ckpt_dir / f"epoch_{epoch:04d}_step_{steps:06d}.pt"
+
+
+def _checkpoint_position(path: Path) -> tuple[int, int] | None:
+    """(epochs done, steps into the next) of a checkpoint name; None for other files.
+
+    ``epoch_0003.pt`` is the end of epoch 3: (3, 0). ``epoch_0003_step_000005.pt`` is step 5
+    of epoch 3, written by a stop: (2, 5), older than ``epoch_0003.pt``.
+    """
+    m = _CHECKPOINT_NAME.match(path.name)
+    if m is None:
+        return None
+    epoch, steps = int(m.group(1)), m.group(2)
+    return (epoch, 0) if steps is None else (epoch - 1, int(steps))
+
+
+def _checkpoints(ckpt_dir: Path) -> list[tuple[tuple[int, int], Path]]:
+    """The run's checkpoints with their positions, newest first."""
+    found = [(_checkpoint_position(p), p) for p in ckpt_dir.glob("epoch_*.pt")]
+    return sorted(((pos, p) for pos, p in found if pos is not None), reverse=True)
+
+
+def prune_checkpoints(ckpt_dir: Path, newest: Path, keep: int) -> None:
+    """After writing ``newest``: drop the older stop checkpoints, and keep ``keep`` epoch ends.
+
+    A stop's mid-epoch checkpoint is superseded by any later one. Epoch ends are pruned only
+    after an epoch end is written; files newer than ``newest`` (from a run resumed from an
+    older checkpoint) are left alone.
+    """
+    position = _checkpoint_position(newest)
+    if position is None:  # pragma: no cover - the loop names its checkpoints
+        return
+    ends_kept = 1 if position[1] == 0 else 0
+    for pos, path in _checkpoints(ckpt_dir):
+        if pos >= position:
+            continue
+        if pos[1] != 0:
+            path.unlink(missing_ok=True)
+        elif position[1] == 0:
+            if ends_kept < max(keep, 1):
+                ends_kept += 1
+            else:
+                path.unlink(missing_ok=True)
+
+
+def find_latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint in ``out_dir/checkpoints`` that loads, or None."""
+    for _, path in _checkpoints(out_dir / "checkpoints"):
+        try:
+            load_checkpoint(path, CHECKPOINT_KIND)
+        except (CheckpointError, OSError):
+            continue
+        return path
+    return None
+
+
+def load_resume_state(
+    out_dir: Path, resume: str | Path | bool | None
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its contents; ``(None, None)`` for a fresh run.
+
+    ``resume``: a checkpoint path, or True for the newest complete one in ``out_dir``.
+    """
+    if not resume:
+        return None, None
+    path = find_latest_checkpoint(out_dir) if resume is True else Path(resume)
+    if path is None:
+        raise FileNotFoundError(
+            f"{out_dir / 'checkpoints'}: no complete search checkpoint to resume; "
+            "run without --resume"
+        )
+    return path, load_checkpoint(path, CHECKPOINT_KIND, required=_RESUME_KEYS)
+
+
+def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
+    """Decode the genotype of a search checkpoint without building the supernet."""
+    state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
+    cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    weights = state["model"]
+    alpha, beta = weights["alpha"], weights["beta"]
+    beta_w = beta_probabilities(beta, len(cfg.model.strides))
+    # With partial channels (PC-DARTS) the edge choice also weighs the edge-normalisation gamma.
+    cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
+    genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks)
+    return genotype, {"epoch": state["epoch"], "beta_weights": beta_w, "config": cfg}

@@ -1,0 +1,140 @@
+"""One step of the bi-level search (a weight step or an architecture step) and validation of
+the supernet: the per-iteration math of :mod:`autodeeplab.engine.search`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from autodeeplab.distributed import all_reduce_mean, all_reduce_sum, is_distributed, sharded_mean
+from autodeeplab.engine.guards import NonFiniteGuard, grads_finite
+from autodeeplab.metrics import ConfusionMatrix
+from autodeeplab.search.network import SearchNetwork
+
+__all__ = ["IGNORE_INDEX", "search_step", "bn_running_stats", "all_finite", "validate_supernet"]
+
+IGNORE_INDEX = 255
+
+
+def search_step(
+    model: SearchNetwork,
+    batch: tuple[Tensor, Tensor],
+    params: list[Tensor],
+    frozen: list[Tensor],
+    optimizer: torch.optim.Optimizer,
+    clip: float | None,
+    device: torch.device,
+    penalty: Callable[[], Tensor] | None = None,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    guard: NonFiniteGuard | None = None,
+    where: str = "a search step",
+) -> tuple[Tensor, bool]:
+    """One optimiser step on ``params``; returns the (detached) loss and whether it was applied.
+
+    ``frozen`` (the other parameter set) is taken out of autograd for the step, so a w step
+    neither saves what alpha/beta gradients would need nor touches alpha/beta, and an
+    architecture step computes no weight gradient (the stem runs without autograd). Under
+    torchrun the gradients of ``params`` are then averaged over ranks, before clipping.
+    ``amp_dtype`` autocasts the forward pass (the loss and ``penalty`` stay fp32), ``scaler``
+    (fp16) scales the loss, and ``guard`` vets the loss and gradients before the optimiser
+    step (``where`` names the step in its error); a step it drops returns False.
+    """
+    x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    if guard is not None:
+        guard.before_forward()
+    # No stale gradient of ``params`` may sit beside this step's activations at the peak.
+    optimizer.zero_grad(set_to_none=True)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        logits = logits.float()  # the identity in fp32; the loss is computed in fp32
+        if is_distributed():  # this rank's share of the global batch's mean
+            ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = sharded_mean(ce, (y != IGNORE_INDEX).sum())
+        else:
+            loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+        if penalty is not None:
+            loss = loss + penalty()
+        (scaler.scale(loss) if scaler is not None else loss).backward(inputs=params)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    if is_distributed():  # one flat all-reduce; the same graph on every rank, so the same grads
+        all_reduce_mean([p.grad for p in params if p.grad is not None])
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # a no-op unless fp16: clipping and checks see true grads
+    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
+    applied = True
+    if guard is not None:
+        # With fp16, inf gradients are the GradScaler's business (it skips and rescales).
+        fp16 = scaler is not None and scaler.is_enabled()
+        applied = guard.allow(grads_finite(loss, None if fp16 else params, norm), where)
+    if applied:
+        if scaler is not None:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    # The other step of the pair freezes these parameters: their gradients (as large as the
+    # weights themselves for a w step) would only take memory through it.
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), applied
+
+
+def bn_running_stats(model: torch.nn.Module) -> list[Tensor]:
+    """The running means and variances of every BatchNorm in ``model``."""
+    return [
+        t
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for t in (m.running_mean, m.running_var)
+        if t is not None
+    ]
+
+
+def all_finite(tensors: list[Tensor]) -> Tensor:
+    """A device bool: every entry of ``tensors`` is finite (no host sync)."""
+    return torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all()
+
+
+@torch.no_grad()
+def validate_supernet(
+    model: SearchNetwork,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks)."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device)
+    total, count = torch.zeros((), device=device), 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        count += int((y != IGNORE_INDEX).sum())
+        cm.update(logits.argmax(1), y)
+    model.train()
+    cm.all_reduce()
+    if is_distributed():  # each rank scored its own share of the validation set
+        sums = torch.tensor([float(total), count], dtype=torch.float64, device=device)
+        all_reduce_sum(sums)
+        total, count = sums[0], int(sums[1])
+    metrics = cm.compute()
+    return {
+        "val_loss": float(total) / max(count, 1),
+        "val_miou": metrics["miou"],
+        "val_pixel_acc": metrics["pixel_acc"],
+    }
