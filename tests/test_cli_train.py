@@ -173,7 +173,9 @@ def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
             "--train-config", str(tmp_path / "train.yaml"), "--set", "train.train.seed=3",
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
-    assert "chance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "chance" in err
+    assert "estimated peak memory (RSS)" in err  # the search stage's estimate, as `search` prints
     report = (out / "report.md").read_text()
     for section in ("## Result", "## Per-class IoU", "## Found architecture",
                     "## Retrained network", "## Training curves", "## Predictions"):  # fmt: skip

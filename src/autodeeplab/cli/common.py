@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from autodeeplab.config import SearchConfig
 
 __all__: list[str] = []
 
@@ -82,3 +86,23 @@ def _for_data(base: T, data_spec: str | None) -> T:
         return base
     data = replace(base.data, train_samples=None, val_samples=None)
     return replace(base, data=data)
+
+
+def _print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
+    """One line with the estimated peak memory; a warning if the device looks too small."""
+    from autodeeplab.distributed import get_world_size
+    from autodeeplab.engine.runtime import select_device
+    from autodeeplab.search.memory import (
+        device_memory_bytes,
+        estimate_search_memory,
+        format_estimate,
+        memory_warning,
+    )
+
+    device = select_device(cfg.search.device)
+    available = device_memory_bytes(device.type)
+    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
+    print(format_estimate(est, cfg), file=sys.stderr)
+    warning = memory_warning(est, cfg, available) if available is not None else None
+    if warning:
+        print(warning, file=sys.stderr)

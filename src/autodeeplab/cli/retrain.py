@@ -14,6 +14,7 @@ from autodeeplab.cli.common import (
     _flag_overrides,
     _for_data,
     _pct,
+    _print_search_memory,
     _size,
 )
 
@@ -293,6 +294,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config_from_dict,
         load_config,
     )
+    from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
 
     routed = split_overrides(args.set)
@@ -310,6 +312,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     train_base = _for_data(train_base, args.data)
     search_cfg = load_config(args.search_config, [*data, *routed["search"]], base=search_base)
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
+    num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
     out = Path(args.out)
     print(
         f"run on {search_cfg.data.spec} -> {out}: search "
@@ -317,6 +320,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{args.train_config or 'built-in CPU preset'}",
         file=sys.stderr,
     )
+    _print_search_memory(search_cfg, num_classes)
     from autodeeplab.engine.guards import NonFiniteError
 
     try:

@@ -7,12 +7,8 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from autodeeplab.cli.common import _for_data
-
-if TYPE_CHECKING:
-    from autodeeplab.config import SearchConfig
+from autodeeplab.cli.common import _flag_overrides, _for_data, _print_search_memory
 
 __all__ = ["register"]
 
@@ -97,18 +93,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from autodeeplab.engine.guards import NonFiniteError
     from autodeeplab.engine.search import run_search
 
-    overrides = []
-    for flag, key in (
-        ("data", "data.spec"),
-        ("epochs", "search.epochs"),
-        ("batch_size", "search.batch_size"),
-        ("crop", "data.crop"),
-        ("seed", "search.seed"),
-        ("target_madds", "search.target_madds"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    overrides = _flag_overrides(
+        args,
+        (
+            ("data", "data.spec"),
+            ("epochs", "search.epochs"),
+            ("batch_size", "search.batch_size"),
+            ("crop", "data.crop"),
+            ("seed", "search.seed"),
+            ("target_madds", "search.target_madds"),
+        ),
+    )
     # Without --config the CPU preset applies, so the bare command finishes on a laptop.
     base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
     base = _for_data(base, args.data)
@@ -122,7 +117,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
         file=sys.stderr,
     )
-    _print_memory_estimate(cfg, info.num_classes)
+    _print_search_memory(cfg, info.num_classes)
     if args.dry_run:
         return 0
     try:
@@ -144,26 +139,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _print_memory_estimate(cfg: SearchConfig, num_classes: int) -> None:
-    """One line with the estimated peak memory; a warning if the device looks too small."""
-    from autodeeplab.distributed import get_world_size
-    from autodeeplab.engine.runtime import select_device
-    from autodeeplab.search.memory import (
-        device_memory_bytes,
-        estimate_search_memory,
-        format_estimate,
-        memory_warning,
-    )
-
-    device = select_device(cfg.search.device)
-    available = device_memory_bytes(device.type)
-    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
-    print(format_estimate(est, cfg), file=sys.stderr)
-    warning = memory_warning(est, cfg, available) if available is not None else None
-    if warning:
-        print(warning, file=sys.stderr)
 
 
 def _resume_command(command: str, out: Path) -> str:
