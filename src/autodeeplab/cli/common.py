@@ -1,11 +1,13 @@
-"""Argument helpers shared by the subcommands."""
+"""Helpers shared by the subcommands: arguments, config overrides and messages."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -106,3 +108,14 @@ def _print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
     warning = memory_warning(est, cfg, available) if available is not None else None
     if warning:
         print(warning, file=sys.stderr)
+
+
+def _resume_command(command: str, out: Path) -> str:
+    """The command that resumes the run in ``out`` with its own saved config."""
+    from autodeeplab.distributed import get_world_size
+
+    launcher = (
+        "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else "autodeeplab"
+    )
+    config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
+    return f"{launcher} {command} --config {config} --out {folder} --resume"

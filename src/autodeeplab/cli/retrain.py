@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from autodeeplab.cli.common import (
     _for_data,
     _pct,
     _print_search_memory,
+    _resume_command,
     _size,
 )
 
@@ -167,14 +167,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"autodeeplab train: error: {exc}", file=sys.stderr)
         return 1
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
-        from autodeeplab.distributed import get_world_size
-
-        launcher = "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else ""
-        config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
         print(
             f"autodeeplab train: stopped early at iteration {result.iterations}; saved "
-            f"{result.last_checkpoint}; resume with: {launcher or 'autodeeplab'} train "
-            f"--config {config} --out {folder} --resume",
+            f"{result.last_checkpoint}; resume with: {_resume_command('train', out)}",
             file=sys.stderr,
         )
         return 0
@@ -343,9 +338,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-# --- export / report ---------------------------------------------------------------------------
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.common import _flag_overrides, _for_data, _print_search_memory
+from autodeeplab.cli.common import (
+    _flag_overrides,
+    _for_data,
+    _print_search_memory,
+    _resume_command,
+)
 
 __all__ = ["register"]
 
@@ -141,17 +145,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_command(command: str, out: Path) -> str:
-    """The command that resumes the run in ``out`` with its own saved config."""
-    from autodeeplab.distributed import get_world_size
-
-    launcher = (
-        "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else "autodeeplab"
-    )
-    config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
-    return f"{launcher} {command} --config {config} --out {folder} --resume"
-
-
 def _cmd_decode(args: argparse.Namespace) -> int:
     from autodeeplab.engine.search import decode_checkpoint
     from autodeeplab.genotype import save_genotype
@@ -168,9 +161,6 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out} (epoch {meta['epoch']})", file=sys.stderr)
     return 0
-
-
-# --- train / eval / predict / info / run ------------------------------------------------------
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
