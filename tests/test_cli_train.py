@@ -84,6 +84,30 @@ def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path) -> None:
     assert main(argv) == 0
 
 
+def test_train_stopped_by_sigterm_prints_a_resume_command_that_finishes(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "stopped"
+    argv = ["train", "--model", "auto-deeplab-s", "--out", str(out), "--iters", "3",
+            "--batch-size", "2", "--crop", "32", *TINY_MODEL, "--no-progress"]  # fmt: skip
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # during the first step: the run stops after it
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        assert main(argv) == 0
+    finally:
+        handle.remove()
+    line = next(x for x in capsys.readouterr().err.splitlines() if "stopped early" in x)
+    assert "at iteration 1" in line
+    command = line.split("resume with: ", 1)[1].split()
+    assert command[:2] == ["autodeeplab", "train"] and command[-1] == "--resume"
+    assert command[command.index("--config") + 1] == str(out / "config.yaml")
+    assert main([*command[1:], "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["iteration"] == 3
+
+
 def test_eval_prints_table_and_writes_metrics(cli_run: Path, capsys, tmp_path: Path) -> None:
     ckpt = cli_run / "checkpoints" / "best.pt"
     assert main(["eval", str(ckpt), "--data", "synthetic", "--device", "cpu"]) == 0
