@@ -108,6 +108,7 @@ def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) ->
         "threads": torch.get_num_threads(),
         "amp": args.amp,
         "channels_last": args.channels_last,
+        "compile": args.compile or False,
         "matmul_gflops": args.matmul_gflops,
     }
     model = build_model(model_name, num_classes=NUM_CLASSES)
@@ -117,6 +118,15 @@ def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) ->
     fwd_flops = 2 * madds
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
+    # The eager module keeps its parameters; calls go through the compiled one (its first
+    # call in each mode compiles: that time is reported apart, as *_compile_s).
+    net = torch.compile(model, backend=args.compile) if args.compile else model
+
+    def first_call(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return round(time.perf_counter() - start, 2)
 
     def autocast() -> contextlib.AbstractContextManager:
         if args.amp == "off":
@@ -132,8 +142,10 @@ def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) ->
 
         def infer() -> None:
             with torch.no_grad(), autocast():
-                model(x)
+                net(x)
 
+        if args.compile:
+            record["infer_compile_s"] = first_call(infer)
         times = timed(infer, device, args.warmup, args.iters)
         s = statistics.median(times)
         gflops = fwd_flops / s / 1e9
@@ -165,12 +177,14 @@ def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) ->
 
             def train_step() -> None:
                 with autocast():
-                    loss = F.cross_entropy(model(x), y)
+                    loss = F.cross_entropy(net(x), y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
 
+            if args.compile:
+                record["train_compile_s"] = first_call(train_step)
             times = timed(train_step, device, args.warmup, args.iters)
             s = statistics.median(times)
             gflops = 3 * fwd_flops * n / s / 1e9
@@ -207,6 +221,14 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--amp", choices=("off", *AMP_DTYPES), default="off", help="autocast dtype")
     p.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the model (default backend: inductor); compile time reported apart",
+    )
+    p.add_argument(
         "--train", action=argparse.BooleanOptionalAction, default=True, help="time training too"
     )
     p.add_argument(
@@ -236,6 +258,8 @@ def main() -> None:
             cmd.append("--train" if args.train else "--no-train")
             if args.channels_last:
                 cmd.append("--channels-last")
+            if args.compile:
+                cmd += ["--compile", args.compile]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if proc.returncode == 0:
                 print(proc.stdout.strip().splitlines()[-1], flush=True)

@@ -439,6 +439,11 @@ class TrainLoopConfig:
     # Weights and batches in channels-last (NHWC) memory format: the convolution kernels'
     # own layout on CPUs (oneDNN) and tensor-core GPUs; ~20% faster on CPU (benchmarks/).
     channels_last: bool = True
+    # torch.compile the training forward pass: false, true (Inductor) or a backend's name
+    # (e.g. aot_eager, cudagraphs). Off by default: on 2 CPU cores Inductor took 4.5 min to
+    # compile auto-deeplab-s and its training steps were 13% slower (README, Speed); it is
+    # meant for GPUs, where it is not measured yet.
+    compile: bool | str = False
     # An inf/nan loss or gradient: stop (error naming the iteration and the last good
     # checkpoint) or skip (drop that update, count it; stop past max_skipped of train.iters).
     nonfinite: str = "stop"

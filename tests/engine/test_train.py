@@ -71,6 +71,35 @@ def test_channels_last_changes_the_layout_not_the_math(tmp_path: Path, train_con
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
 
 
+def test_compiled_training_runs_the_same_math(tmp_path: Path, train_config, monkeypatch) -> None:
+    # aot_eager traces the graph as Inductor does, without its minutes of code generation.
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(module: torch.nn.Module, **kwargs: object) -> torch.nn.Module:
+        compiled.append(kwargs.get("backend"))
+        return real_compile(module, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    first_loss, states = {}, {}
+    for backend in ("false", "aot_eager"):
+        cfg = train_config(f"train.compile={backend}", "model.dropout=0", "data.crop=64")
+        run_train(cfg, tmp_path / backend, progress=False)
+        log = read_jsonl(tmp_path / backend / "train_log.jsonl")
+        first_loss[backend] = next(r["loss"] for r in log if r["event"] == "train")
+        states[backend] = load_checkpoint(tmp_path / backend / "checkpoints" / "last.pt")["model"]
+    assert compiled == ["aot_eager"]
+    # The checkpoint holds the network's own keys (no torch.compile "_orig_mod." prefix).
+    assert states["aot_eager"].keys() == states["false"].keys()
+    assert first_loss["aot_eager"] == pytest.approx(first_loss["false"], rel=1e-5)
+
+
+def test_an_unknown_compile_backend_fails_before_the_run(tmp_path: Path, train_config) -> None:
+    with pytest.raises(ValueError, match="train.compile='nope' is not a torch.compile backend"):
+        run_train(train_config("train.compile=nope"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> None:
     # Drop path and dropout on, so the restored RNG state matters as well as the data order.
     cfg = train_config("model.drop_path_keep_prob=0.7", "model.dropout=0.5", "train.iters=5")

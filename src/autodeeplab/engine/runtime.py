@@ -1,5 +1,5 @@
 """Run-time plumbing shared by the loops: seeding, device choice, RNG state, run folders,
-peak memory."""
+peak memory, torch.compile."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "compile_backend",
     "peak_memory_mib",
     "seed_everything",
     "select_device",
@@ -135,3 +136,21 @@ def peak_memory_mib(device: torch.device) -> float:
         import resource  # Unix only; VmHWM covers Linux
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compile_backend(value: bool | str, key: str) -> str | None:
+    """The torch.compile backend a ``compile`` option names (True: Inductor), or None for off.
+
+    Raises ValueError naming ``key`` when the value is no registered backend.
+    """
+    if value is False or value == "off":
+        return None
+    backend = "inductor" if value is True else str(value)
+    # Every registered backend, the debugging ones (aot_eager, eager) included.
+    if backend not in torch.compiler.list_backends(exclude_tags=()):
+        known = ", ".join(torch.compiler.list_backends())
+        raise ValueError(
+            f"{key}={value!r} is not a torch.compile backend; use true (inductor), false, "
+            f"or one of {known}, aot_eager"
+        )
+    return backend

@@ -80,6 +80,7 @@ from autodeeplab.engine.guards import (
 )
 from autodeeplab.engine.runtime import (
     append_jsonl,
+    compile_backend,
     rng_state,
     seed_everything,
     select_device,
@@ -315,6 +316,7 @@ def _run_train(
     if loop.iters < 1 or loop.eval_every < 1 or loop.log_every < 1:
         raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
     check_loop_options("train", loop.nonfinite, loop.max_skipped, loop.amp)
+    backend = compile_backend(loop.compile, "train.compile")
     end = loop.iters if stop_after is None else min(stop_after, loop.iters)
 
     dist_info = init_distributed(select_device(loop.device))
@@ -413,6 +415,11 @@ def _run_train(
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if backend is not None:
+        # Training forward passes only: validation runs the eager model (eval mode and
+        # whole images of other sizes would each compile anew), and checkpoints hold
+        # ``model``'s own state-dict keys.
+        net = torch.compile(net, backend=backend)
 
     pin = device.type == "cuda"
     # Own generators: creating a loader iterator must not consume the global torch RNG,
