@@ -359,5 +359,32 @@ def test_resumed_run_equals_uninterrupted_under_torchrun(torchrun_base: Path) ->
     assert [strip(r) for r in log_a] == [strip(r) for r in log_b]
 
 
+@pytest.mark.distributed
+def test_two_node_rendezvous_as_the_readme_runs_it(tmp_path: Path) -> None:
+    """README's multi-node command: one torchrun agent per node, --node-rank and
+    --rdzv-endpoint, each node with its own --out folder (no shared disk)."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    sets = [a for key in SEARCH for a in ("--set", key)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    nodes = []
+    for node in (0, 1):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}",
+            f"--rdzv-endpoint={endpoint}", "--nproc-per-node=1", "-m", "autodeeplab", "search",
+            "--out", str(tmp_path / f"node{node}"), "--no-progress", *sets,
+            "--set", "search.epochs=1",
+        ]  # fmt: skip
+        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = [proc.communicate(timeout=300) for proc in nodes]
+    for proc, (_, err) in zip(nodes, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()[-3000:]
+    # Rank 0 (node 0) wrote the run; rank 1 wrote nothing, and printed no genotype.
+    genotype = json.loads((tmp_path / "node0" / "genotype.json").read_text())
+    assert json.loads(outputs[0][0].decode()) == genotype
+    assert not (tmp_path / "node1").exists() and outputs[1][0] == b""
+
+
 if __name__ == "__main__":  # one rank of the torchrun in `torchrun_base`
     _worker(Path(sys.argv[1]))
