@@ -281,6 +281,23 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
         load_config(None, ["search.epochs=1e3"])
 
 
+def test_off_is_a_word_for_string_options_and_false_for_boolean_ones(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads off/on/yes/no as booleans, which broke --set train.amp=off.
+    cfg = load_config(None, ["train.amp=off", "train.compile=on", "train.tensorboard=no"],
+                      base=TrainConfig())  # fmt: skip
+    assert (cfg.train.amp, cfg.train.compile, cfg.train.tensorboard) == ("off", True, False)
+    text = "search:\n  amp: off\n  tensorboard: Off\nmodel:\n  checkpoint_cells: off\n"
+    cfg = load_config(_write(tmp_path, text))
+    assert (cfg.search.amp, cfg.search.tensorboard, cfg.model.checkpoint_cells) == (
+        "off",
+        False,
+        False,
+    )
+    assert load_config(None, ["search.amp=bf16", "search.tensorboard=TRUE"]).search.tensorboard
+    with pytest.raises(ConfigError, match="expected true or false, got 'maybe'"):
+        load_config(None, ["search.tensorboard=maybe"])
+
+
 def test_error_messages_are_bounded_for_huge_values(tmp_path: Path) -> None:
     p = _write(tmp_path, "data:\n  crop: '" + "x" * 100_000 + "'\n")
     with pytest.raises(ConfigError, match="expected an integer") as info:
@@ -309,10 +326,16 @@ def test_yaml_tags_are_never_evaluated(tmp_path: Path) -> None:
         with pytest.raises(ConfigError):
             load_config(None, [f"search.epochs={text.splitlines()[-1].split(': ', 1)[-1]}"])
     assert not marker.exists()
-    # The loader is yaml.safe_load, and nothing else in the package parses YAML.
+    # The loader is PyYAML's SafeLoader (config._SafeLoader only narrows its booleans to
+    # YAML 1.2's), and nothing in the package parses YAML any other way.
+    from autodeeplab import config as config_module
+
+    assert issubclass(config_module._SafeLoader, yaml.SafeLoader)
     root = Path(__file__).resolve().parents[1] / "src" / "autodeeplab"
     for source in root.rglob("*.py"):
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8").replace(
+            "yaml.load(text, Loader=_SafeLoader)", "the safe loader"
+        )
         for unsafe in (
             "yaml.load(",
             "yaml.unsafe_load",

@@ -1,9 +1,10 @@
 """Typed run configuration: frozen dataclasses, YAML presets and ``--set key=value`` overrides.
 
 A config has sections (``model``, ``data``, ``search``); their keys equal the constructor
-and loop argument names they feed. ``load_config`` reads a YAML file (``yaml.safe_load``,
-nothing evaluated), applies overrides, and rejects unknown keys and wrong types with one
-error naming the file and the key. No inheritance between presets: each is its own file.
+and loop argument names they feed. ``load_config`` reads a YAML file (PyYAML's safe loader,
+nothing evaluated, with YAML 1.2 booleans), applies overrides, and rejects unknown keys and
+wrong types with one error naming the file and the key. No inheritance between presets:
+each is its own file.
 """
 
 from __future__ import annotations
@@ -146,6 +147,30 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are bools.
+
+    YAML 1.1 also reads on/off/yes/no as booleans, so ``amp: off`` or ``--set amp=off``
+    reached a string option as False. Boolean options still accept those words
+    (:func:`_coerce`).
+    """
+
+
+_SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_BOOL_WORDS = {"on": True, "yes": True, "off": False, "no": False}
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_SafeLoader`."""
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _REPR = reprlib.Repr()  # keyword arguments need Python 3.12
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 60, 40, 60
@@ -266,6 +291,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]  # YAML 1.1's words, as before
         raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -317,7 +344,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set search.epochs=10")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip().split("."), value
@@ -353,7 +380,7 @@ def load_config(
         if not p.is_file():
             raise FileNotFoundError(f"{p}: config file not found; pass a YAML file from configs/")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = _load_yaml(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ConfigError(f"{p}: not valid YAML ({first})") from None

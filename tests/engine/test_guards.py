@@ -178,12 +178,13 @@ def test_train_loop_options_are_checked(tmp_path: Path, train_config) -> None:
         run_train(train_config("train.nonfinite=never"), tmp_path, progress=False)
 
 
-def test_amp_resolution_for_the_search() -> None:
+def test_amp_resolution_on_cpu() -> None:
     cpu = torch.device("cpu")
-    assert resolve_amp("bf16", cpu, cpu_bf16=True) == torch.bfloat16
-    assert resolve_amp("auto", cpu, cpu_bf16=True) is None  # auto is off on CPU
-    assert resolve_amp("fp16", cpu, cpu_bf16=True) is None  # fp16 is CUDA only
-    assert resolve_amp("bf16", cpu) is None  # train keeps fp32 on CPU
+    assert resolve_amp("bf16", cpu) == torch.bfloat16  # asked for by name: honoured
+    assert resolve_amp("auto", cpu) is None  # auto is off on CPU
+    assert resolve_amp("off", cpu) is None
+    with pytest.raises(ValueError, match="search.amp=fp16 needs CUDA; on cpu use bf16 or off"):
+        resolve_amp("fp16", cpu, "search.amp")  # not silently fp32
 
 
 def test_bf16_search_on_cpu(tmp_path: Path, search_config) -> None:

@@ -35,18 +35,22 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 NONFINITE_MODES = ("stop", "skip")
 
 
-def resolve_amp(amp: str, device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None (full fp32) on CPU or when off.
+def resolve_amp(amp: str, device: torch.device, key: str = "amp") -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None for full fp32.
 
-    ``cpu_bf16``: an explicit ``bf16`` also autocasts on CPU (the search allows it; ``auto``
-    stays off there, since bf16 is slower than fp32 on CPUs without bf16 units).
+    ``auto`` is bf16 (or fp16 where bf16 is unsupported) on CUDA and off elsewhere, since
+    bf16 is slower than fp32 on CPUs without bf16 units and for the search's grouped convs.
+    An explicit ``bf16`` autocasts on CPU too; an explicit ``fp16`` off CUDA is refused
+    (``key`` names the option in the error) rather than silently run in fp32.
     """
     if amp not in AMP_MODES:
-        raise ValueError(f"unknown amp mode {amp!r}; use one of: {', '.join(AMP_MODES)}")
+        raise ValueError(f"{key}={amp!r}: use one of {', '.join(AMP_MODES)}")
     if amp == "off":
         return None
     if device.type != "cuda":
-        return torch.bfloat16 if cpu_bf16 and amp == "bf16" and device.type == "cpu" else None
+        if amp == "fp16":
+            raise ValueError(f"{key}=fp16 needs CUDA; on {device.type} use bf16 or off")
+        return torch.bfloat16 if amp == "bf16" and device.type == "cpu" else None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16

@@ -466,7 +466,7 @@ class _SearchRun:
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=loop.epochs, eta_min=loop.lr_min
         )
-        self.amp_dtype = resolve_amp(loop.amp, device, cpu_bf16=True)
+        self.amp_dtype = resolve_amp(loop.amp, device, "search.amp")
         fp16 = self.amp_dtype == torch.float16
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.a_scaler = torch.amp.GradScaler(device.type, enabled=fp16)

@@ -332,7 +332,7 @@ def _run_train(
             )
 
     device = dist_info.device
-    amp_dtype = resolve_amp(loop.amp, device)
+    amp_dtype = resolve_amp(loop.amp, device, "train.amp")
     seed_everything(loop.seed)
     info = dataset_info(cfg.data.spec)
     model = build_train_model(cfg, info.num_classes).to(device)
