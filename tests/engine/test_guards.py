@@ -187,19 +187,10 @@ def test_amp_resolution_on_cpu() -> None:
         resolve_amp("fp16", cpu, "search.amp")  # not silently fp32
 
 
-def test_bf16_search_on_cpu(tmp_path: Path, search_config) -> None:
+def test_bf16_search_on_cpu(tmp_path: Path, search_config, output_dtypes) -> None:
     cfg = search_config("search.amp=bf16", "search.epochs=2")
-    seen: list[torch.dtype] = []
-
-    def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        if isinstance(module, SearchNetwork):
-            seen.append(output.dtype)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
+    with output_dtypes(SearchNetwork) as seen:
         run_search(cfg, tmp_path, progress=False)
-    finally:
-        handle.remove()
     assert seen and set(seen) == {torch.bfloat16}  # training and validation autocast
     records = read_jsonl(tmp_path / "search_log.jsonl")
     assert records[-1]["arch_loss"] is not None

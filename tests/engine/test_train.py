@@ -185,24 +185,17 @@ def test_resume_with_another_model_config_is_refused(trained_run: Path, train_co
         run_train(cfg, tmp_path, resume=trained_run / "checkpoints" / "last.pt", progress=False)
 
 
-def test_amp_is_off_on_cpu_unless_bf16_is_named(tmp_path: Path, train_config) -> None:
+def test_amp_is_off_on_cpu_unless_bf16_is_named(
+    tmp_path: Path, train_config, output_dtypes
+) -> None:
     assert resolve_amp("auto", torch.device("cpu")) is None
     with pytest.raises(ValueError, match="train.amp='fp8': use one of auto, bf16, fp16, off"):
         resolve_amp("fp8", torch.device("cpu"), "train.amp")
     with pytest.raises(ValueError, match="train.amp=fp16 needs CUDA"):
         run_train(train_config("train.amp=fp16"), tmp_path / "fp16", progress=False)
     assert not (tmp_path / "fp16").exists()
-    seen: list[torch.dtype] = []
-
-    def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        if isinstance(module, AutoDeepLab):
-            seen.append(output.dtype)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
+    with output_dtypes(AutoDeepLab) as seen:
         run_train(train_config("train.amp=bf16"), tmp_path / "bf16", progress=False)
-    finally:
-        handle.remove()
     assert seen and set(seen) <= {torch.bfloat16}  # the training steps autocast
     state = load_checkpoint(tmp_path / "bf16" / "checkpoints" / "last.pt")
     assert all(t.dtype != torch.bfloat16 for t in state["model"].values())  # weights stay fp32
