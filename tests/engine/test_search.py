@@ -160,3 +160,22 @@ def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path
     genotype = decode_checkpoint(path)[0]
     assert genotype == net.genotype()
     assert sorted(i for _, i in genotype.cell[1]) == [1, 2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_search_on_cuda_with_amp_and_checkpointed_cells(tmp_path, tiny_config):
+    # On CUDA, auto is bf16 (fp16 with its GradScalers where bf16 is unsupported).
+    cfg = tiny_config(
+        "search.device=cuda", "search.amp=auto", "model.checkpoint_cells=true", "search.epochs=2"
+    )
+    torch.cuda.reset_peak_memory_stats()
+    result = run_search(cfg, tmp_path, progress=False)
+    assert torch.cuda.max_memory_allocated() > 0
+    log = (tmp_path / "search_log.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in log]
+    assert all(r["train_loss"] > 0 and r["val_loss"] > 0 for r in records)
+    assert records[-1]["arch_loss"] is not None
+    # The checkpoint loads on CPU and decodes to the run's genotype.
+    genotype, _ = decode_checkpoint(tmp_path / "checkpoints" / "epoch_0002.pt")
+    assert genotype == result.genotype
