@@ -45,8 +45,10 @@ step search_partial_channels 60 "$py" benchmarks/search_step.py --crop "$crop" -
     --warmup 1 --partial-channels 4
 step search_no_checkpointing 60 "$py" benchmarks/search_step.py --crop "$crop" --iters 2 \
     --warmup 1 --checkpoint-cells off
-# pytest's report is no JSON: it goes to log.txt.
-step pytest_gpu 90 sh -c '"$0" -m pytest -q -p no:cacheprovider -m gpu tests >&2' "$py"
+# pytest's report is no JSON: it goes to log.txt. A test module whose optional dependency the
+# machine lacks (cityscapesscripts) must not stop the collection of the GPU tests.
+step pytest_gpu 90 sh -c '"$0" -m pytest -q -p no:cacheprovider -m gpu \
+    --continue-on-collection-errors tests >&2' "$py"
 step model_speed_fp32 150 "$py" benchmarks/model_speed.py --models "$models" --sizes "$sizes" \
     --iters 3 --warmup 1 --channels-last
 step model_speed_bf16 90 "$py" benchmarks/model_speed.py --models "$models" \
