@@ -123,10 +123,7 @@ def measure(args: argparse.Namespace, model_name: str, size: tuple[int, int]) ->
     net = torch.compile(model, backend=args.compile) if args.compile else model
 
     def first_call(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        return round(time.perf_counter() - start, 2)
+        return round(timed(fn, device, warmup=0, iters=1)[0], 2)
 
     def autocast() -> contextlib.AbstractContextManager:
         if args.amp == "off":

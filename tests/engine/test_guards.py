@@ -162,6 +162,7 @@ def test_lazy_guard_names_the_first_bad_step() -> None:
     ("key", "value", "match"),
     [
         ("search.amp", "fp8", "search.amp='fp8'"),
+        ("search.amp", "fp16", "search.amp=fp16 needs CUDA"),
         ("search.nonfinite", "ignore", "search.nonfinite='ignore'"),
         ("search.max_skipped", "1.5", "search.max_skipped=1.5"),
     ],
@@ -170,7 +171,8 @@ def test_search_loop_options_are_checked(
     tmp_path: Path, key: str, value: str, match: str, search_config
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        run_search(search_config(f"{key}={value}"), tmp_path, progress=False)
+        run_search(search_config(f"{key}={value}"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
 def test_train_loop_options_are_checked(tmp_path: Path, train_config) -> None:

@@ -271,13 +271,13 @@ def run_search(
             stopped = run.run_epochs(last_epoch, progress)
         finally:
             run.close()
-        complete = last_epoch == loop.epochs and not stopped
-        if complete and run.main:
-            run.write_results()
+        genotype = run.model.genotype()
+        if last_epoch == loop.epochs and not stopped and run.main:
+            run.write_results(genotype)
         barrier()  # every rank returns once rank 0 has written everything
         record = run.record
         return SearchResult(
-            genotype=run.model.genotype(),
+            genotype=genotype,
             out_dir=run.out,
             epochs=run.epochs_done,
             val_miou=float(record.get("val_miou", float("nan"))) if record else float("nan"),
@@ -370,6 +370,8 @@ class _SearchRun:
                 )
 
         self.device = dist_info.device
+        # Before the run folder is written: an amp mode the device lacks is refused up front.
+        self.amp_dtype = resolve_amp(loop.amp, self.device, "search.amp")
         seed_everything(loop.seed)
         if self.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -466,7 +468,6 @@ class _SearchRun:
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=loop.epochs, eta_min=loop.lr_min
         )
-        self.amp_dtype = resolve_amp(loop.amp, device, "search.amp")
         fp16 = self.amp_dtype == torch.float16
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.a_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -685,7 +686,7 @@ class _SearchRun:
         self.save(
             self.last_checkpoint,
             epoch + 1,
-            {"genotype": genotype.to_dict(), "metrics": metrics_kept},
+            {"genotype": record["genotype"], "metrics": metrics_kept},
         )
         self.epochs_done = epoch + 1
 
@@ -733,9 +734,9 @@ class _SearchRun:
         if self.writer is not None:
             self.writer.close()
 
-    def write_results(self) -> None:
+    def write_results(self, genotype: Genotype) -> None:
         """genotype.json, the genotype figures and the search report (rank 0, run complete)."""
-        out, genotype = self.out, self.model.genotype()
+        out = self.out
         save_genotype(genotype, out / "genotype.json")
         from autodeeplab.viz import render_genotype
 
