@@ -15,7 +15,7 @@ TINY = [
     "--crop", "32", "--epochs", "2", "--batch-size", "2", "--seed", "3", "--no-progress",
     "--set", "model.num_layers=3", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
     "--set", "train_samples=8", "--set", "val_samples=4", "--set", "arch_start_epoch=1",
-    "--set", "tensorboard=false",
+    "--set", "tensorboard=false", "--set", "model.strides=[4,8]",
 ]  # fmt: skip
 
 

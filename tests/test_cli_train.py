@@ -40,7 +40,7 @@ TINY_MODEL = [
 ]  # fmt: skip
 
 TINY_SEARCH = {
-    "model": {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2},
+    "model": {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
     "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
     "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
 }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,9 @@ from autodeeplab.genotype import (
     PAPER_GENOTYPE,
     Genotype,
     GenotypeError,
+    count_paths,
     load_genotype,
+    random_genotype,
     save_genotype,
     search_space_size,
 )
@@ -485,3 +489,37 @@ def test_search_space_size_rejects_bad_arguments(kwargs) -> None:
         search_space_size(**kwargs)
     with pytest.raises(ValueError, match="positive"):
         search_space_size(num_ops=0)
+
+
+# -- random genotypes (the baseline of `compare`) ---------------------------------------------
+
+
+def test_count_paths_matches_the_search_space_size() -> None:
+    assert count_paths(12, 4)[0][0] == search_space_size().network_paths == 75025
+    assert count_paths(1, 4)[0][0] == 2  # stride 4 or 8 after the stem
+
+
+def test_random_genotype_is_uniform_over_paths_and_never_none() -> None:
+    rng = random.Random(0)
+    valid = [
+        p
+        for p in itertools.product(range(3), repeat=3)
+        if all(abs(b - a) <= 1 for a, b in zip((0, *p), p, strict=False))
+    ]
+    draws = [random_genotype(rng, 3, num_blocks=3, num_levels=3) for _ in range(4000)]
+    seen = collections.Counter(g.path for g in draws)
+    assert set(seen) == set(valid)  # every valid path, nothing else
+    expected = len(draws) / len(valid)
+    assert all(abs(n - expected) < 0.25 * expected for n in seen.values())  # ~uniform
+    for g in draws[:200]:
+        for block, branches in enumerate(g.cell):
+            inputs = [i for _, i in branches]
+            assert len(set(inputs)) == 2 and all(0 <= i < block + 2 for i in inputs)
+            assert all(op != "none" for op, _ in branches)
+
+
+def test_genotype_json_carries_how_it_was_searched(tmp_path) -> None:
+    path = tmp_path / "g.json"
+    save_genotype(PAPER_GENOTYPE, path, search={"path_decode": "relative", "path_margin": 1.25})
+    assert json.loads(path.read_text())["search"]["path_decode"] == "relative"
+    assert load_genotype(path) == PAPER_GENOTYPE

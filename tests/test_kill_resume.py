@@ -30,7 +30,7 @@ from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.search import find_latest_checkpoint
 
 SEARCH = [
-    "search", "--crop", "16", "--epochs", "5", "--batch-size", "2", "--seed", "5",
+    "search", "--crop", "24", "--epochs", "5", "--batch-size", "2", "--seed", "5",
     "--no-progress", "--set", "model.num_layers=2", "--set", "num_blocks=2",
     "--set", "filter_multiplier=2", "--set", "model.strides=[4,8]",
     "--set", "train_samples=16", "--set", "val_samples=2", "--set", "arch_start_epoch=1",

@@ -65,6 +65,9 @@ class SearchModelConfig:
     # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
     # normalisation; 1 = off. K must divide filter_multiplier.
     partial_channels: int = 1
+    # BatchNorm (not affine) after the pools of the search mixed op (SPEC.md §12.11), so a
+    # pool cannot win alpha by the scale of its output; false: the discrete net's plain pools.
+    pool_bn: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,37 @@ class SearchLoopConfig:
 
     epochs: int = 40
     batch_size: int = 2
+    # alpha/beta learn from this epoch on (0-based: 20 = after 20 epochs of w alone)...
     arch_start_epoch: int = 20
+    # ...and, when set, only once an epoch's mean train loss is below this: a number, or
+    # "prior" for the entropy of trainA's class frequencies (the loss of predicting them
+    # everywhere: a supernet above it has learnt nothing yet for alpha/beta to follow). If the
+    # loss never gets there, they start anyway halfway between arch_start_epoch and the end.
+    arch_start_loss: float | str | None = None
     lr: float = 0.025
     lr_min: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float | None = 5.0
-    arch_lr: float = 3e-3
+    # Adam's lr for alpha/beta: a number (the paper: 3e-3), or "auto": arch_logit_budget /
+    # the number of architecture steps the schedule leaves when they start, within
+    # [3e-3, 3e-2]. Adam moves a logit by about lr a step, so a short search at 3e-3 cannot
+    # move beta past the decode's margin (README, "The schedule").
+    arch_lr: float | str = 3e-3
+    arch_logit_budget: float = 3.0
     arch_weight_decay: float = 1e-3
     arch_betas: tuple[float, float] = (0.5, 0.999)
+    # How the Viterbi scores the path: "relative" to a uniform choice among each node's
+    # outgoing edges (SPEC.md §12.10), or "literal" (Eq. 7 as written; a prior toward
+    # stride 4 that decides every short search). Recorded in genotype.json and the log.
+    path_decode: str = "relative"
+    # A search whose decoded path beats the runner-up by fewer nats than this ends with a
+    # warning: beta has not learnt enough to choose (exp(0.5) = 1.65x as likely).
+    min_path_margin: float = 0.5
+    # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
+    # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
+    # architecture epochs, against the collapse onto parameter-free ops. 0 = off.
+    aux_skip: float = 0.0
     split_fraction: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -125,12 +150,19 @@ class SearchConfig:
     search: SearchLoopConfig = field(default_factory=SearchLoopConfig)
 
 
-#: The default of ``autodeeplab search``: the paper's search space on the built-in data,
-#: sized for 2 CPU cores (under 10 minutes). Equal to configs/search/synthetic.yaml.
+#: The default of ``autodeeplab search``: a smaller space than the paper's (L=8, strides 4-16)
+#: on the built-in data, sized for 2 CPU cores (under 10 minutes) so that the search learns
+#: something there. Equal to configs/search/synthetic.yaml.
 CPU_SEARCH_PRESET: dict[str, Any] = {
-    "model": {"num_layers": 12, "num_blocks": 5, "filter_multiplier": 8},
-    "data": {"spec": "synthetic", "crop": 64, "train_samples": 48, "val_samples": 16},
-    "search": {"epochs": 10, "arch_start_epoch": 4, "batch_size": 2},
+    "model": {"num_layers": 8, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
+    "data": {"spec": "synthetic", "crop": 48, "train_samples": 96, "val_samples": 32},
+    "search": {
+        "epochs": 10,
+        "arch_start_epoch": 2,
+        "arch_start_loss": "prior",
+        "arch_lr": "auto",
+        "batch_size": 2,
+    },
 }
 
 
@@ -205,6 +237,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "batch_size": (1, 65536),
     "epochs": (1, 10**6),
     "arch_start_epoch": (0, 10**6),
+    "arch_start_loss": (0.0, 1e3),
+    "arch_logit_budget": (1e-3, 1e3),
+    "min_path_margin": (0.0, 1e3),
+    "aux_skip": (0.0, 10.0),
     "iters": (1, 10**10),
     "eval_every": (1, 10**10),
     "log_every": (1, 10**10),
@@ -232,7 +268,12 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 # Keys whose value must be one of a few (checked after the type).
-_CHOICES: dict[str, tuple[Any, ...]] = {"checkpoint_cells": (True, False, "auto")}
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "checkpoint_cells": (True, False, "auto"),
+    "path_decode": ("relative", "literal"),
+}
+# Keys that take a number or one of a few words (checked after the type and the range).
+_WORDS: dict[str, tuple[str, ...]] = {"arch_lr": ("auto",), "arch_start_loss": ("prior",)}
 
 
 def _check_choice(key: str, value: Any, where: str) -> None:
@@ -242,6 +283,14 @@ def _check_choice(key: str, value: Any, where: str) -> None:
         return
     shown = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
     raise ConfigError(f"{where}: {_show(value)} is not allowed; use one of {shown}")
+
+
+def _check_words(key: str, value: Any, where: str) -> None:
+    """Raise ConfigError if a string ``value`` of a number-or-word key is not one of its words."""
+    words = _WORDS.get(key)
+    if words is None or not isinstance(value, str) or value in words:
+        return
+    raise ConfigError(f"{where}: {_show(value)} is not allowed; use a number or {', '.join(words)}")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
@@ -335,6 +384,7 @@ def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
             value = _coerce(value, hints[key], f"{where}: key '{dotted}'")
             _check_range(key, value, f"{where}: key '{dotted}'")
             _check_choice(key, value, f"{where}: key '{dotted}'")
+            _check_words(key, value, f"{where}: key '{dotted}'")
             updates[key] = value
     return replace(cfg, **updates)
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,9 @@ __all__ = [
     "GenotypeError",
     "PAPER_GENOTYPE",
     "SearchSpaceSize",
+    "count_paths",
     "load_genotype",
+    "random_genotype",
     "save_genotype",
     "search_space_size",
 ]
@@ -87,10 +91,15 @@ class Genotype:
             "inputs": "0 = H^{l-2}, 1 = H^{l-1}, k >= 2 = block k-1 of the same cell",
         }
 
-    def to_json(self) -> str:
-        """Readable JSON text, one block per line."""
+    def to_json(self, search: dict[str, Any] | None = None) -> str:
+        """Readable JSON text, one block per line.
+
+        ``search``: how the genotype was found (decode mode, path margin, ...), written as
+        a ``"search"`` object that loading ignores.
+        """
         d = self.to_dict()
         blocks = ",\n    ".join(json.dumps(b) for b in d["cell"])
+        extra = "" if search is None else f',\n  "search": {json.dumps(search)}'
         return (
             "{\n"
             f'  "format": "{_FORMAT}",\n'
@@ -98,7 +107,7 @@ class Genotype:
             f'  "inputs": {json.dumps(d["inputs"])},\n'
             f'  "cell": [\n    {blocks}\n  ],\n'
             f'  "path": {json.dumps(d["path"])},\n'
-            f'  "strides": {json.dumps(d["strides"])}\n'
+            f'  "strides": {json.dumps(d["strides"])}{extra}\n'
             "}\n"
         )
 
@@ -229,13 +238,15 @@ def load_genotype(path: str | os.PathLike[str]) -> Genotype:
     return Genotype.from_json(text, where=str(p))
 
 
-def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> None:
-    """Write ``genotype`` as JSON atomically (temp file + rename)."""
+def save_genotype(
+    genotype: Genotype, path: str | os.PathLike[str], search: dict[str, Any] | None = None
+) -> None:
+    """Write ``genotype`` as JSON atomically (temp file + rename); see :meth:`Genotype.to_json`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(genotype.to_json())
+        f.write(genotype.to_json(search))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
@@ -306,3 +317,49 @@ def search_space_size(
         network_paths_paper=_count_walks(num_layers - 1, num_levels),
         cells=cells,
     )
+
+
+def count_paths(num_layers: int, num_levels: int) -> list[list[int]]:
+    """``counts[l][s]``: valid level sequences for layers l+1..L given level s at layer l.
+
+    Layer 0 is the stem at level 0; a path moves at most one level per layer and stays
+    within 0..num_levels-1. ``counts[0][0]`` is the number of paths of the search space.
+    """
+    counts = [[0] * num_levels for _ in range(num_layers + 1)]
+    counts[num_layers] = [1] * num_levels
+    for layer in range(num_layers - 1, -1, -1):
+        for s in range(num_levels):
+            nxt = counts[layer + 1]
+            counts[layer][s] = sum(nxt[t] for t in (s - 1, s, s + 1) if 0 <= t < num_levels)
+    return counts
+
+
+def random_genotype(
+    rng: random.Random,
+    num_layers: int,
+    num_blocks: int = 5,
+    num_levels: int = 4,
+    primitives: Sequence[str] | None = None,
+) -> Genotype:
+    """A genotype drawn uniformly: cells without 'none', and paths over the valid ones.
+
+    Each block reads two distinct inputs, an unordered pair drawn uniformly from its
+    ``block + 2`` predecessors, each through an op drawn uniformly from ``primitives``
+    less 'none'. The path is uniform over every valid level sequence: each layer's level is
+    drawn in proportion to the number of ways the path can go on from it.
+    """
+    ops = [p for p in (primitives or PRIMITIVES) if p != "none"]
+    if not ops:
+        raise ValueError("random_genotype needs at least one op other than 'none'")
+    cell = []
+    for block in range(num_blocks):
+        inputs = rng.sample(range(block + 2), 2)
+        cell.append(tuple((rng.choice(ops), i) for i in inputs))
+    counts = count_paths(num_layers, num_levels)
+    path, prev = [], 0
+    for layer in range(1, num_layers + 1):
+        options = [t for t in (prev - 1, prev, prev + 1) if 0 <= t < num_levels]
+        level = rng.choices(options, weights=[counts[layer][t] for t in options])[0]
+        path.append(level)
+        prev = level
+    return Genotype(tuple(cell), tuple(path))

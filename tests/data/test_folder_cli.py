@@ -40,7 +40,7 @@ def test_search_train_eval_on_a_folder_dataset(tmp_path, capsys):
               "--epochs", "1", "--no-progress", "--set", "model.num_layers=3",
               "--set", "num_blocks=2", "--set", "filter_multiplier=2",
               "--set", "arch_start_epoch=0", "--set", "tensorboard=false",
-              "--set", "model.strides=[4,8,16]"]  # fmt: skip
+              "--set", "model.strides=[4,8]"]  # fmt: skip
     assert main(search) == 0
     genotype = tmp_path / "s" / "genotype.json"
     train = ["train", "--genotype", str(genotype), "--data", spec, "--out", str(tmp_path / "t"),

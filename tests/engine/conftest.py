@@ -17,6 +17,7 @@ TINY_SEARCH = (
     "model.num_layers=3",
     "model.num_blocks=2",
     "model.filter_multiplier=2",
+    "model.strides=[4,8]",  # at crop 32 the coarsest level is 4x4 (SPEC.md §12.12)
     "data.crop=32",
     "data.train_samples=8",
     "data.val_samples=4",

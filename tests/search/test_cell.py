@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from autodeeplab.ops import OPS, PRIMITIVES, channel_shuffle
+from autodeeplab.ops import OPS, PRIMITIVES, Pool, channel_shuffle
 from autodeeplab.search.cell import (
     MixedOp,
     SearchCell,
@@ -67,6 +67,10 @@ def _single_ops(
         single = OPS[name](C, 1, affine, 1)
         if k in batched and single.state_dict():
             copy(batched[k], single, edge, mixed.num_edges)
+        if isinstance(single, Pool):  # the search pools are followed by BN (SPEC.md §12.11)
+            bn = nn.BatchNorm2d(C, affine=False)
+            bn.load_state_dict(batched[k].bn.state_dict())
+            single = nn.Sequential(single, bn)
         ops.append(single.train(mixed.training))
     return ops
 
@@ -117,15 +121,38 @@ def test_mixed_op_with_only_none_is_zero() -> None:
     assert tuple(out.shape) == (2, 3, C, 4, 5) and torch.count_nonzero(out) == 0
 
 
-def test_mixed_op_shared_ops_are_broadcast_over_edges() -> None:
-    mixed = MixedOp(C, ("skip_connect", "avg_pool_3x3"), 3)
+@pytest.mark.parametrize("pool_bn", [False, True])
+def test_mixed_op_shared_ops_are_broadcast_over_edges(pool_bn: bool) -> None:
+    mixed = MixedOp(C, ("skip_connect", "avg_pool_3x3"), 3, pool_bn=pool_bn)
     x = torch.randn(2, C, 5, 6)
     w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.25, 0.75]])
     out = mixed(x, w)
     pool = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    if pool_bn:  # training mode: normalised over the batch, per channel, no affine
+        pool = torch.nn.functional.batch_norm(pool, None, None, training=True)
     torch.testing.assert_close(out[:, 0], x)
     torch.testing.assert_close(out[:, 1], pool)
     torch.testing.assert_close(out[:, 2], 0.25 * x + 0.75 * pool)
+
+
+def test_search_pools_have_the_scale_of_the_other_ops() -> None:
+    # SPEC.md §12.11: on a normalised input, max-pool alone has mean ~+1 and ~2.2x the
+    # energy of a BN-ended op; with the BN after it, mean 0 and unit variance like the rest.
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 16, 16)
+    plain = MixedOp(16, ("max_pool_3x3",), 1, pool_bn=False)(x, torch.ones(1, 1))
+    normed = MixedOp(16, ("max_pool_3x3",), 1)(x, torch.ones(1, 1))
+    assert plain.mean() > 0.8 and plain.square().mean() > 2.0
+    assert abs(float(normed.mean())) < 1e-5
+    assert float(normed.square().mean()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_aux_skip_adds_the_input_to_every_edge() -> None:
+    mixed = MixedOp(C, ("skip_connect", "sep_conv_3x3"), 2)
+    x, w = torch.randn(2, C, 5, 6), torch.softmax(torch.randn(2, 2), -1)
+    base = mixed(x, w)
+    mixed.aux_skip = 0.4
+    torch.testing.assert_close(mixed(x, w), base + 0.4 * x.unsqueeze(1))
 
 
 # -- SearchCell -------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from hypothesis.extra.numpy import arrays
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.search.cell import edge_index, num_edges
-from autodeeplab.search.decode import decode, decode_cell, path_log_probability, viterbi_path
+from autodeeplab.search.decode import (
+    PATH_DECODES,
+    decode,
+    decode_cell,
+    path_log_probability,
+    path_margin,
+    path_score,
+    viterbi_path,
+)
 from autodeeplab.search.network import beta_probabilities
 
 OPS_IDX = {name: k for k, name in enumerate(PRIMITIVES)}
@@ -24,8 +32,11 @@ OPS_IDX = {name: k for k, name in enumerate(PRIMITIVES)}
 # -- Viterbi ----------------------------------------------------------------------------------
 
 
-def _log_prob(probs: np.ndarray, path: tuple[int, ...]) -> float:
-    """Independent scoring: sum of log transition probabilities from the stem (level 0)."""
+def _log_prob(probs: np.ndarray, path: tuple[int, ...], mode: str = "literal") -> float:
+    """Independent scoring: sum of log transition probabilities from the stem (level 0).
+
+    ``relative``: each probability times the number of edges leaving its source node.
+    """
     total, prev = 0.0, 0
     for layer, level in enumerate(path):
         if abs(level - prev) > 1:
@@ -33,36 +44,88 @@ def _log_prob(probs: np.ndarray, path: tuple[int, ...]) -> float:
         p = probs[layer, prev, level - prev + 1]
         if p <= 0:
             return -math.inf
+        if mode == "relative":
+            p *= sum(1 for q in probs[layer, prev] if q > 0)
         total += math.log(p)
         prev = level
     return total
 
 
-def _brute_force(probs: np.ndarray) -> tuple[tuple[int, ...], float]:
+def _all_scored(probs: np.ndarray, mode: str) -> list[tuple[float, tuple[int, ...]]]:
     num_layers, num_levels, _ = probs.shape
     scored = [
-        (_log_prob(probs, path), path)
+        (_log_prob(probs, path, mode), path)
         for path in itertools.product(range(num_levels), repeat=num_layers)
     ]
-    best = max(score for score, _ in scored)
+    return sorted((s for s in scored if s[0] > -math.inf), key=lambda s: -s[0])
+
+
+def _brute_force(probs: np.ndarray, mode: str = "literal") -> tuple[tuple[int, ...], float]:
+    scored = _all_scored(probs, mode)
+    best = scored[0][0]
     winners = [path for score, path in scored if score == best]
     assert len(winners) == 1  # continuous random beta: no ties
     return winners[0], best
 
 
+@pytest.mark.parametrize("mode", PATH_DECODES)
 @pytest.mark.parametrize("num_levels", [2, 3, 4])
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4, 5, 6])
-def test_viterbi_equals_brute_force(num_layers: int, num_levels: int) -> None:
+def test_viterbi_equals_brute_force(num_layers: int, num_levels: int, mode: str) -> None:
     gen = torch.Generator().manual_seed(100 * num_layers + num_levels)
     for _ in range(25):
         beta = torch.randn(num_layers, num_levels, 3, generator=gen, dtype=torch.float64) * 2
         probs = beta_probabilities(beta, num_levels)
-        expected, best = _brute_force(probs.numpy())
-        path = viterbi_path(probs)
+        scored = _all_scored(probs.numpy(), mode)
+        expected, best = _brute_force(probs.numpy(), mode)
+        path = viterbi_path(probs, mode)
         assert path == expected
         assert len(path) == num_layers and path[0] in (0, 1)
-        assert path_log_probability(probs, path) == pytest.approx(best, rel=1e-12, abs=1e-12)
-        assert viterbi_path(probs.numpy()) == expected  # numpy input too
+        assert path_score(probs, path, mode) == pytest.approx(best, rel=1e-12, abs=1e-12)
+        assert viterbi_path(probs.numpy(), mode) == expected  # numpy input too
+        # The margin is the best score minus the runner-up's, over every distinct path.
+        runner_up = scored[1][0] if len(scored) > 1 else -math.inf
+        assert path_margin(probs, mode) == pytest.approx(best - runner_up, rel=1e-9, abs=1e-12)
+
+
+def test_relative_decode_has_no_preference_at_uniform_beta() -> None:
+    # Every path through the trellis scores the same, so the margin is 0: the decode is a tie
+    # that says nothing. The literal reading prefers the border levels by ln(3/2) a layer.
+    probs = beta_probabilities(torch.zeros(6, 4, 3, dtype=torch.float64), 4).numpy()
+    scores = [s for s, _ in _all_scored(probs, "relative")]
+    assert max(scores) == pytest.approx(0.0, abs=1e-12)
+    assert min(scores) == pytest.approx(0.0, abs=1e-12)
+    assert path_margin(probs, "relative") == pytest.approx(0.0, abs=1e-12)
+    literal = _all_scored(probs, "literal")
+    all_four = _log_prob(probs, (0,) * 6, "literal")
+    assert literal[0][0] == pytest.approx(all_four)  # stride 4 throughout is (one of) the best
+    assert all_four - _log_prob(probs, (0, 1, 1, 1, 1, 1)) == pytest.approx(4 * math.log(1.5))
+
+
+@pytest.mark.parametrize("raise_by", [0.01, 0.1])
+def test_relative_decode_recovers_the_paper_path_from_a_small_push(raise_by: float) -> None:
+    # The paper's path, its edges raised by a small logit margin over random 1e-3 noise: the
+    # relative decode finds it; the literal one (which needs >= 0.435 a layer) returns stride 4.
+    paper = (0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        beta = 1e-3 * torch.randn(12, 4, 3, generator=gen, dtype=torch.float64)
+        prev = 0
+        for layer, level in enumerate(paper):
+            beta[layer, prev, level - prev + 1] += raise_by
+            prev = level
+        probs = beta_probabilities(beta, 4)
+        assert viterbi_path(probs, "relative") == paper
+        assert path_margin(probs, "relative") > 0
+        assert viterbi_path(probs, "literal") != paper
+
+
+def test_decode_modes_are_checked() -> None:
+    probs = beta_probabilities(torch.zeros(2, 4, 3), 4)
+    with pytest.raises(ValueError, match="relative, literal"):
+        viterbi_path(probs, "greedy")
+    with pytest.raises(ValueError, match="relative, literal"):
+        path_margin(probs, "greedy")
 
 
 def test_path_log_probability_matches_independent_scoring() -> None:
@@ -103,14 +166,17 @@ def test_viterbi_last_level_is_free() -> None:
 
 def test_viterbi_tie_is_deterministic() -> None:
     probs = beta_probabilities(torch.zeros(4, 4, 3), 4)
-    first = viterbi_path(probs)
-    assert all(viterbi_path(probs) == first for _ in range(3))
-    assert _log_prob(probs.numpy(), first) == pytest.approx(_brute_force_best(probs.numpy()))
+    for mode in PATH_DECODES:
+        first = viterbi_path(probs, mode)
+        assert all(viterbi_path(probs, mode) == first for _ in range(3))
+        best = _brute_force_best(probs.numpy(), mode)
+        assert _log_prob(probs.numpy(), first, mode) == pytest.approx(best)
 
 
-def _brute_force_best(probs: np.ndarray) -> float:
+def _brute_force_best(probs: np.ndarray, mode: str) -> float:
     num_layers, num_levels, _ = probs.shape
-    return max(_log_prob(probs, p) for p in itertools.product(range(num_levels), repeat=num_layers))
+    paths = itertools.product(range(num_levels), repeat=num_layers)
+    return max(_log_prob(probs, p, mode) for p in paths)
 
 
 def test_viterbi_errors() -> None:
@@ -253,4 +319,5 @@ def test_network_genotype_agrees_with_decode(make_net) -> None:
     expected = decode(net.alpha_weights(), net.beta_weights(), net.primitives, 3)
     assert g == expected
     assert g.num_layers == 5 and g.num_blocks == 3 and max(g.path) <= 2
-    assert g.path == _brute_force(net.beta_weights().detach().double().numpy())[0]
+    probs = net.beta_weights().detach().double().numpy()
+    assert g.path == _brute_force(probs, "relative")[0]

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from autodeeplab.cli import deploy, retrain, search
+from autodeeplab.cli import compare, deploy, retrain, search
 
 __all__ = ["main", "build_parser"]
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autodeeplab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for stage in (search, retrain, deploy):
+    for stage in (search, retrain, compare, deploy):
         stage.register(sub)
     return parser
 

@@ -308,6 +308,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     search_cfg = load_config(args.search_config, [*data, *routed["search"]], base=search_base)
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
     num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
+    from autodeeplab.engine.search import check_search_crop
+
+    check_search_crop(search_cfg)
     out = Path(args.out)
     print(
         f"run on {search_cfg.data.spec} -> {out}: search "

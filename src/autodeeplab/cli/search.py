@@ -65,6 +65,11 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="decode the genotype of a search checkpoint")
     p.add_argument("checkpoint", help="a checkpoints/epoch_*.pt file of a search run")
     p.add_argument("--out", help="write the genotype JSON here (and the figures beside it)")
+    p.add_argument(
+        "--path-decode",
+        choices=("relative", "literal"),
+        help="how the Viterbi scores the path (default: the run's search.path_decode)",
+    )
     p.set_defaults(func=_cmd_decode)
 
 
@@ -95,7 +100,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.guards import NonFiniteError
-    from autodeeplab.engine.search import run_search
+    from autodeeplab.engine.search import check_search_crop, run_search
 
     overrides = _flag_overrides(
         args,
@@ -113,6 +118,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     base = _for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
+    check_search_crop(cfg)  # also for --dry-run: it refuses what the run would
     out = Path(args.out)
     config_note = args.config or "built-in CPU preset"
     print(
@@ -149,13 +155,20 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from autodeeplab.engine.search import decode_checkpoint
     from autodeeplab.genotype import save_genotype
 
-    genotype, meta = decode_checkpoint(args.checkpoint)
+    genotype, meta = decode_checkpoint(args.checkpoint, args.path_decode)
     print(genotype.to_json(), end="")
+    margin = meta["path_margin"]
+    print(f"path decode {meta['path_decode']}: margin {margin:.3f} nats", file=sys.stderr)
     if args.out:
         from autodeeplab.viz import render_genotype
 
         out = Path(args.out)
-        save_genotype(genotype, out)
+        provenance = {
+            "path_decode": meta["path_decode"],
+            "path_margin": margin,
+            "epochs": meta["epoch"],
+        }
+        save_genotype(genotype, out, search=provenance)
         render_genotype(
             genotype, out.parent, beta=meta["beta_weights"].numpy(), prefix=f"{out.stem}_"
         )

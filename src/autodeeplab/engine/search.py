@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -93,6 +94,7 @@ from autodeeplab.distributed import (
     init_distributed,
     rank_indices,
 )
+from autodeeplab.engine.arch_schedule import ARCH_LR_RANGE, ArchSchedule, class_prior_entropy
 from autodeeplab.engine.guards import (
     NonFiniteGuard,
     StopRequest,
@@ -128,10 +130,46 @@ from autodeeplab.genotype import Genotype, save_genotype
 from autodeeplab.model import build_model
 from autodeeplab.model.complexity import count_multiply_adds
 from autodeeplab.search.cost import CostModel, parse_madds_target
+from autodeeplab.search.decode import path_margin
+from autodeeplab.search.diagnostics import search_diagnostics
 from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
-from autodeeplab.search.network import SearchNetwork
+from autodeeplab.search.network import SearchNetwork, min_search_crop
 
-__all__ = ["SearchResult", "run_search", "find_latest_checkpoint", "decode_checkpoint"]
+__all__ = [
+    "SearchResult",
+    "run_search",
+    "find_latest_checkpoint",
+    "decode_checkpoint",
+    "check_search_crop",
+    "margin_warning",
+]
+
+
+def check_search_crop(cfg: SearchConfig) -> None:
+    """Refuse a crop that leaves the coarsest level under 3x3 (SPEC.md §12.12)."""
+    strides, crop = cfg.model.strides, cfg.data.crop
+    least = min_search_crop(strides)
+    if crop < least:
+        coarsest = -(-crop // max(strides))
+        raise ValueError(
+            f"data.crop={crop} leaves the stride-{max(strides)} level {coarsest}x{coarsest}, "
+            f"where pools are global and gradients blow up; the search needs --crop {least} "
+            f"or more for strides up to {max(strides)} (or fewer levels, e.g. "
+            f"--set model.strides=[{','.join(str(s) for s in strides[:-1])}])"
+            if len(strides) > 1
+            else f"data.crop={crop} is below the search minimum {least}; use --crop {least}"
+        )
+
+
+def margin_warning(margin: float, threshold: float) -> str | None:
+    """The one-line warning for a decoded path that barely beats its runner-up, or None."""
+    if margin >= threshold:
+        return None
+    return (
+        f"the decoded path beats its runner-up by only {margin:.3f} nats (< "
+        f"search.min_path_margin={threshold:g}): beta has not learnt enough to choose a path; "
+        "search longer (--epochs) or raise search.arch_lr (or use search.arch_lr=auto)"
+    )
 
 
 @dataclass
@@ -271,9 +309,11 @@ def run_search(
             stopped = run.run_epochs(last_epoch, progress)
         finally:
             run.close()
-        genotype = run.model.genotype()
+        genotype = run.model.genotype(loop.path_decode)
         if last_epoch == loop.epochs and not stopped and run.main:
             run.write_results(genotype)
+            if run.record.get("warning"):
+                print(f"warning: {run.record['warning']}", file=sys.stderr)
         barrier()  # every rank returns once rank 0 has written everything
         record = run.record
         return SearchResult(
@@ -294,6 +334,7 @@ class _EpochTally:
 
     w_loss_sum: Tensor
     a_loss_sum: Tensor
+    class_counts: Tensor  # trainA label pixels per class seen this epoch (for the prior)
     steps: int = 0
     w_steps: int = 0
     arch_steps: int = 0
@@ -302,15 +343,20 @@ class _EpochTally:
     seconds_before: float = 0.0  # time the epoch ran before the stop it resumes from
 
     @classmethod
-    def start(cls, device: torch.device, partial: dict[str, Any] | None) -> _EpochTally:
+    def start(
+        cls, device: torch.device, partial: dict[str, Any] | None, num_classes: int
+    ) -> _EpochTally:
         """A fresh epoch's tally, or the one a mid-epoch checkpoint saved (``partial``)."""
-        tally = cls(torch.zeros((), device=device), torch.zeros((), device=device))
+        zero = torch.zeros((), device=device)
+        tally = cls(zero.clone(), zero.clone(), torch.zeros(num_classes, dtype=torch.float64))
         if partial is not None:
             tally.steps, tally.w_steps = partial["steps"], partial["w_steps"]
             tally.arch_steps = partial["arch_steps"]
             tally.skipped_w, tally.skipped_arch = partial["skipped_w"], partial["skipped_arch"]
             tally.w_loss_sum += partial["w_loss_sum"].to(device)
             tally.a_loss_sum += partial["a_loss_sum"].to(device)
+            if "class_counts" in partial:
+                tally.class_counts += partial["class_counts"]
             tally.seconds_before = partial["seconds"]
         return tally
 
@@ -324,6 +370,7 @@ class _EpochTally:
             "skipped_arch": self.skipped_arch,
             "w_loss_sum": self.w_loss_sum.detach().cpu(),
             "a_loss_sum": self.a_loss_sum.detach().cpu(),
+            "class_counts": self.class_counts.clone(),
             "seconds": seconds,
         }
 
@@ -372,6 +419,7 @@ class _SearchRun:
         self.device = dist_info.device
         # Before the run folder is written: an amp mode the device lacks is refused up front.
         self.amp_dtype = resolve_amp(loop.amp, self.device, "search.amp")
+        check_search_crop(cfg)
         seed_everything(loop.seed)
         if self.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -447,6 +495,7 @@ class _SearchRun:
             affine=mcfg.affine,
             checkpoint_cells=checkpoint_cells,
             partial_channels=mcfg.partial_channels,
+            pool_bn=mcfg.pool_bn,
         ).to(device)
         self.sync_bn = loop.sync_bn and self.world > 1
         if self.sync_bn:
@@ -462,8 +511,10 @@ class _SearchRun:
         self.w_opt = torch.optim.SGD(
             self.weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
         )
+        # With arch_lr=auto the lr is set when the architecture updates start (_start_arch).
+        arch_lr = loop.arch_lr if isinstance(loop.arch_lr, float) else ARCH_LR_RANGE[0]
         self.a_opt = torch.optim.Adam(
-            self.arch, lr=loop.arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
+            self.arch, lr=arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
         )
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=loop.epochs, eta_min=loop.lr_min
@@ -490,7 +541,17 @@ class _SearchRun:
         # The epoch position of a mid-epoch checkpoint, and the RNG states it saved.
         self.partial: dict[str, Any] | None = None
         self.saved_rng: dict[str, Any] | None = None
+        self.schedule = ArchSchedule(self.num_classes)
+        self.previous_genotype: Genotype | None = None
         if state is not None:
+            if state.get("genotype") is not None and "partial" not in state:
+                self.previous_genotype = Genotype.from_dict(state["genotype"])
+            elif state.get("previous_genotype") is not None:
+                self.previous_genotype = Genotype.from_dict(state["previous_genotype"])
+            if "arch_schedule" in state:
+                self.schedule.load(state["arch_schedule"])
+            elif state["epoch"] > self.cfg.search.arch_start_epoch:  # a run from before it
+                self.schedule.started_epoch = self.cfg.search.arch_start_epoch
             self.model.load_state_dict(state["model"])
             self.w_opt.load_state_dict(state["w_optimizer"])
             self.a_opt.load_state_dict(state["arch_optimizer"])
@@ -528,7 +589,9 @@ class _SearchRun:
             )
         for epoch in range(self.first_epoch, last_epoch):
             epoch_start = time.perf_counter()
-            arch_on = epoch >= self.cfg.search.arch_start_epoch
+            arch_on = self._arch_on(epoch)
+            self.aux_weight = self.schedule.aux_skip(self.cfg.search, epoch)
+            self.model.set_aux_skip(self.aux_weight)
             tally, stopped = self._train_epoch(epoch, arch_on)
             started = epoch_start - tally.seconds_before  # when the epoch began, across a stop
             if stopped:
@@ -540,12 +603,59 @@ class _SearchRun:
                 return True
         return False
 
+    def _arch_on(self, epoch: int) -> bool:
+        """Whether alpha/beta learn in ``epoch``; starts them (lr, snapshot) when it is time."""
+        schedule, loop = self.schedule, self.cfg.search
+        if schedule.started_epoch is not None:
+            return epoch >= schedule.started_epoch
+        if self.partial is not None:  # resuming mid-epoch: the epoch began without them
+            return False
+        if not schedule.should_start(loop, epoch):
+            return False
+        steps = len(self.loader_a)
+        schedule.start(loop, epoch, steps, self.model.alpha, self.model.beta, self.a_opt)
+        return True
+
+    def _diagnostics(self, genotype: Genotype, tally: _EpochTally, arch_on: bool) -> dict:
+        """The epoch record's view of what the search has learnt (search/diagnostics.py)."""
+        model, loop, schedule = self.model, self.cfg.search, self.schedule
+        n_w = tally.w_steps
+        schedule.end_epoch(float(tally.w_loss_sum) / n_w if n_w else None, tally.class_counts)
+        with torch.no_grad():
+            beta_w = model.beta_weights().cpu()
+            start = None
+            if schedule.start_alpha is not None and schedule.start_beta is not None:
+                start = (schedule.start_alpha, schedule.start_beta)
+            diag = search_diagnostics(
+                model.alpha_weights().cpu(),
+                beta_w,
+                genotype,
+                path_margin(beta_w, loop.path_decode),
+                self.previous_genotype,
+                start,
+                model.alpha.cpu(),
+                model.beta.cpu(),
+                model.beta_mask.cpu(),
+            )
+        self.previous_genotype = genotype
+        diag.update(
+            {
+                "path_decode": loop.path_decode,
+                "arch_lr": schedule.lr if arch_on else None,
+                "arch_start_forced": schedule.forced or None,
+                "aux_skip": self.aux_weight,
+                "class_prior_entropy": class_prior_entropy(schedule.class_counts),
+                "arch_start_loss": schedule.loss_threshold(loop),
+            }
+        )
+        return diag
+
     def _train_epoch(self, epoch: int, arch_on: bool) -> tuple[_EpochTally, bool]:
         """The step pairs of one epoch (the rest of it, when resuming mid-epoch)."""
         self.sampler_a.set_epoch(epoch)
         self.batches_b.start_epoch(epoch)
         self.model.train()
-        tally = _EpochTally.start(self.device, self.partial)
+        tally = _EpochTally.start(self.device, self.partial, self.num_classes)
         if self.partial is not None:  # resume mid-epoch: the batches of its first steps are done
             self.skip_a.skip = tally.steps * self.batch
             batches_a = iter(self.loader_a)
@@ -568,6 +678,9 @@ class _SearchRun:
         loop, guard = self.cfg.search, self.guard
         for batch_a in batches_a:
             at = f"epoch {epoch + 1}, step {tally.steps + 1} (iteration {self.step + 1})"
+            labels = batch_a[1]
+            labels = labels[(labels >= 0) & (labels < self.num_classes)]
+            tally.class_counts += torch.bincount(labels, minlength=self.num_classes).double()
             w_loss, ok = search_step(
                 self.model,
                 batch_a,
@@ -627,6 +740,10 @@ class _SearchRun:
         """The global batch's loss sums, and one set of BN statistics (without SyncBN)."""
         if self.world > 1:
             all_reduce_mean([tally.w_loss_sum, tally.a_loss_sum])
+            # The mean of the ranks' counts: the global frequencies, scaled by 1/world.
+            counts = tally.class_counts.to(self.device)
+            all_reduce_mean([counts])
+            tally.class_counts = counts.cpu()
             if not self.sync_bn:
                 all_reduce_mean(bn_running_stats(self.model))
 
@@ -636,7 +753,7 @@ class _SearchRun:
         self._average_over_ranks(tally)
         position = tally.position(time.perf_counter() - started)
         self.last_checkpoint = stop_path(self.ckpt_dir, epoch + 1, tally.steps)
-        genotype = self.model.genotype().to_dict()
+        genotype = self.model.genotype(self.cfg.search.path_decode).to_dict()
         self.save(self.last_checkpoint, epoch, {"partial": position, "genotype": genotype})
 
     def _end_epoch(self, epoch: int, arch_on: bool, tally: _EpochTally, started: float) -> None:
@@ -656,7 +773,8 @@ class _SearchRun:
         metrics = validate_supernet(
             model, self.loader_val, self.num_classes, self.device, self.amp_dtype
         )
-        genotype = model.genotype()
+        loop = self.cfg.search
+        genotype = model.genotype(loop.path_decode)
         n_w, n_arch = tally.w_steps, tally.arch_steps
         record = {
             "epoch": epoch + 1,
@@ -672,6 +790,11 @@ class _SearchRun:
             "beta": model.beta_weights().detach().cpu().tolist(),
             "genotype": genotype.to_dict(),
         }
+        record.update(self._diagnostics(genotype, tally, arch_on))
+        if epoch + 1 == loop.epochs:
+            warning = margin_warning(record["path_margin"], loop.min_path_margin)
+            if warning is not None:
+                record["warning"] = warning
         if self.cfg.search.nonfinite == "skip":
             record["skipped_steps"] = tally.skipped_w
             record["skipped_arch_steps"] = tally.skipped_arch
@@ -715,6 +838,10 @@ class _SearchRun:
             "split": {"train_a": list(self.train_a), "train_b": list(self.train_b)},
             "config": config_to_dict(self.cfg),
             "skipped": self.guard.skipped,
+            "arch_schedule": self.schedule.state(),
+            "previous_genotype": (
+                None if self.previous_genotype is None else self.previous_genotype.to_dict()
+            ),
             **extra,
         }
         checked = ("model", "w_optimizer", "arch_optimizer", "partial")
@@ -736,8 +863,14 @@ class _SearchRun:
 
     def write_results(self, genotype: Genotype) -> None:
         """genotype.json, the genotype figures and the search report (rank 0, run complete)."""
-        out = self.out
-        save_genotype(genotype, out / "genotype.json")
+        out, loop, record = self.out, self.cfg.search, self.record
+        provenance = {
+            "path_decode": loop.path_decode,
+            "path_margin": record.get("path_margin"),
+            "epochs": self.epochs_done,
+            "arch_started_epoch": self.schedule.started_epoch,
+        }
+        save_genotype(genotype, out / "genotype.json", search=provenance)
         from autodeeplab.viz import render_genotype
 
         beta_w = self.model.beta_weights().detach().cpu().numpy()

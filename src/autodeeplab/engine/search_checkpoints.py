@@ -14,7 +14,7 @@ from typing import Any
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint
 from autodeeplab.config import SearchConfig, config_from_dict
 from autodeeplab.genotype import Genotype
-from autodeeplab.search.decode import decode
+from autodeeplab.search.decode import decode, path_margin
 from autodeeplab.search.network import beta_probabilities, cell_decode_weights
 
 __all__ = [
@@ -119,8 +119,13 @@ def load_resume_state(
     return path, load_checkpoint(path, CHECKPOINT_KIND, required=_RESUME_KEYS)
 
 
-def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
-    """Decode the genotype of a search checkpoint without building the supernet."""
+def decode_checkpoint(
+    path: str | Path, path_decode: str | None = None
+) -> tuple[Genotype, dict[str, Any]]:
+    """Decode the genotype of a search checkpoint without building the supernet.
+
+    ``path_decode``: ``relative`` or ``literal`` (SPEC.md §12.10); None: the run's own.
+    """
     state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
     cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
     weights = state["model"]
@@ -128,5 +133,13 @@ def decode_checkpoint(path: str | Path) -> tuple[Genotype, dict[str, Any]]:
     beta_w = beta_probabilities(beta, len(cfg.model.strides))
     # With partial channels (PC-DARTS) the edge choice also weighs the edge-normalisation gamma.
     cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
-    genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks)
-    return genotype, {"epoch": state["epoch"], "beta_weights": beta_w, "config": cfg}
+    mode = path_decode or cfg.search.path_decode
+    genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks, mode)
+    info = {
+        "epoch": state["epoch"],
+        "beta_weights": beta_w,
+        "config": cfg,
+        "path_decode": mode,
+        "path_margin": path_margin(beta_w, mode),
+    }
+    return genotype, info

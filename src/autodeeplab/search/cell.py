@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autodeeplab.ops import OPS
+from autodeeplab.ops import OPS, Pool
 
 __all__ = ["MixedOp", "SearchCell", "edge_index", "edge_softmax", "num_edges", "state_edges"]
 
@@ -98,6 +98,7 @@ class MixedOp(nn.Module):
         num_edges: int,
         affine: bool = False,
         partial_channels: int = 1,
+        pool_bn: bool = True,
     ) -> None:
         super().__init__()
         _check_partial(channels, partial_channels)
@@ -107,8 +108,15 @@ class MixedOp(nn.Module):
         for k, name in enumerate(primitives):
             if name == "none":
                 continue  # zero output: contributes nothing, so it is never run
-            ops.append(OPS[name](op_channels, 1, affine, num_edges))
+            op = OPS[name](op_channels, 1, affine, num_edges)
+            if pool_bn and isinstance(op, Pool):
+                op = _PoolBN(op, op_channels)
+            ops.append(op)
             columns.append(k)
+        # DARTS-'s auxiliary skip (Chu et al., ICLR 2021): out_e += aux_skip * x on every
+        # edge, outside the softmax, so a skip's benefit to training no longer has to win
+        # it alpha. The search loop sets it (decaying to 0); 0 is the paper's mixed op.
+        self.aux_skip = 0.0
         self.ops = nn.ModuleList(ops)
         self.columns = columns
         self._pre_relu = [bool(getattr(op, "pre_relu", False)) for op in ops]
@@ -154,8 +162,31 @@ class MixedOp(nn.Module):
             # The first product broadcasts a shared op's output over the edges.
             out = y * wk if out is None else torch.addcmul(out, y, wk)
         if out is None:  # every op is 'none'
-            return x.new_zeros(n, e, c, h, w)
+            out = x.new_zeros(n, e, c, h, w)
+        if self.aux_skip:
+            out = out + self.aux_skip * x.view(n, 1, c, h, w)
         return out
+
+
+class _PoolBN(nn.Module):
+    """A search pool followed by BatchNorm (SPEC.md §12.11; DARTS and the public ports).
+
+    Without it max-pooling a BN-normalised input has mean about +1 and 2.2x the energy of the
+    other ops' outputs (whose last layer is a BN), and wins edges by that bias alone. One BN
+    serves every edge: a pool's output is the same on each, and so would their BNs be.
+    """
+
+    pre_relu = False
+    shared_across_edges = True
+
+    def __init__(self, pool: Pool, channels: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        return self.bn(self.pool(x))
 
 
 class SearchCell(nn.Module):
@@ -175,13 +206,21 @@ class SearchCell(nn.Module):
         primitives: Sequence[str],
         affine: bool = False,
         partial_channels: int = 1,
+        pool_bn: bool = True,
     ) -> None:
         super().__init__()
         self.num_blocks, self.channels = num_blocks, channels
         self.partial_channels = partial_channels
         # One MixedOp per hidden state that has outgoing edges: s0, s1, blocks 1..B-1.
         self.mixed = nn.ModuleList(
-            MixedOp(channels, primitives, len(state_edges(s, num_blocks)), affine, partial_channels)
+            MixedOp(
+                channels,
+                primitives,
+                len(state_edges(s, num_blocks)),
+                affine,
+                partial_channels,
+                pool_bn,
+            )
             for s in range(num_blocks + 1)
         )
 

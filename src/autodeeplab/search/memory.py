@@ -89,6 +89,7 @@ TRANSIENT_FRACTION = 0.06  # allocator slack (fragmentation, caching), of the sa
 
 _SEP = ("sep_conv_3x3", "sep_conv_5x5")
 _DIL = ("dil_conv_3x3", "dil_conv_5x5")
+_POOLS = ("max_pool_3x3", "avg_pool_3x3")
 _KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
 
 
@@ -195,6 +196,7 @@ def search_parameter_count(
     affine: bool = False,
     partial_channels: int = 1,
     stem: Sequence[int] = (64, 64, 128),
+    pool_bn: bool = True,
 ) -> tuple[int, int]:
     """(weight parameters, BatchNorm buffer elements) of a SearchNetwork, without building it."""
     net = _Net(8, num_layers, num_blocks, filter_multiplier, len(strides), stem)
@@ -214,6 +216,8 @@ def search_parameter_count(
             for name in primitives:
                 cp = width // partial_channels
                 bn_buffers += 2 * edges * cp * (2 if name in _SEP else 1 if name in _DIL else 0)
+                if pool_bn and name in _POOLS:  # one BN after the pool, shared by the edges
+                    bn_buffers += 2 * cp
     for level in _levels_at(num_layers, len(strides)):
         c = net.channels(num_layers, level)
         weights += c * c + c * c * 9 + (c * c + c) + 3 * c * c + c * num_classes + num_classes
@@ -229,6 +233,7 @@ def _mixed_saved(
     arch: bool,
     grad_input: bool,
     input_units: float = 1.0,
+    pool_bn: bool = True,
 ) -> tuple[float, float]:
     """(units saved, units of the largest tensor) of one mixed op; 1 unit = its input's size.
 
@@ -250,6 +255,8 @@ def _mixed_saved(
                 largest = max(largest, edges * cp)
             elif n in _DIL:  # the conv output, for its BatchNorm
                 units += edges * cp
+            elif pool_bn and n in _POOLS:  # the pool's output, for the BatchNorm after it
+                units += cp
     pools = any(n in ("max_pool_3x3", "avg_pool_3x3") for n in names)
     if (grad_input and pools) or (arch and ("skip_connect" in names or p > 1)):
         units += input_units  # pools save their input; skip's output is its input
@@ -276,6 +283,7 @@ def saved_activation_bytes(
     arch_step: bool = True,
     bytes_per_element: int = 4,
     stem: Sequence[int] = (64, 64, 128),
+    pool_bn: bool = True,
 ) -> tuple[int, int]:
     """(bytes autograd saves in one search step, bytes of its largest single activation).
 
@@ -305,12 +313,14 @@ def saved_activation_bytes(
         unit0, unit1 = n * c * hw, k * n * c * hw
         cell = 0.0
         for unit, grad in ((unit0, grad0), (unit1, grad1)):  # mixed ops of H^{l-2}, H^{l-1}
-            u, big = _mixed_saved(b, primitives, p, arch_step, grad)
+            u, big = _mixed_saved(b, primitives, p, arch_step, grad, pool_bn=pool_bn)
             cell += u * unit
             largest = max(largest, big * unit)
         for i in range(b - 1):  # the sum of block i feeds the edges into blocks i+1 .. B-1
             # sums[0] is a view of all B partial sums: saving it keeps the B of them
-            u, big = _mixed_saved(b - 1 - i, primitives, p, arch_step, True, b if i == 0 else 1)
+            u, big = _mixed_saved(
+                b - 1 - i, primitives, p, arch_step, True, b if i == 0 else 1, pool_bn
+            )
             cell += u * unit1
             largest = max(largest, big * unit1)
         largest = max(largest, b * unit1)  # the cell's output, B blocks wide
@@ -376,6 +386,7 @@ def estimate_search_memory(
         "strides": m.strides,
         "primitives": m.primitives,
         "partial_channels": partial,
+        "pool_bn": m.pool_bn,
     }
     weights, buffers = search_parameter_count(
         num_classes,
@@ -386,6 +397,7 @@ def estimate_search_memory(
         m.primitives,
         m.affine,
         partial,
+        pool_bn=m.pool_bn,
     )
     arch = 3 * (m.num_blocks * (m.num_blocks + 3) // 2) * len(m.primitives) + 3 * 3 * (
         m.num_layers * len(m.strides) * 3

@@ -46,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import OPS, PRIMITIVES, Resample, resize
-from autodeeplab.search.cell import SearchCell, edge_softmax, num_edges, state_edges
+from autodeeplab.search.cell import MixedOp, SearchCell, edge_softmax, num_edges, state_edges
 from autodeeplab.search.decode import decode
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "beta_probabilities",
     "cell_decode_weights",
     "levels_at",
+    "min_search_crop",
 ]
 
 STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
@@ -105,6 +106,11 @@ class SearchHead(nn.Module):
             nn.Conv2d(3 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        # Small logits at the start (SPEC.md §12.12), as the retrain model does: PyTorch's
+        # default init gave an initial CE of 2.58 > ln(8) and a weight-gradient norm of 241,
+        # which clip 5 turned into steps at 1/50 of the lr; at std 0.01 it is 67.
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, h, w) -> logits (N, num_classes, h, w)."""
@@ -151,6 +157,7 @@ class _Node(nn.Module):
         primitives: Sequence[str],
         affine: bool,
         partial_channels: int = 1,
+        pool_bn: bool = True,
     ) -> None:
         super().__init__()
         self.level, self.sources, self.prev_prev_level = level, sources, prev_prev_level
@@ -159,7 +166,7 @@ class _Node(nn.Module):
             for src, c in zip(sources, source_channels, strict=True)
         )
         self.pre_prev = Resample(prev_prev_channels, width, level - prev_prev_level, affine)
-        self.cell = SearchCell(width, num_blocks, primitives, affine, partial_channels)
+        self.cell = SearchCell(width, num_blocks, primitives, affine, partial_channels, pool_bn)
 
     def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
         """Contexts of a checkpointed cell's forward pass and of its recomputation."""
@@ -185,6 +192,9 @@ class SearchNetwork(nn.Module):
             With K > 1 each mixed op runs on 1/K of its channels (about K times less op
             memory and compute) and edge normalisation (``gamma``) is added. K must divide
             every block width F * 2**level, i.e. F.
+        pool_bn: BatchNorm (not affine) after the pooling ops of the mixed op (SPEC.md
+            §12.11), so a pool cannot win alpha by its output's scale; False is the mixed op
+            without it, as in the discrete network.
     """
 
     def __init__(
@@ -199,6 +209,7 @@ class SearchNetwork(nn.Module):
         stem_channels: Sequence[int] = (64, 64, 128),
         checkpoint_cells: bool = False,
         partial_channels: int = 1,
+        pool_bn: bool = True,
     ) -> None:
         super().__init__()
         self.checkpoint_cells = checkpoint_cells
@@ -237,6 +248,7 @@ class SearchNetwork(nn.Module):
                         self.primitives,
                         affine,
                         partial_channels,
+                        pool_bn,
                     )
                 )
                 # beta[layer-1, source level, direction] with direction = target - source + 1.
@@ -290,12 +302,22 @@ class SearchNetwork(nn.Module):
         """beta as transition probabilities (L, num_levels, 3), 0 on missing edges (Eq. 7)."""
         return _masked_softmax(self.beta, self.beta_mask)
 
-    def genotype(self) -> Genotype:
-        """Decode the current alpha and beta (argmax cell, Viterbi path)."""
+    def genotype(self, path_decode: str = "relative") -> Genotype:
+        """Decode the current alpha and beta (argmax cell, Viterbi path; see ``decode``)."""
         with torch.no_grad():
             return decode(
-                self.cell_weights(), self.beta_weights(), self.primitives, self.num_blocks
+                self.cell_weights(),
+                self.beta_weights(),
+                self.primitives,
+                self.num_blocks,
+                path_decode,
             )
+
+    def set_aux_skip(self, weight: float) -> None:
+        """DARTS-'s auxiliary skip weight on every mixed op (0 = off, the paper's)."""
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                m.aux_skip = float(weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> logits (N, num_classes, H, W); any H, W."""
@@ -355,6 +377,16 @@ def cell_decode_weights(alpha: Tensor, gamma: Tensor | None, num_blocks: int) ->
     if gamma is None:
         return weights
     return weights * edge_softmax(gamma, num_blocks).unsqueeze(-1)
+
+
+def min_search_crop(strides: Sequence[int]) -> int:
+    """The smallest search crop that leaves the coarsest level 3x3 (SPEC.md §12.12).
+
+    Below it the 3x3 pools are global, the dilated convs and every ASPP atrous branch act
+    as 1x1 convs, BatchNorm normalises a handful of values and the gradients blow up (norms
+    of 1e9 at crop 32 with strides up to 32).
+    """
+    return 3 * max(strides)
 
 
 def beta_mask(num_layers: int, num_levels: int) -> Tensor:

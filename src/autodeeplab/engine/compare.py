@@ -1,0 +1,375 @@
+"""Does the search help on this data? The searched network against random ones (``compare``).
+
+A search is worth running only if the network it finds beats what a user gets without
+searching. :func:`run_compare` retrains, under one schedule:
+
+- the searched genotype, with ``searched_seeds`` seeds;
+- ``num_random`` random genotypes (:func:`~autodeeplab.genotype.random_genotype`: cells
+  without 'none', paths uniform over the valid ones) whose Multi-Adds at ``size`` are within
+  ``tolerance`` of the searched network's, so that a win is not bought with compute;
+- two references: the searched cell on a hand-made DeepLabv3-like path (down to stride 16
+  by the fourth layer, then staying there: [0, 0, 0, 1, 2, 2, ...]) and the paper's genotype.
+
+Each network is chosen on val (the best checkpoint of its retraining) and reported on the
+test split (val where the dataset has none). Each retraining is its own run folder under
+``out/runs/NAME``: a rerun skips the finished ones (``result.json``) and resumes an
+interrupted one from its checkpoint, so the comparison can be stopped and continued.
+``out`` gets compare.json, compare.md and compare.png (mIoU against Multi-Adds).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autodeeplab.checkpoint import atomic_write
+from autodeeplab.config import SearchConfig, TrainConfig, load_config
+from autodeeplab.data import DATASETS, dataset_info, parse_spec
+from autodeeplab.engine.evaluate import evaluate_checkpoint
+from autodeeplab.engine.train import run_train, with_genotype
+from autodeeplab.genotype import (
+    PAPER_GENOTYPE,
+    Genotype,
+    load_genotype,
+    random_genotype,
+    save_genotype,
+)
+from autodeeplab.model import build_model
+from autodeeplab.model.complexity import count_multiply_adds, count_parameters
+
+__all__ = ["CompareEntry", "CompareResult", "handmade_path", "plan_compare", "run_compare"]
+
+#: How many random genotypes to draw, at most, to find each one within the tolerance.
+MAX_DRAWS_PER_GENOTYPE = 400
+
+
+@dataclass(frozen=True)
+class CompareEntry:
+    """One network to retrain: its name, kind, genotype, seed and cost."""
+
+    name: str
+    kind: str  # searched | random | handmade | paper
+    genotype: Genotype
+    seed: int
+    madds: int
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` leaves behind."""
+
+    out_dir: Path
+    results: list[dict[str, Any]]
+    summary: dict[str, Any]
+    stopped: bool = False
+
+
+def handmade_path(num_layers: int, num_levels: int) -> tuple[int, ...]:
+    """DeepLabv3's layout on the trellis: stride 4 for 3 layers, 8 for one, then 16 on.
+
+    [0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2] for L=12 (the issue's reference); clipped to the
+    levels there are.
+    """
+    shape = [0, 0, 0, 1] + [2] * max(num_layers - 4, 0)
+    return tuple(min(level, num_levels - 1) for level in shape[:num_layers])
+
+
+def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[int, int]) -> int:
+    """Multi-Adds of the retrain network of ``genotype`` at ``size`` (meta tensors: cheap)."""
+    return count_multiply_adds(_network(genotype, num_classes, tcfg), size)
+
+
+def _network(genotype: Genotype, num_classes: int, tcfg: TrainConfig) -> Any:
+    """The retrain network of ``genotype`` as ``tcfg`` would build it."""
+    m = tcfg.model
+    return build_model(
+        genotype,
+        num_classes,
+        m.filter_multiplier or 20,
+        aspp_channels=m.aspp_channels,
+        decoder_channels=m.decoder_channels,
+    )
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def plan_compare(
+    searched: Genotype,
+    search_cfg: SearchConfig,
+    tcfg: TrainConfig,
+    num_classes: int,
+    size: tuple[int, int],
+    num_random: int = 5,
+    searched_seeds: int = 2,
+    tolerance: float = 0.1,
+    seed: int = 0,
+) -> list[CompareEntry]:
+    """The networks to retrain, in order: searched (each seed), random, hand-made, paper.
+
+    Random genotypes come from a ``random.Random(seed)`` and are kept when their
+    Multi-Adds are within ``tolerance`` of the searched network's; the plan is the same
+    every time for the same arguments.
+    """
+    base = tcfg.train.seed
+    target = _madds(searched, num_classes, tcfg, size)
+    entries = [
+        CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, target)
+        for k in range(searched_seeds)
+    ]
+    rng = random.Random(seed)
+    levels = len(search_cfg.model.strides)
+    draws = 0
+    while len(entries) < searched_seeds + num_random:
+        draws += 1
+        if draws > MAX_DRAWS_PER_GENOTYPE * num_random:
+            found = len(entries) - searched_seeds
+            raise ValueError(
+                f"found only {found} of {num_random} random genotypes within "
+                f"{tolerance:.0%} of the searched network's {target / 1e9:.3g}G Multi-Adds "
+                f"in {draws - 1} draws; widen --tolerance or ask for fewer with --random"
+            )
+        g = random_genotype(
+            rng,
+            search_cfg.model.num_layers,
+            search_cfg.model.num_blocks,
+            levels,
+            search_cfg.model.primitives,
+        )
+        cost = _madds(g, num_classes, tcfg, size)
+        if abs(cost - target) <= tolerance * target:
+            name = f"random{len(entries) - searched_seeds}"
+            entries.append(CompareEntry(name, "random", g, base, cost))
+    hand = Genotype(searched.cell, handmade_path(searched.num_layers, levels))
+    entries.append(
+        CompareEntry("handmade", "handmade", hand, base, _madds(hand, num_classes, tcfg, size))
+    )
+    paper = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
+    entries.append(CompareEntry("paper", "paper", PAPER_GENOTYPE, base, paper))
+    return entries
+
+
+def _report_split(spec: str) -> str:
+    """test where the dataset has one, else val."""
+    return "test" if "test" in DATASETS[parse_spec(spec)[0]].splits else "val"
+
+
+def _run_entry(
+    entry: CompareEntry,
+    tcfg: TrainConfig,
+    folder: Path,
+    split: str,
+    num_classes: int,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Retrain, evaluate and record one network; None if a signal stopped its training."""
+    folder.mkdir(parents=True, exist_ok=True)
+    genotype_path = folder / "genotype.json"
+    if not genotype_path.is_file():
+        save_genotype(entry.genotype, genotype_path)
+    elif load_genotype(genotype_path) != entry.genotype:
+        raise ValueError(
+            f"{genotype_path}: holds another genotype than this comparison's {entry.name}; "
+            "compare into a new --out, or remove that folder"
+        )
+    cfg = with_genotype(tcfg, genotype_path)
+    cfg = replace(cfg, train=replace(cfg.train, seed=entry.seed))
+    train_dir = folder / "train"
+    resume = (train_dir / "checkpoints" / "last.pt").is_file()
+    start = time.perf_counter()
+    trained = run_train(cfg, train_dir, resume=resume, progress=progress)
+    if trained.stopped:
+        return None
+    metrics = evaluate_checkpoint(
+        trained.best_checkpoint,
+        split=split,
+        device=tcfg.train.device,
+        out=folder / f"metrics_{split}.json",
+    )
+    result = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "seed": entry.seed,
+        "genotype": entry.genotype.to_dict(),
+        "madds": entry.madds,
+        "parameters": count_parameters(_network(entry.genotype, num_classes, tcfg)),
+        "val_miou": trained.best_miou,
+        "best_iteration": trained.best_iteration,
+        f"{split}_miou": metrics["miou"],
+        "miou": metrics["miou"],
+        "split": split,
+        "seconds": time.perf_counter() - start,
+    }
+    _write_bytes(folder / "result.json", json.dumps(result, indent=2).encode())
+    return result
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means and spreads by kind, and whether the searched network wins."""
+
+    def mious(kind: str) -> list[float]:
+        return [r["miou"] for r in results if r["kind"] == kind]
+
+    searched, randoms = mious("searched"), mious("random")
+    out: dict[str, Any] = {
+        "split": results[0]["split"] if results else None,
+        "searched_mean": statistics.fmean(searched) if searched else None,
+        "random_mean": statistics.fmean(randoms) if randoms else None,
+        "random_std": statistics.stdev(randoms) if len(randoms) > 1 else None,
+        "random_best": max(randoms) if randoms else None,
+        "handmade": (mious("handmade") or [None])[0],
+        "paper": (mious("paper") or [None])[0],
+    }
+    if out["searched_mean"] is not None and out["random_mean"] is not None:
+        out["searched_minus_random"] = out["searched_mean"] - out["random_mean"]
+    if out["searched_mean"] is not None and out["handmade"] is not None:
+        out["searched_minus_handmade"] = out["searched_mean"] - out["handmade"]
+    return out
+
+
+def _markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: str) -> str:
+    split = summary["split"]
+    lines = [
+        "# Does the search help?",
+        "",
+        header,
+        "",
+        f"| network | kind | seed | Multi-Adds | parameters | val mIoU | {split} mIoU | path |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        path = " ".join(str(4 * 2**lv) for lv in r["genotype"]["path"])
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {r['seed']} | {r['madds'] / 1e9:.3f}G | "
+            f"{r['parameters']:,} | {100 * r['val_miou']:.2f} | {100 * r['miou']:.2f} | {path} |"
+        )
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f}"
+
+    lines += [
+        "",
+        f"- searched ({split} mIoU, mean over seeds): {pct(summary['searched_mean'])}",
+        f"- random: mean {pct(summary['random_mean'])}, std {pct(summary['random_std'])}, "
+        f"best {pct(summary['random_best'])}",
+        f"- hand-made path with the searched cell: {pct(summary['handmade'])}; "
+        f"the paper's genotype: {pct(summary['paper'])}",
+    ]
+    if "searched_minus_random" in summary:
+        lines.append(
+            f"- searched minus random mean: {100 * summary['searched_minus_random']:+.2f} points"
+        )
+    if "searched_minus_handmade" in summary:
+        lines.append(
+            f"- searched minus hand-made: {100 * summary['searched_minus_handmade']:+.2f} points"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(results: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """mIoU against Multi-Adds: the searched networks, the random cloud, the references."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    style = {
+        "random": ("o", "#9e9e9e", "random"),
+        "searched": ("*", "#d62728", "searched"),
+        "handmade": ("s", "#1f77b4", "hand-made path"),
+        "paper": ("D", "#2ca02c", "paper genotype"),
+    }
+    for kind, (marker, colour, label) in style.items():
+        pts = [(r["madds"] / 1e9, 100 * r["miou"]) for r in results if r["kind"] == kind]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            size = 160 if kind == "searched" else 50
+            ax.scatter(xs, ys, marker=marker, c=colour, s=size, label=label, zorder=3)
+    if summary.get("random_mean") is not None:
+        mean, std = 100 * summary["random_mean"], 100 * (summary.get("random_std") or 0.0)
+        ax.axhline(mean, color="#9e9e9e", lw=1, ls="--", label="random mean")
+        ax.axhspan(mean - std, mean + std, color="#9e9e9e", alpha=0.15, label="random +- 1 std")
+    ax.set_xlabel("Multi-Adds (G)")
+    ax.set_ylabel(f"{summary['split']} mIoU (%)")
+    ax.set_title("Searched network against random ones")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    from io import BytesIO
+
+    buf = BytesIO()
+    fig.savefig(buf, format="png")
+    _write_bytes(path, buf.getvalue())
+
+
+def run_compare(
+    search_dir: str | Path,
+    tcfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    num_random: int = 5,
+    searched_seeds: int = 2,
+    tolerance: float = 0.1,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> CompareResult:
+    """Retrain and evaluate every network of :func:`plan_compare`; write the comparison."""
+    search_dir, out = Path(search_dir), Path(out_dir)
+    genotype_file = search_dir / "genotype.json"
+    if not genotype_file.is_file():
+        raise FileNotFoundError(
+            f"{genotype_file}: no genotype; give the --out folder of a finished search"
+        )
+    searched = load_genotype(genotype_file)
+    config_file = search_dir / "config.yaml"
+    search_cfg = load_config(config_file if config_file.is_file() else None)
+    num_classes = dataset_info(tcfg.data.spec).num_classes
+    size = size or (tcfg.data.crop, tcfg.data.crop)
+    split = _report_split(tcfg.data.spec)
+    entries = plan_compare(
+        searched, search_cfg, tcfg, num_classes, size, num_random, searched_seeds, tolerance
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    spent: list[float] = []
+    for i, entry in enumerate(entries, 1):
+        folder = out / "runs" / entry.name
+        done = folder / "result.json"
+        if done.is_file():
+            result = json.loads(done.read_text(encoding="utf-8"))
+            results.append(result)
+            continue
+        left = len(entries) - i + 1
+        eta = f"{statistics.fmean(spent) * left / 60:.0f} min" if spent else "unknown"
+        print(
+            f"compare [{i}/{len(entries)}] {entry.name} ({entry.kind}, seed {entry.seed}, "
+            f"{entry.madds / 1e9:.3f}G Multi-Adds); time left: {eta}",
+            file=sys.stderr,
+        )
+        started = time.perf_counter()
+        result = _run_entry(entry, tcfg, folder, split, num_classes, progress)
+        if result is None:
+            return CompareResult(out, results, summarise(results), stopped=True)
+        spent.append(time.perf_counter() - started)
+        results.append(result)
+    summary = summarise(results)
+    header = (
+        f"Search run `{search_dir}`; data `{tcfg.data.spec}`; every network retrained with "
+        f"the same schedule ({tcfg.train.iters} iterations, batch {tcfg.train.batch_size}, "
+        f"crop {tcfg.data.crop}, F={tcfg.model.filter_multiplier}), chosen on val, reported "
+        f"on {split}. Multi-Adds at {size[0]}x{size[1]}; random genotypes within "
+        f"{tolerance:.0%} of the searched network's."
+    )
+    payload = {"header": header, "summary": summary, "results": results, "size": list(size)}
+    _write_bytes(out / "compare.json", json.dumps(payload, indent=2).encode())
+    _write_bytes(out / "compare.md", _markdown(results, summary, header).encode())
+    _plot(results, summary, out / "compare.png")
+    return CompareResult(out, results, summary)

@@ -1,0 +1,84 @@
+"""``compare``: the plan (random genotypes at the searched cost, references) and a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autodeeplab.cli import main
+from autodeeplab.config import SearchConfig, TrainConfig, load_config
+from autodeeplab.engine.compare import handmade_path, plan_compare, run_compare
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype, save_genotype
+
+from .conftest import TINY_TRAIN
+
+
+def test_handmade_path_is_deeplabv3_like() -> None:
+    assert handmade_path(12, 4) == (0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2)
+    assert handmade_path(6, 2) == (0, 0, 0, 1, 1, 1)
+    assert handmade_path(3, 4) == (0, 0, 0)
+
+
+def _searched(layers: int = 6, levels: int = 3) -> Genotype:
+    import random
+
+    return random_genotype(random.Random(7), layers, 5, levels)
+
+
+def test_plan_matches_cost_and_is_reproducible() -> None:
+    search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
+    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    searched = _searched()
+    plan = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
+    assert [e.kind for e in plan] == ["searched"] * 2 + ["random"] * 4 + ["handmade", "paper"]
+    assert [e.seed for e in plan[:2]] == [0, 1] and all(e.seed == 0 for e in plan[2:])
+    target = plan[0].madds
+    for e in plan[2:6]:
+        assert abs(e.madds - target) <= 0.1 * target
+        assert e.genotype != searched and e.genotype.num_layers == 6 and max(e.genotype.path) <= 2
+    assert plan[6].genotype.cell == searched.cell and plan[6].genotype.path == handmade_path(6, 3)
+    assert plan[7].genotype == PAPER_GENOTYPE
+    again = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
+    assert again == plan
+
+
+def test_plan_says_when_no_random_genotype_fits() -> None:
+    search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
+    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    with pytest.raises(ValueError, match="widen --tolerance"):
+        plan_compare(_searched(), search_cfg, tcfg, 8, (64, 64), num_random=2, tolerance=1e-9)
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, capsys) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    searched = _searched(layers=3, levels=2)
+    save_genotype(searched, search / "genotype.json")
+    cfg = SearchConfig()
+    (search / "config.yaml").write_text(
+        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
+    )
+    assert cfg.model.num_layers == 12  # the run's own config.yaml is what counts
+    out = tmp_path / "cmp"
+    argv = ["compare", str(search), "--out", str(out), "--random", "1", "--searched-seeds", "1",
+            "--tolerance", "0.5", "--no-progress",
+            *[a for kv in TINY_TRAIN for a in ("--set", kv)]]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "compare [1/4] searched_seed0" in captured.err and "[4/4] paper" in captured.err
+    data = json.loads((out / "compare.json").read_text())
+    kinds = [r["kind"] for r in data["results"]]
+    assert kinds == ["searched", "random", "handmade", "paper"]
+    assert data["summary"]["split"] == "test"  # the synthetic data has a test split
+    assert all(0.0 <= r["miou"] <= 1.0 for r in data["results"])
+    assert "| searched_seed0 | searched | 0 |" in (out / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 1000
+    # A rerun finds every network done: nothing retrains, the same table comes out.
+    stamp = (out / "runs" / "paper" / "result.json").stat().st_mtime_ns
+    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
+    assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
+    assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]
