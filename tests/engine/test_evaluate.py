@@ -15,11 +15,10 @@ from autodeeplab.engine.evaluate import (
     chance_level,
     evaluate,
     evaluate_checkpoint,
-    load_trained_model,
     predict_probabilities,
     slide_logits,
 )
-from autodeeplab.model import build_model
+from autodeeplab.model import build_model, load_trained_model
 
 K = 5
 IGNORE = 255

@@ -10,11 +10,10 @@ import torch
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import ConfigError, TrainConfig, config_from_dict
 from autodeeplab.data import dataset_info
-from autodeeplab.engine.evaluate import load_trained_model
 from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.train import BatchSchedule, poly_lr, resolve_amp, run_train
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, save_genotype
-from autodeeplab.model import AutoDeepLab, build_model
+from autodeeplab.model import AutoDeepLab, build_model, load_trained_model
 
 
 def test_poly_lr_values() -> None:
