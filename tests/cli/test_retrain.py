@@ -26,7 +26,7 @@ from autodeeplab.config import (
 )
 from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_MODEL = [
     "--set", "model.filter_multiplier=2",
