@@ -156,6 +156,7 @@ def test_chance_level_by_hand() -> None:
     assert chance["chance_miou"] == max(chance["majority_miou"], chance["uniform_miou"])
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_writes_metrics_next_to_it(trained_run: Path) -> None:
     ckpt = trained_run / "checkpoints" / "best.pt"
     metrics = evaluate_checkpoint(ckpt, device="cpu")

@@ -21,6 +21,7 @@ def test_unreadable_image_gives_one_line_naming_the_file(tmp_path: Path) -> None
         read_image_file(tmp_path / "nope.jpg")
 
 
+@pytest.mark.slow
 def test_predict_writes_masks_and_overlays(trained_run: Path, tmp_path: Path) -> None:
     rgb = np.random.default_rng(0).integers(0, 255, (27, 41, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.jpg")
