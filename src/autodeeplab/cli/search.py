@@ -139,7 +139,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     genotype, meta = decode_checkpoint(args.checkpoint)
     print(genotype.to_json(), end="")
     if args.out:
-        from autodeeplab.viz import render_genotype
+        from autodeeplab.viz.genotype import render_genotype
 
         out = Path(args.out)
         save_genotype(genotype, out)
