@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 OUT ?= runs/quickstart
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test test-fast lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
+# The whole suite, the 20 slowest tests listed at the end (pyproject's addopts).
 test: lint
 	$(BIN)/python -m pytest
+
+# The unit tests only: no search or training runs, subprocesses or torchrun (under 60 s on 2 cores).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/search_step.py

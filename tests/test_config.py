@@ -305,6 +305,7 @@ def test_error_messages_are_bounded_for_huge_values(tmp_path: Path) -> None:
     assert len(str(info.value)) < 300
 
 
+@pytest.mark.slow
 def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
     p = _write(tmp_path, "search: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="bad_nesting.yaml|search"):
@@ -390,6 +391,7 @@ def _config_mapping():
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.one_of(_config_mapping(), _values), train=st.booleans())
+@pytest.mark.slow
 def test_random_mappings_load_or_raise_config_error(data, train: bool) -> None:
     base = TrainConfig() if train else SearchConfig()
     try:
@@ -402,6 +404,7 @@ def test_random_mappings_load_or_raise_config_error(data, train: bool) -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=_config_mapping())
+@pytest.mark.slow
 def test_random_yaml_files_load_or_raise_config_error(tmp_path_factory, data) -> None:
     p = tmp_path_factory.mktemp("yaml") / "random.yaml"
     p.write_text(yaml.safe_dump(data, allow_unicode=False), encoding="utf-8")

@@ -284,6 +284,7 @@ def _params(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("what", ["search", "resumed", "train"])
+@pytest.mark.slow
 def test_replicas_are_bitwise_identical(torchrun_base: Path, what: str) -> None:
     a = torch.load(torchrun_base / f"{what}_rank0.pt")
     b = torch.load(torchrun_base / f"{what}_rank1.pt")
@@ -295,6 +296,7 @@ def test_replicas_are_bitwise_identical(torchrun_base: Path, what: str) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("what", ["search", "train"])
+@pytest.mark.slow
 def test_two_processes_equal_one_with_the_global_batch(torchrun_base, reference, what) -> None:
     ranks = torch.load(torchrun_base / f"{what}_rank0.pt")
     ref = _params(reference[what])
@@ -307,6 +309,7 @@ def test_two_processes_equal_one_with_the_global_batch(torchrun_base, reference,
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_only_rank_0_writes_and_its_run_folders_are_complete(torchrun_base: Path) -> None:
     names = sorted(p.name for p in torchrun_base.iterdir())
     assert not [n for n in names if ".rank" in n], names
@@ -335,6 +338,7 @@ def test_only_rank_0_writes_and_its_run_folders_are_complete(torchrun_base: Path
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_helpers_in_a_live_process_group(torchrun_base: Path) -> None:
     found = [json.loads((torchrun_base / f"helpers_rank{r}.json").read_text()) for r in (0, 1)]
     assert [f["broadcast"] for f in found] == ["from 0", "from 0"]
@@ -348,6 +352,7 @@ def test_helpers_in_a_live_process_group(torchrun_base: Path) -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_under_torchrun(torchrun_base: Path) -> None:
     a = load_checkpoint(torchrun_base / "search" / "checkpoints" / "epoch_0002.pt", "search")
     b = load_checkpoint(torchrun_base / "resumed" / "checkpoints" / "epoch_0002.pt", "search")
@@ -360,6 +365,7 @@ def test_resumed_run_equals_uninterrupted_under_torchrun(torchrun_base: Path) ->
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_two_node_rendezvous_as_the_readme_runs_it(tmp_path: Path) -> None:
     """README's multi-node command: one torchrun agent per node, --node-rank and
     --rdzv-endpoint, each node with its own --out folder (no shared disk)."""

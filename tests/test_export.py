@@ -98,6 +98,7 @@ def _onnx_run(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"image": x.numpy()})[0]
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(
     checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
 ) -> None:
@@ -120,6 +121,7 @@ def test_onnx_export_matches_pytorch(
     np.testing.assert_allclose(_onnx_run(out, x), _eager(tiny_model, x), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_dynamic_onnx_runs_at_other_sizes(
     checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
 ) -> None:
@@ -138,6 +140,7 @@ def test_dynamic_onnx_runs_at_other_sizes(
         np.testing.assert_allclose(got, _eager(tiny_model, x), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_paper_genotype_exports_with_dynamic_shapes(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -184,6 +187,7 @@ def test_parity_is_judged_against_float64_when_float32_itself_is_inexact(
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+@pytest.mark.slow
 def test_torchscript_export_matches_pytorch(
     checkpoint: Path, tiny_model: AutoDeepLab, tmp_path: Path
 ) -> None:
@@ -200,6 +204,7 @@ def test_torchscript_export_matches_pytorch(
 
 
 @pytest.mark.parametrize("format", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_parity_failure_raises_and_writes_nothing(
     format: str, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -180,6 +180,7 @@ CHECKPOINT_MESSAGES = {
 }
 
 
+@pytest.mark.slow
 def test_hostile_checkpoints_are_refused_by_decode(search_run: Path, tmp_path: Path, capsys):
     marker = tmp_path / "marker"
     good = search_run / "checkpoints" / "epoch_0001.pt"
@@ -197,6 +198,7 @@ def test_hostile_checkpoints_are_refused_by_decode(search_run: Path, tmp_path: P
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     search_run: Path, tmp_path: Path, capsys
 ) -> None:

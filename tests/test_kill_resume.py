@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from autodeeplab.checkpoint import PAUSE_ENV, load_checkpoint, read_latest
@@ -172,6 +173,7 @@ def _log(path: Path, drop: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != drop} for r in read_jsonl(path)]
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_same_bits(tmp_path: Path) -> None:
     log = tmp_path / "stderr.txt"
     reference = _start(SEARCH, tmp_path / "ref", tmp_path / "ref_stderr.txt")  # runs alongside
@@ -191,6 +193,7 @@ def test_killed_search_resumes_to_the_same_bits(tmp_path: Path) -> None:
     assert read_latest(run / "checkpoints", "search") == run / "checkpoints" / "epoch_0005.pt"
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_bits(tmp_path: Path) -> None:
     log = tmp_path / "stderr.txt"
     reference = _start(TRAIN, tmp_path / "ref", tmp_path / "ref_stderr.txt")

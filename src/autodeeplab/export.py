@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from autodeeplab.model import load_trained_model
+
 __all__ = [
     "FORMATS",
     "ONNX_OPSET",
@@ -132,8 +134,6 @@ def export_model(
         check: compare with eager PyTorch and raise :class:`ExportError` on a mismatch.
         dynamo: ONNX only: use the torch.export-based exporter (needs ``onnxscript``).
     """
-    from autodeeplab.engine.evaluate import load_trained_model
-
     _check_format(format)
     # Export traces the plain layout; the exported graph does not carry one.
     model, state = load_trained_model(checkpoint, channels_last=False)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 __all__ = ["IGNORE_INDEX", "ConfusionMatrix"]
 
-#: Label value of pixels that carry no class (the same value as ``data.IGNORE_INDEX``).
+#: Label value of pixels that carry no class; datasets write it, losses and metrics skip it.
 IGNORE_INDEX = 255
 
 

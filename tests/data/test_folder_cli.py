@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from autodeeplab.cli import main
@@ -34,6 +35,7 @@ def _folder_dataset(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_search_train_eval_on_a_folder_dataset(tmp_path, capsys):
     spec = f"folder:{_folder_dataset(tmp_path / 'data')}"
     search = ["search", "--data", spec, "--out", str(tmp_path / "s"), "--crop", "32",

@@ -4,7 +4,6 @@ import torch
 
 from autodeeplab.data import (
     DATASETS,
-    IGNORE_INDEX,
     MEAN,
     STD,
     SyntheticDataset,
@@ -14,7 +13,7 @@ from autodeeplab.data import (
     normalize,
 )
 from autodeeplab.data.synthetic import CLASS_NAMES, PALETTE, SPLITS
-from autodeeplab.metrics import IGNORE_INDEX as METRICS_IGNORE_INDEX
+from autodeeplab.metrics import IGNORE_INDEX
 
 
 def _equal(a, b):
@@ -92,7 +91,7 @@ def test_metadata():
     assert ds.num_classes == len(CLASS_NAMES) == len(PALETTE) == 8
     assert ds.class_names[0] == "background"
     assert len(set(PALETTE)) == len(PALETTE)
-    assert ds.ignore_index == IGNORE_INDEX == METRICS_IGNORE_INDEX == 255
+    assert ds.ignore_index == IGNORE_INDEX == 255
 
 
 def test_every_class_appears_and_objects_per_image():

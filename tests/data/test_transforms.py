@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from autodeeplab.data.transforms import IGNORE_INDEX, Pipeline, train_transform, val_transform
+from autodeeplab.data.transforms import Pipeline, train_transform, val_transform
+from autodeeplab.metrics import IGNORE_INDEX
 
 
 def _blocks(height, width, seed=0, block=8):

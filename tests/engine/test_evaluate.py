@@ -15,11 +15,10 @@ from autodeeplab.engine.evaluate import (
     chance_level,
     evaluate,
     evaluate_checkpoint,
-    load_trained_model,
     predict_probabilities,
     slide_logits,
 )
-from autodeeplab.model import build_model
+from autodeeplab.model import build_model, load_trained_model
 
 K = 5
 IGNORE = 255
@@ -157,6 +156,7 @@ def test_chance_level_by_hand() -> None:
     assert chance["chance_miou"] == max(chance["majority_miou"], chance["uniform_miou"])
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_writes_metrics_next_to_it(trained_run: Path) -> None:
     ckpt = trained_run / "checkpoints" / "best.pt"
     metrics = evaluate_checkpoint(ckpt, device="cpu")

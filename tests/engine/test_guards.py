@@ -103,6 +103,7 @@ def test_search_stops_on_nonfinite_alpha_even_in_skip_mode(tmp_path: Path, searc
     assert _checkpoints_finite(tmp_path / "checkpoints") == ["epoch_0001.pt"]
 
 
+@pytest.mark.slow
 def test_search_skip_drops_and_counts_bad_batches(tmp_path: Path, search_config) -> None:
     cfg = search_config("search.nonfinite=skip", "search.max_skipped=0.5")
     with inf_images(SearchNetwork, {2, 4}):  # epoch 1's second w step, epoch 2's first arch step
@@ -126,6 +127,7 @@ def test_search_skip_stops_past_max_skipped(tmp_path: Path, search_config) -> No
     assert "epoch 1, step 2" in str(err.value)
 
 
+@pytest.mark.slow
 def test_train_stops_on_a_nan_loss(tmp_path: Path, train_config) -> None:
     with inf_images(AutoDeepLab, {3}), pytest.raises(NonFiniteError) as err:
         run_train(train_config(), tmp_path, progress=False)
@@ -135,6 +137,7 @@ def test_train_stops_on_a_nan_loss(tmp_path: Path, train_config) -> None:
     assert load_checkpoint(last)["iteration"] == 2
 
 
+@pytest.mark.slow
 def test_train_skip_finishes_and_reports(tmp_path: Path, train_config) -> None:
     cfg = train_config("train.nonfinite=skip", "train.max_skipped=0.25")
     with inf_images(AutoDeepLab, {2}):
@@ -189,6 +192,7 @@ def test_amp_resolution_on_cpu() -> None:
         resolve_amp("fp16", cpu, "search.amp")  # not silently fp32
 
 
+@pytest.mark.slow
 def test_bf16_search_on_cpu(tmp_path: Path, search_config, output_dtypes) -> None:
     cfg = search_config("search.amp=bf16", "search.epochs=2")
     with output_dtypes(SearchNetwork) as seen:

@@ -21,6 +21,7 @@ def tiny_config(search_config):
     return functools.partial(search_config, "search.epochs=3")
 
 
+@pytest.mark.slow
 def test_search_writes_outputs_and_log(tmp_path, tiny_config):
     result = run_search(tiny_config(), tmp_path, progress=False)
     assert load_genotype(tmp_path / "genotype.json") == result.genotype
@@ -45,6 +46,7 @@ def test_search_writes_outputs_and_log(tmp_path, tiny_config):
     assert genotype == result.genotype and meta["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_resumed_search_equals_uninterrupted(tmp_path, tiny_config):
     cfg = tiny_config()
     full = run_search(cfg, tmp_path / "full", progress=False)
@@ -66,6 +68,7 @@ def test_resumed_search_equals_uninterrupted(tmp_path, tiny_config):
     assert [strip(r) for r in log_a] == [strip(r) for r in log_b]
 
 
+@pytest.mark.slow
 def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.
@@ -81,6 +84,7 @@ def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, 
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_drops_log_records_after_the_checkpoint(tmp_path, tiny_config):
     cfg = tiny_config("search.epochs=2")
     run_search(cfg, tmp_path, progress=False, stop_after=1)
@@ -92,6 +96,7 @@ def test_resume_drops_log_records_after_the_checkpoint(tmp_path, tiny_config):
     assert [r["epoch"] for r in records] == [1, 2] and "stray" not in records[1]
 
 
+@pytest.mark.slow
 def test_resume_errors(tmp_path, tiny_config):
     with pytest.raises(FileNotFoundError, match="no complete search checkpoint"):
         run_search(tiny_config(), tmp_path, progress=False, resume=True)
@@ -110,6 +115,7 @@ def test_batch_larger_than_split_is_refused(tmp_path, tiny_config):
         run_search(tiny_config("search.batch_size=8"), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path, tiny_config):
     from autodeeplab.model import build_model
     from autodeeplab.model.complexity import count_multiply_adds
@@ -143,6 +149,7 @@ def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path, tiny_config):
     assert last["low"]["decoded_madds"] == counted
 
 
+@pytest.mark.slow
 def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path, tiny_config):
     """With PC-DARTS edge normalisation the checkpoint decode weighs gamma too."""
     cfg = tiny_config("model.partial_channels=2", "search.epochs=1")

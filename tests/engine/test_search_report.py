@@ -144,6 +144,7 @@ def test_report_counts_architecture_changes(tmp_path: Path) -> None:
     assert "| 4 8 8 4 | 0 | 0 |" in text and "| 4 8 8 8 | 1 | 1 |" in text
 
 
+@pytest.mark.slow
 def test_report_from_a_real_tiny_search(tmp_path: Path, search_config) -> None:
     result = run_search(search_config(), tmp_path, progress=False)
     render_search_report(tmp_path)
@@ -165,6 +166,7 @@ def test_one_epoch_and_torn_last_line(tmp_path: Path) -> None:
     _check_report(tmp_path, Genotype.from_dict(records[0]["genotype"]))
 
 
+@pytest.mark.slow
 def test_unfinished_search_and_resumed_epochs_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

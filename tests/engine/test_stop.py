@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -53,6 +54,7 @@ def _strip(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+@pytest.mark.slow
 def test_search_stopped_mid_epoch_resumes_bitwise(tmp_path: Path, search_config) -> None:
     cfg = search_config(*WRAPPING_TRAIN_B)
     full = run_search(cfg, tmp_path / "full", progress=False)
@@ -118,6 +120,7 @@ def test_sigint_is_handled_like_sigterm_and_second_signal_aborts() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.slow
 def test_train_stop_writes_last_and_resumes_exactly(tmp_path: Path, train_config) -> None:
     cfg = train_config("train.iters=5", "train.log_every=2")  # a stop inside a log window
     run_train(cfg, tmp_path / "straight", progress=False)
@@ -156,6 +159,7 @@ def _read_until(
     return thread, chunks, found.is_set()
 
 
+@pytest.mark.slow
 def test_cli_sigterm_exits_0_with_resume_command(tmp_path: Path, tiny_search_overrides) -> None:
     out = tmp_path / "run"
     sets = [a for key in (*tiny_search_overrides, *WRAPPING_TRAIN_B) for a in ("--set", key)]

@@ -10,11 +10,10 @@ import torch
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.config import ConfigError, TrainConfig, config_from_dict
 from autodeeplab.data import dataset_info
-from autodeeplab.engine.evaluate import load_trained_model
 from autodeeplab.engine.runtime import read_jsonl
 from autodeeplab.engine.train import BatchSchedule, poly_lr, resolve_amp, run_train
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, save_genotype
-from autodeeplab.model import AutoDeepLab, build_model
+from autodeeplab.model import AutoDeepLab, build_model, load_trained_model
 
 
 def test_poly_lr_values() -> None:
@@ -25,6 +24,7 @@ def test_poly_lr_values() -> None:
     assert poly_lr(0.05, 150, 100) == 0.0  # past the end it stays at zero
 
 
+@pytest.mark.slow
 def test_logged_learning_rates_follow_poly(trained_run: Path) -> None:
     records = [r for r in read_jsonl(trained_run / "train_log.jsonl") if r["event"] == "train"]
     assert [r["iter"] for r in records] == [1, 2, 3, 4]
@@ -46,6 +46,7 @@ def test_batch_schedule_is_a_function_of_seed_and_iteration() -> None:
         BatchSchedule(1, 2, seed=0, start=0, total=1)
 
 
+@pytest.mark.slow
 def test_channels_last_changes_the_layout_not_the_math(tmp_path: Path, train_config) -> None:
     runs, first_loss = {}, {}
     for on in (True, False):
@@ -71,6 +72,7 @@ def test_channels_last_changes_the_layout_not_the_math(tmp_path: Path, train_con
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
 
 
+@pytest.mark.slow
 def test_compiled_training_runs_the_same_math(tmp_path: Path, train_config, monkeypatch) -> None:
     # aot_eager traces the graph as Inductor does, without its minutes of code generation.
     compiled = []
@@ -100,6 +102,7 @@ def test_an_unknown_compile_backend_fails_before_the_run(tmp_path: Path, train_c
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> None:
     # Drop path and dropout on, so the restored RNG state matters as well as the data order.
     cfg = train_config("model.drop_path_keep_prob=0.7", "model.dropout=0.5", "train.iters=5")
@@ -124,6 +127,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, train_config) -> 
     assert strip == [{k: v for k, v in r.items() if k != "img_per_s"} for r in log_b]
 
 
+@pytest.mark.slow
 def test_checkpoint_is_self_describing(trained_run: Path) -> None:
     state = load_checkpoint(trained_run / "checkpoints" / "best.pt", "train")
     info = dataset_info("synthetic")
@@ -143,6 +147,7 @@ def test_checkpoint_is_self_describing(trained_run: Path) -> None:
     assert state["best_miou"] == max(r["val_miou"] for r in evals)
 
 
+@pytest.mark.slow
 def test_train_from_a_genotype_file(tmp_path: Path, train_config) -> None:
     genotype = Genotype(cell=((("sep_conv_3x3", 0), ("skip_connect", 1)),), path=(0, 1, 1, 0))
     save_genotype(genotype, tmp_path / "g.json")
@@ -179,12 +184,14 @@ def test_resume_errors(tmp_path: Path, train_config) -> None:
         run_train(train_config(), tmp_path / "f", resume=partial, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_config_is_refused(trained_run: Path, train_config, tmp_path):
     cfg = train_config("model.filter_multiplier=4")
     with pytest.raises(CheckpointError, match="another model or data config"):
         run_train(cfg, tmp_path, resume=trained_run / "checkpoints" / "last.pt", progress=False)
 
 
+@pytest.mark.slow
 def test_amp_is_off_on_cpu_unless_bf16_is_named(
     tmp_path: Path, train_config, output_dtypes
 ) -> None:

@@ -197,6 +197,7 @@ print(json.dumps(peak_memory_mib(torch.device("cpu")) * 2**20))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.slow
 def test_estimate_is_within_a_factor_2_of_a_measured_peak() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _MEASURE],

@@ -1,6 +1,9 @@
 """The ``autodeeplab`` command line.
 
-Every user error ends as one line on stderr and exit status 2; nothing already written
+:func:`main` is the one place that turns the end of a command into an exit status and a
+line on stderr: a user error (bad input, a file not found or unreadable) is one line and
+status 2, a run that diverged (inf/nan) status 1, Ctrl-C status 130, and a run stopped
+early by SIGINT/SIGTERM status 0 with the command that resumes it. Nothing already written
 is removed. Subcommands live in one module per stage (search, retrain, deploy).
 """
 
@@ -37,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from autodeeplab.checkpoint import CheckpointError
+    from autodeeplab.cli.messages import Stopped
     from autodeeplab.distributed import cleanup, get_rank
+    from autodeeplab.engine.guards import NonFiniteError
 
     rank, err = get_rank(), sys.stderr  # torchrun's RANK; 0 in a plain run
     name = f"autodeeplab {args.command}" + (f" (rank {rank})" if rank else "")
@@ -47,7 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet.enter_context(contextlib.redirect_stdout(devnull))
             quiet.enter_context(contextlib.redirect_stderr(devnull))
         try:
-            code = int(args.func(args) or 0)
+            outcome = args.func(args)
+            if isinstance(outcome, Stopped):  # a checkpoint is written: not a failure
+                print(outcome.message(name), file=sys.stderr)
+                outcome = 0
+            code = int(outcome or 0)
+        except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
+            # sys.stderr, not err: like the run's own output, only rank 0 says it.
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            code = 1
         except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
             print(f"{name}: error: {exc}", file=err)
             return 2

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.common import _add_set, _for_data, _size
+from autodeeplab.cli.arguments import add_set, for_data, parse_size
+from autodeeplab.cli.messages import Stopped
 
 __all__ = ["register"]
 
@@ -37,17 +38,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="random genotypes' Multi-Adds within this fraction of the searched (default 0.1)",
     )
     p.add_argument(
-        "--size", type=_size, help="HxW at which Multi-Adds are matched (default: the crop)"
+        "--size", type=parse_size, help="HxW at which Multi-Adds are matched (default: the crop)"
     )
-    _add_set(p, "train.iters=2000")
+    add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare import run_compare
-    from autodeeplab.engine.guards import NonFiniteError
 
     if args.random < 0 or args.searched_seeds < 1:
         raise ValueError("--random must be >= 0 and --searched-seeds >= 1")
@@ -55,7 +55,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--tolerance {args.tolerance}: give a fraction, e.g. 0.1 for 10%")
     overrides = [f"data.spec={json.dumps(args.data)}"] if args.data else []
     base = TrainConfig() if args.config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
-    base = _for_data(base, args.data)
+    base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
     print(
@@ -63,26 +63,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         f"{args.random} random, 2 references; {cfg.train.iters} iterations each -> {out}",
         file=sys.stderr,
     )
-    try:
-        result = run_compare(
-            args.search_run,
-            cfg,
-            out,
-            num_random=args.random,
-            searched_seeds=args.searched_seeds,
-            tolerance=args.tolerance,
-            size=args.size,
-            progress=not args.no_progress,
-        )
-    except NonFiniteError as exc:  # a retraining diverged: a failed run (1), not bad input
-        print(f"autodeeplab compare: error: {exc}", file=sys.stderr)
-        return 1
-    if result.stopped:
-        print(
-            "autodeeplab compare: stopped early; rerun the same command to continue",
-            file=sys.stderr,
-        )
-        return 0
+    result = run_compare(
+        args.search_run,
+        cfg,
+        out,
+        num_random=args.random,
+        searched_seeds=args.searched_seeds,
+        tolerance=args.tolerance,
+        size=args.size,
+        progress=not args.no_progress,
+    )
+    if result.stopped:  # the retraining in progress wrote its checkpoint
+        return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")
     print((out / "compare.md").read_text(encoding="utf-8"), end="")
     print(f"wrote {out / 'compare.md'}, compare.json, compare.png", file=sys.stderr)
     return 0

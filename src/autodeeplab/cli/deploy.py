@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autodeeplab.cli.common import _size
+from autodeeplab.cli.arguments import parse_size
 
 __all__ = ["register"]
 
@@ -23,7 +23,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)"
     )
     p.add_argument(
-        "--size", type=_size, metavar="HxW", help="traced input size (default: the training crop)"
+        "--size",
+        type=parse_size,
+        metavar="HxW",
+        help="traced input size (default: the training crop)",
     )
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")

@@ -7,16 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.common import (
-    _add_inference_options,
-    _add_set,
-    _flag_overrides,
-    _for_data,
-    _pct,
-    _print_search_memory,
-    _resume_command,
-    _size,
+from autodeeplab.cli.arguments import (
+    add_inference_options,
+    add_set,
+    flag_overrides,
+    for_data,
+    parse_size,
 )
+from autodeeplab.cli.messages import Stopped, pct, print_search_memory, resume_command
 
 __all__ = ["register"]
 
@@ -46,7 +44,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or alone: --out's checkpoints/last.pt",
     )
-    _add_set(p, "train.lr=0.01")
+    add_set(p, "train.lr=0.01")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -60,7 +58,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoints/best.pt or last.pt of a train run")
     p.add_argument("--data", help="dataset spec (default: the one it was trained on)")
     p.add_argument("--split", default="val", help="dataset split (default: val)")
-    _add_inference_options(p, "default: the checkpoint's eval config")
+    add_inference_options(p, "default: the checkpoint's eval config")
     p.add_argument("--num-samples", type=int, help="evaluate on the first N images only")
     p.add_argument("--out", help="folder or .json path for metrics.json")
     p.set_defaults(func=_cmd_eval)
@@ -76,7 +74,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoints/best.pt of a train run")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--out", required=True, help="output folder")
-    _add_inference_options(p, "default: whole image, scale 1")
+    add_inference_options(p, "default: whole image, scale 1")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -87,7 +85,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("target", metavar="MODEL_OR_GENOTYPE", help="auto-deeplab-s/m/l or a .json")
     p.add_argument(
-        "--size", type=_size, default=(1025, 2049), help="input HxW (default: 1025x2049)"
+        "--size", type=parse_size, default=(1025, 2049), help="input HxW (default: 1025x2049)"
     )
     p.add_argument("--classes", type=int, default=19, help="number of classes (default: 19)")
     p.add_argument(
@@ -130,11 +128,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
-    from autodeeplab.engine.train import NonFiniteError, run_train
+    from autodeeplab.engine.train import run_train
 
-    overrides = _flag_overrides(
+    overrides = flag_overrides(
         args,
         (
             ("data", "data.spec"),
@@ -151,7 +149,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides += [f"model.name={json.dumps(args.model)}", "model.genotype=null"]
     # Without --config the CPU preset applies, as for `search`, so the bare command finishes.
     base = TrainConfig() if args.config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
-    base = _for_data(base, args.data)
+    base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
     what = cfg.model.name or cfg.model.genotype
@@ -161,18 +159,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"lr={cfg.train.lr} -> {out}",
         file=sys.stderr,
     )
-    try:
-        result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
-        print(f"autodeeplab train: error: {exc}", file=sys.stderr)
-        return 1
+    result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
-        print(
-            f"autodeeplab train: stopped early at iteration {result.iterations}; saved "
-            f"{result.last_checkpoint}; resume with: {_resume_command('train', out)}",
-            file=sys.stderr,
-        )
-        return 0
+        where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"
+        return Stopped(where, saved, f"resume with: {resume_command('train', out)}")
     print(
         f"done in {result.seconds:.0f} s; best val mIoU {result.best_miou:.4f} at iteration "
         f"{result.best_iteration}; wrote {result.best_checkpoint}, {result.last_checkpoint}",
@@ -201,8 +191,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(
         f"{metrics['data']} {metrics['split']} ({metrics['num_images']} images, "
         f"{metrics['mode']}, scales {metrics['scales']}, flip {metrics['flip']}): "
-        f"mIoU {_pct(metrics['miou'])}  pixel acc {_pct(metrics['pixel_acc'])}  "
-        f"mean acc {_pct(metrics['mean_acc'])}",
+        f"mIoU {pct(metrics['miou'])}  pixel acc {pct(metrics['pixel_acc'])}  "
+        f"mean acc {pct(metrics['mean_acc'])}",
     )
     print(f"wrote {metrics['path']}", file=sys.stderr)
     return 0
@@ -280,7 +270,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import (
         CPU_SEARCH_PRESET,
         CPU_TRAIN_PRESET,
@@ -303,8 +293,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     train_base = (
         TrainConfig() if args.train_config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     )
-    search_base = _for_data(search_base, args.data)
-    train_base = _for_data(train_base, args.data)
+    search_base = for_data(search_base, args.data)
+    train_base = for_data(train_base, args.data)
     search_cfg = load_config(args.search_config, [*data, *routed["search"]], base=search_base)
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
     num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
@@ -318,26 +308,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{args.train_config or 'built-in CPU preset'}",
         file=sys.stderr,
     )
-    _print_search_memory(search_cfg, num_classes)
-    from autodeeplab.engine.guards import NonFiniteError
-
-    try:
-        result = run_pipeline(
-            search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
-        )
-    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
-        print(f"autodeeplab run: error: {exc}", file=sys.stderr)
-        return 1
+    print_search_memory(search_cfg, num_classes)
+    result = run_pipeline(
+        search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
+    )
     if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
-        print(
-            f"autodeeplab run: stopped early in the {result.stopped} stage; checkpoints are in "
-            f"{out}; resume with the same command plus --resume",
-            file=sys.stderr,
-        )
-        return 0
+        where, saved = f" in the {result.stopped} stage", f"checkpoints are in {out}"
+        return Stopped(where, saved, "resume with the same command plus --resume")
     print(
-        f"done in {result.seconds:.0f} s; val mIoU {_pct(result.miou)} % "
-        f"(chance {_pct(result.chance_miou)} %); wrote {result.report}",
+        f"done in {result.seconds:.0f} s; val mIoU {pct(result.miou)} % "
+        f"(chance {pct(result.chance_miou)} %); wrote {result.report}",
         file=sys.stderr,
     )
     return 0

@@ -7,12 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.common import (
-    _flag_overrides,
-    _for_data,
-    _print_search_memory,
-    _resume_command,
-)
+from autodeeplab.cli.arguments import flag_overrides, for_data
+from autodeeplab.cli.messages import Stopped, print_search_memory, resume_command
 
 __all__ = ["register"]
 
@@ -96,13 +92,12 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
+def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
-    from autodeeplab.engine.guards import NonFiniteError
     from autodeeplab.engine.search import check_search_crop, run_search
 
-    overrides = _flag_overrides(
+    overrides = flag_overrides(
         args,
         (
             ("data", "data.spec"),
@@ -115,7 +110,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     # Without --config the CPU preset applies, so the bare command finishes on a laptop.
     base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
-    base = _for_data(base, args.data)
+    base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     check_search_crop(cfg)  # also for --dry-run: it refuses what the run would
@@ -127,21 +122,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
         file=sys.stderr,
     )
-    _print_search_memory(cfg, info.num_classes)
+    print_search_memory(cfg, info.num_classes)
     if args.dry_run:
         return 0
-    try:
-        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
-        print(f"autodeeplab search: error: {exc}", file=sys.stderr)
-        return 1
+    result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
-        print(
-            f"autodeeplab search: stopped early; saved {result.checkpoint}; resume with: "
-            f"{_resume_command('search', out)}",
-            file=sys.stderr,
-        )
-        return 0
+        how = f"resume with: {resume_command('search', out)}"
+        return Stopped("", f"saved {result.checkpoint}", how)
     print(result.genotype.to_json(), end="")
     print(
         f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
@@ -160,7 +147,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     margin = meta["path_margin"]
     print(f"path decode {meta['path_decode']}: margin {margin:.3f} nats", file=sys.stderr)
     if args.out:
-        from autodeeplab.viz import render_genotype
+        from autodeeplab.viz.genotype import render_genotype
 
         out = Path(args.out)
         provenance = {

@@ -32,7 +32,6 @@ from autodeeplab.data.folder import FolderDataset
 from autodeeplab.data.split import load_split, save_split, split_indices
 from autodeeplab.data.synthetic import SyntheticDataset
 from autodeeplab.data.transforms import (
-    IGNORE_INDEX,
     MEAN,
     STD,
     denormalize,
@@ -44,7 +43,6 @@ from autodeeplab.data.voc import VOCDataset
 
 __all__ = [
     "DATASETS",
-    "IGNORE_INDEX",
     "MEAN",
     "STD",
     "ADE20KDataset",

@@ -28,7 +28,7 @@ from autodeeplab.data.base import (
     pair_by_key,
     scan_dir,
 )
-from autodeeplab.data.transforms import IGNORE_INDEX
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["ADE20KDataset", "CLASS_NAMES", "PALETTE"]
 

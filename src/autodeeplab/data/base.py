@@ -25,7 +25,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from autodeeplab.data.transforms import IGNORE_INDEX, Transform, to_sample, train_transform
+from autodeeplab.data.transforms import Transform, to_sample, train_transform
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = [
     "TRAIN_SPLITS",

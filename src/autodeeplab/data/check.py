@@ -27,7 +27,7 @@ from autodeeplab.data.base import (
     load_pair,
     missing_files,
 )
-from autodeeplab.data.transforms import IGNORE_INDEX
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["DataReport", "SplitReport", "check_dataset"]
 

@@ -27,7 +27,7 @@ from autodeeplab.data.base import (
     pair_by_key,
     scan_dir,
 )
-from autodeeplab.data.transforms import IGNORE_INDEX
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["CityscapesDataset", "cityscapes_label_map"]
 

@@ -45,7 +45,7 @@ from autodeeplab.data.base import (
     read_label,
     scan_dir,
 )
-from autodeeplab.data.transforms import IGNORE_INDEX
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["IMAGE_SUFFIXES", "FolderDataset"]
 

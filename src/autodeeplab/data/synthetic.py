@@ -23,7 +23,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from autodeeplab.data.transforms import IGNORE_INDEX, to_sample
+from autodeeplab.data.transforms import to_sample
+from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["CLASS_NAMES", "PALETTE", "SPLITS", "SyntheticDataset", "render_sample"]
 

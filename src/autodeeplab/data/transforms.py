@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autodeeplab.metrics import IGNORE_INDEX
+
 __all__ = [
-    "IGNORE_INDEX",
     "MEAN",
     "STD",
     "Pipeline",
@@ -42,9 +43,6 @@ __all__ = [
 
 #: ``transform(image_uint8_hwc, mask) -> (image_uint8_hwc, mask)``, the dataset hook.
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-#: Label value of pixels that carry no class; losses and metrics skip them.
-IGNORE_INDEX = 255
 
 #: Per-channel RGB mean and standard deviation on the [0, 1] scale (ImageNet).
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -28,26 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autodeeplab.checkpoint import CheckpointError, atomic_write, load_checkpoint, require_keys
+from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import TrainConfig, config_from_dict
 from autodeeplab.data import build_dataset
 from autodeeplab.data.transforms import val_transform
 from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
-from autodeeplab.model import AutoDeepLab
+from autodeeplab.model import load_trained_model
 from autodeeplab.ops import resize
 
 __all__ = [
-    "CHECKPOINT_KIND",
     "MODES",
     "chance_level",
     "evaluate",
     "evaluate_checkpoint",
-    "load_trained_model",
     "predict_probabilities",
     "slide_logits",
 ]
 
-CHECKPOINT_KIND = "train"
 MODES = ("whole", "slide")
 
 
@@ -197,28 +194,6 @@ def chance_level(
         "majority_class": majority,
         "class_frequency": (counts / total).tolist(),
     }
-
-
-def load_trained_model(
-    path: str | Path, device: torch.device | str = "cpu", channels_last: bool = True
-) -> tuple[AutoDeepLab, dict[str, Any]]:
-    """Rebuild the network of a ``train`` checkpoint from its own ``model_kwargs``.
-
-    ``channels_last``: weights in NHWC layout, which the conv kernels prefer (about 20% faster
-    inference on CPU, benchmarks/README.md); the outputs are the same to float rounding.
-    """
-    state = load_checkpoint(path)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(
-            f"{path}: this is a {state.get('kind')!r} checkpoint, not a trained network; "
-            "pass checkpoints/best.pt or last.pt of an 'autodeeplab train' run (a search "
-            "checkpoint is decoded with 'autodeeplab decode' and then trained)"
-        )
-    require_keys(state, path, ("model_kwargs", "model", "config", "class_names"))
-    model = AutoDeepLab(**state["model_kwargs"])
-    model.load_state_dict(state["model"])
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return model.to(device, memory_format=memory_format).eval(), state
 
 
 def _finite(x: float) -> float | None:

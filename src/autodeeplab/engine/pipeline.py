@@ -22,12 +22,14 @@ import torch
 
 from autodeeplab.config import SearchConfig, TrainConfig
 from autodeeplab.data import build_dataset
-from autodeeplab.engine.evaluate import chance_level, evaluate_checkpoint, load_trained_model
-from autodeeplab.engine.report import plot_training_curves, prediction_strips, write_report
-from autodeeplab.engine.runtime import select_device
+from autodeeplab.engine.evaluate import chance_level, evaluate_checkpoint
+from autodeeplab.engine.predict import predict_samples
+from autodeeplab.engine.report import write_report
+from autodeeplab.engine.runtime import read_jsonl, select_device
 from autodeeplab.engine.search import find_latest_checkpoint, run_search
 from autodeeplab.engine.train import run_train, with_genotype
-from autodeeplab.model import count_multiply_adds, count_parameters
+from autodeeplab.model import count_multiply_adds, count_parameters, load_trained_model
+from autodeeplab.viz.run_report import plot_training_curves, prediction_strip
 
 __all__ = ["STAGES", "PipelineResult", "run_pipeline", "split_overrides"]
 
@@ -106,11 +108,14 @@ def run_pipeline(
 
     device = select_device(tcfg.train.device)
     model, state = load_trained_model(train.best_checkpoint, device)
-    strips = prediction_strips(
-        model, val_set, state["palette"], out / "predictions", num_strips, device
-    )
+    strips = []
+    for i, (image, truth, pred) in enumerate(predict_samples(model, val_set, num_strips, device)):
+        path = out / "predictions" / f"val_{i:02d}.png"
+        strips.append(prediction_strip(image, truth, pred, state["palette"], path))
     curves = plot_training_curves(
-        out / "train" / "train_log.jsonl", out / "training_curves.png", chance["chance_miou"]
+        read_jsonl(out / "train" / "train_log.jsonl"),
+        out / "training_curves.png",
+        chance["chance_miou"],
     )
     crop = tcfg.data.crop
     multiply_adds = {

@@ -1,32 +1,33 @@
-"""Segment image files with a trained checkpoint: colour masks and overlays (PNG).
+"""Segment image files with a trained checkpoint (colour masks and overlays), or samples of a
+dataset for the run report.
 
 The mask is written as a palette PNG (mode ``P``): its pixel values are the class indices
 and its palette is the dataset's, stored in the checkpoint, so one file is both the label
-map and its colour picture. The overlay blends those colours over the image.
+map and its colour picture. The overlay blends those colours over the image. The drawing
+itself is :mod:`autodeeplab.viz.overlay`'s; this module runs the network.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from autodeeplab.checkpoint import atomic_write
-from autodeeplab.data import normalize
-from autodeeplab.engine.evaluate import load_trained_model, predict_probabilities
+from autodeeplab.data import denormalize, normalize
+from autodeeplab.engine.evaluate import predict_probabilities
+from autodeeplab.model import load_trained_model
+from autodeeplab.viz.overlay import colorize, overlay, save_png
 
 __all__ = [
     "PredictResult",
-    "colorize",
-    "overlay",
     "predict_images",
+    "predict_samples",
     "read_image_file",
-    "save_png",
 ]
 
 
@@ -52,33 +53,6 @@ def read_image_file(path: str | Path) -> np.ndarray:
         raise ValueError(
             f"{p}: cannot read image ({type(exc).__name__}: {first}); pass a PNG or JPEG file"
         ) from None
-
-
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
-    """Class-index mask ``(H, W)`` -> palette PNG image whose colours are ``palette``."""
-    image = Image.fromarray(mask.astype(np.uint8))  # mode L; putpalette turns it into P
-    flat = [int(v) for colour in palette for v in colour]
-    image.putpalette(flat + [0] * (768 - len(flat)))
-    return image
-
-
-def overlay(
-    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5
-) -> np.ndarray:
-    """``image`` ``(H, W, 3)`` with the class colours of ``mask`` blended over it (``uint8``)."""
-    colours = np.zeros((256, 3), dtype=np.float32)
-    colours[: len(palette)] = np.asarray(palette, dtype=np.float32)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours[mask.astype(np.int64)]
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-def save_png(image: Image.Image | np.ndarray, path: str | Path) -> Path:
-    """Write a PNG atomically."""
-    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    buffer = io.BytesIO()
-    pil.save(buffer, format="PNG")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return Path(path)
 
 
 def predict_images(
@@ -116,3 +90,17 @@ def predict_images(
         result.written.append(save_png(colorize(mask, palette), out / f"{stem}_mask.png"))
         result.written.append(save_png(overlay(rgb, mask, palette), out / f"{stem}_overlay.png"))
     return result
+
+
+@torch.no_grad()
+def predict_samples(
+    model: torch.nn.Module, dataset: Any, count: int, device: torch.device | str = "cpu"
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The first ``count`` samples of ``dataset`` as (RGB image, truth, prediction) arrays."""
+    model.eval()
+    samples = []
+    for i in range(min(count, len(dataset))):
+        x, target = dataset[i]
+        prob = predict_probabilities(model, x.unsqueeze(0).to(device))
+        samples.append((denormalize(x), target.numpy(), prob.argmax(1)[0].cpu().numpy()))
+    return samples

@@ -12,12 +12,10 @@ from torch.utils.data import DataLoader
 
 from autodeeplab.distributed import all_reduce_mean, all_reduce_sum, is_distributed, sharded_mean
 from autodeeplab.engine.guards import NonFiniteGuard, grads_finite
-from autodeeplab.metrics import ConfusionMatrix
+from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
 from autodeeplab.search.network import SearchNetwork
 
 __all__ = ["IGNORE_INDEX", "search_step", "bn_running_stats", "all_finite", "validate_supernet"]
-
-IGNORE_INDEX = 255
 
 
 def search_step(

@@ -68,7 +68,7 @@ from autodeeplab.distributed import (
     rank_indices,
     sharded_mean,
 )
-from autodeeplab.engine.evaluate import CHECKPOINT_KIND, evaluate
+from autodeeplab.engine.evaluate import evaluate
 from autodeeplab.engine.guards import (
     NonFiniteError,
     NonFiniteGuard,
@@ -89,7 +89,7 @@ from autodeeplab.engine.runtime import (
 )
 from autodeeplab.genotype import Genotype, load_genotype, save_genotype
 from autodeeplab.metrics import IGNORE_INDEX
-from autodeeplab.model import MODELS, AutoDeepLab, build_model
+from autodeeplab.model import MODELS, TRAIN_CHECKPOINT_KIND, AutoDeepLab, build_model
 
 __all__ = [
     "BatchSchedule",
@@ -270,11 +270,11 @@ def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | N
     if resume is True:
         # latest.json names the newest whole checkpoint: best.pt if a kill came between the
         # best.pt and last.pt writes of an evaluation (both hold the full training state).
-        path = read_latest(out / "checkpoints", CHECKPOINT_KIND) or path
+        path = read_latest(out / "checkpoints", TRAIN_CHECKPOINT_KIND) or path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
     state = load_checkpoint(path)
-    if state.get("kind") != CHECKPOINT_KIND:
+    if state.get("kind") != TRAIN_CHECKPOINT_KIND:
         raise CheckpointError(
             f"{path}: this is a {state.get('kind')!r} checkpoint; resume training from a "
             "train run's checkpoints/last.pt"
@@ -494,7 +494,7 @@ def _run_train(
                     "log_window": window,
                     **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
                 },
-                CHECKPOINT_KIND,
+                TRAIN_CHECKPOINT_KIND,
             )
         if path.name == "last.pt":
             saved_iter = iteration

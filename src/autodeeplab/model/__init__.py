@@ -2,11 +2,13 @@
 
 from autodeeplab.model.autodeeplab import (
     MODELS,
+    TRAIN_CHECKPOINT_KIND,
     AutoDeepLab,
     autodeeplab_l,
     autodeeplab_m,
     autodeeplab_s,
     build_model,
+    load_trained_model,
 )
 from autodeeplab.model.backbone import Backbone, Stem
 from autodeeplab.model.cell import Cell
@@ -16,6 +18,7 @@ from autodeeplab.model.heads import ASPP, Decoder
 __all__ = [
     "ASPP",
     "MODELS",
+    "TRAIN_CHECKPOINT_KIND",
     "AutoDeepLab",
     "Backbone",
     "Cell",
@@ -27,4 +30,5 @@ __all__ = [
     "build_model",
     "count_multiply_adds",
     "count_parameters",
+    "load_trained_model",
 ]

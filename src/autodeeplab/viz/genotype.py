@@ -8,24 +8,20 @@
 - :func:`render_cell`: the cell as a DAG (Fig. 3 bottom): H^{l-2}, H^{l-1} -> B "+" blocks ->
   concat -> H^l, one labelled arrow per branch, coloured by op.
 
-Only ``matplotlib.figure.Figure`` with the Agg canvas is used, never pyplot, so rendering
-keeps no global state and runs headless, in threads or worker processes. Files are written
-atomically (temp file + ``os.replace``). There is no graphviz: the cell layout below is a
-small greedy search over edge curvatures that keeps edges off nodes and labels off each other.
+Figures are made and written by :mod:`autodeeplab.viz._figure` (headless Agg canvas, atomic
+PNG files). There is no graphviz: the cell layout below is a small greedy search over edge
+curvatures that keeps edges off nodes and labels off each other.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
@@ -33,13 +29,13 @@ from matplotlib.path import Path as MplPath
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import OPS, PRIMITIVES
+from autodeeplab.viz._figure import DPI, new_figure, save_figure
 
 __all__ = ["render_cell", "render_genotype", "render_path"]
 
 #: Figure sizes in inches at :data:`DPI`: 1200 x 500 px (path) and 1200 x 600 px (cell).
 PATH_FIGSIZE = (12.0, 5.0)
 CELL_FIGSIZE = (12.0, 6.0)
-DPI = 100
 
 _PATH_COLOR = "#1f5fa8"
 _ASPP_COLOR = "#f28e2b"
@@ -86,34 +82,9 @@ def _op_color(op: str) -> str:
     return _EXTRA_COLORS[idx % len(_EXTRA_COLORS)]
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize, dpi=DPI)
-    FigureCanvasAgg(fig)  # attaches itself as fig.canvas; no pyplot, no global backend
-    return fig
-
-
 def _arrow(ax: Axes, a: Point | None = None, b: Point | None = None, **style: Any) -> None:
     """Add a filled-head arrow from ``a`` to ``b`` (or along ``path=``)."""
     ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", **style))
-
-
-def _save_png(fig: Figure, out_path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` as PNG atomically, so a killed run never leaves half a file."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # pid + thread id keeps concurrent writers of the same file off each other's temp file.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            # No 'Software' key: the bytes then depend only on the drawing.
-            fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
 
 
 # --------------------------------------------------------------------------- network level
@@ -182,7 +153,7 @@ def render_path(
     # Rows that exist at all: a short network never reaches the deeper levels.
     rows = min(num_levels, num_layers + 1)
 
-    fig = _new_figure(PATH_FIGSIZE)
+    fig = new_figure(PATH_FIGSIZE)
     rect = (0.07, 0.13, 0.9, 0.72)
     ax = fig.add_axes(rect)
     ax_w_pt = PATH_FIGSIZE[0] * rect[2] * 72
@@ -288,7 +259,7 @@ def render_path(
     if title is None:
         title = f"Auto-DeepLab network-level architecture (L={num_layers})"
     fig.suptitle(title, fontsize=13, y=0.97)
-    return _save_png(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 # --------------------------------------------------------------------------- cell level
@@ -421,7 +392,7 @@ def render_cell(
     """Draw the cell as a DAG (paper Fig. 3 bottom) and write it as PNG."""
     cell = genotype.cell
     num_blocks = len(cell)
-    fig = _new_figure(CELL_FIGSIZE)
+    fig = new_figure(CELL_FIGSIZE)
     ax_rect = (0.01, 0.12, 0.98, 0.78)
     ax = fig.add_axes(ax_rect)
     ax.set_axis_off()
@@ -513,7 +484,7 @@ def render_cell(
     if title is None:
         title = f"Auto-DeepLab cell (B={num_blocks})"
     fig.suptitle(title, fontsize=13, y=0.96)
-    return _save_png(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def render_genotype(

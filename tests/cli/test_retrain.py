@@ -26,7 +26,7 @@ from autodeeplab.config import (
 )
 from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_MODEL = [
     "--set", "model.filter_multiplier=2",
@@ -69,6 +69,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_resolved_config(cli_run: Path) -> None:
     assert (cli_run / "checkpoints" / "best.pt").is_file()
     assert (cli_run / "checkpoints" / "last.pt").is_file()
@@ -77,6 +78,7 @@ def test_train_writes_checkpoints_and_resolved_config(cli_run: Path) -> None:
     assert cfg.model.name == "auto-deeplab-s" and cfg.model.genotype is None
 
 
+@pytest.mark.slow
 def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path) -> None:
     argv = ["train", "--model", "auto-deeplab-s", "--out", str(cli_run), "--iters", "2",
             "--batch-size", "2", "--crop", "32", "--seed", "1", *TINY_MODEL,
@@ -84,6 +86,7 @@ def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path) -> None:
     assert main(argv) == 0
 
 
+@pytest.mark.slow
 def test_train_stopped_by_sigterm_prints_a_resume_command_that_finishes(
     tmp_path: Path, capsys
 ) -> None:
@@ -108,6 +111,7 @@ def test_train_stopped_by_sigterm_prints_a_resume_command_that_finishes(
     assert load_checkpoint(out / "checkpoints" / "last.pt")["iteration"] == 3
 
 
+@pytest.mark.slow
 def test_eval_prints_table_and_writes_metrics(cli_run: Path, capsys, tmp_path: Path) -> None:
     ckpt = cli_run / "checkpoints" / "best.pt"
     assert main(["eval", str(ckpt), "--data", "synthetic", "--device", "cpu"]) == 0
@@ -123,6 +127,7 @@ def test_eval_prints_table_and_writes_metrics(cli_run: Path, capsys, tmp_path: P
     assert 0.0 <= ms["miou"] <= 1.0
 
 
+@pytest.mark.slow
 def test_predict_writes_pngs_and_reports_bad_images(cli_run: Path, tmp_path: Path, capsys):
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"garbage")
@@ -138,6 +143,7 @@ def test_predict_writes_pngs_and_reports_bad_images(cli_run: Path, tmp_path: Pat
     assert "b.png: cannot read image" in line
 
 
+@pytest.mark.slow
 def test_info_matches_the_parameter_oracle(capsys) -> None:
     assert main(["info", "auto-deeplab-s", "--json", "--size", "65x65"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -151,6 +157,7 @@ def test_info_matches_the_parameter_oracle(capsys) -> None:
     assert "21,622,451" in table and "cell block 4" in table
 
 
+@pytest.mark.slow
 def test_info_of_a_genotype_file(tmp_path: Path, capsys) -> None:
     save_genotype(PAPER_GENOTYPE, tmp_path / "g.json")
     argv = ["info", str(tmp_path / "g.json"), "--json", "--classes", "19", "--size", "33",
@@ -188,6 +195,7 @@ def test_train_preset_file_equals_the_built_in_one() -> None:
     assert cfg.model.name is None and cfg.model.genotype is None  # `run` fills in the genotype
 
 
+@pytest.mark.slow
 def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
@@ -215,6 +223,7 @@ def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
     assert (out / "train" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path: Path, capsys) -> None:
     """SIGTERM in the search, then in the retraining; each --resume continues exactly."""
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))

@@ -1,24 +1,26 @@
-"""Helpers shared by the subcommands: arguments, config overrides and messages."""
+"""Command-line arguments shared by the subcommands, and how flags become config overrides."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from autodeeplab.config import SearchConfig
-
-__all__: list[str] = []
+__all__ = [
+    "add_inference_options",
+    "add_set",
+    "flag_overrides",
+    "for_data",
+    "parse_scales",
+    "parse_size",
+]
 
 T = TypeVar("T")
 
 
-def _add_set(p: argparse.ArgumentParser, example: str) -> None:
+def add_set(p: argparse.ArgumentParser, example: str) -> None:
+    """Add the repeatable ``--set KEY=VALUE`` config override, with ``example`` in its help."""
     p.add_argument(
         "--set",
         action="append",
@@ -28,7 +30,8 @@ def _add_set(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
-def _scales(text: str) -> tuple[float, ...]:
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``--scales`` type: comma-separated positive numbers, e.g. ``0.5,1,1.5``."""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -40,7 +43,8 @@ def _scales(text: str) -> tuple[float, ...]:
     return values
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``--size`` type: ``HxW`` or one side for a square, as ``(H, W)``."""
     parts = text.lower().split("x")
     try:
         values = [int(v) for v in parts]
@@ -51,11 +55,12 @@ def _size(text: str) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
-def _add_inference_options(p: argparse.ArgumentParser, defaults: str) -> None:
+def add_inference_options(p: argparse.ArgumentParser, defaults: str) -> None:
+    """Add ``--mode --scales --flip --window --stride --device``; ``defaults`` ends their help."""
     p.add_argument("--mode", choices=("whole", "slide"), help=f"inference mode ({defaults})")
     p.add_argument(
         "--scales",
-        type=_scales,
+        type=parse_scales,
         metavar="S1,S2,...",
         help=f"multi-scale inference, e.g. 0.5,0.75,1,1.25,1.5,1.75 ({defaults})",
     )
@@ -67,7 +72,8 @@ def _add_inference_options(p: argparse.ArgumentParser, defaults: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
-def _flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ...]) -> list[str]:
+def flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ...]) -> list[str]:
+    """``key=value`` overrides for the ``(flag, config key)`` pairs whose flag was given."""
     overrides = []
     for flag, key in mapping:
         value = getattr(args, flag, None)
@@ -76,11 +82,7 @@ def _flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ..
     return overrides
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}"
-
-
-def _for_data(base: T, data_spec: str | None) -> T:
+def for_data(base: T, data_spec: str | None) -> T:
     """A CPU preset's image counts size the generated data; a real dataset is used whole."""
     from autodeeplab.data import parse_spec
 
@@ -88,34 +90,3 @@ def _for_data(base: T, data_spec: str | None) -> T:
         return base
     data = replace(base.data, train_samples=None, val_samples=None)
     return replace(base, data=data)
-
-
-def _print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
-    """One line with the estimated peak memory; a warning if the device looks too small."""
-    from autodeeplab.distributed import get_world_size
-    from autodeeplab.engine.runtime import select_device
-    from autodeeplab.search.memory import (
-        device_memory_bytes,
-        estimate_search_memory,
-        format_estimate,
-        memory_warning,
-    )
-
-    device = select_device(cfg.search.device)
-    available = device_memory_bytes(device.type)
-    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
-    print(format_estimate(est, cfg), file=sys.stderr)
-    warning = memory_warning(est, cfg, available) if available is not None else None
-    if warning:
-        print(warning, file=sys.stderr)
-
-
-def _resume_command(command: str, out: Path) -> str:
-    """The command that resumes the run in ``out`` with its own saved config."""
-    from autodeeplab.distributed import get_world_size
-
-    launcher = (
-        "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else "autodeeplab"
-    )
-    config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
-    return f"{launcher} {command} --config {config} --out {folder} --resume"

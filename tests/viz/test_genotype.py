@@ -1,4 +1,4 @@
-"""Tests for autodeeplab.viz: PNG validity, sizes, determinism, and that inputs change pixels."""
+"""autodeeplab.viz.genotype: PNG validity, sizes, determinism, and that inputs change pixels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
-from autodeeplab.viz import render_cell, render_genotype, render_path
+from autodeeplab.viz.genotype import render_cell, render_genotype, render_path
 
 PATH_PX = (1200, 500)  # 12 x 5 in at 100 dpi
 CELL_PX = (1200, 600)  # 12 x 6 in at 100 dpi

@@ -19,6 +19,7 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_search_and_decode_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["search", "--out", str(out), *TINY]) == 0
@@ -36,6 +37,7 @@ def test_search_and_decode_through_the_cli(tmp_path, capsys):
     assert (tmp_path / "dec" / "g_path.png").exists() and (tmp_path / "dec" / "g_cell.png").exists()
 
 
+@pytest.mark.slow
 def test_resume_alone_continues_the_newest_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["search", "--out", str(out), *TINY, "--epochs", "1"]) == 0
@@ -70,6 +72,7 @@ def test_decode_refuses_a_corrupt_checkpoint(tmp_path, capsys):
     assert "not a readable autodeeplab checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs():
     done = subprocess.run(
         [sys.executable, "-m", "autodeeplab", "--version"], capture_output=True, text=True

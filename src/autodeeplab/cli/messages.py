@@ -1,0 +1,68 @@
+"""What the subcommands print besides their results: percentages, the memory estimate, and
+how to resume a run that was stopped early."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autodeeplab.config import SearchConfig
+
+__all__ = ["Stopped", "pct", "print_search_memory", "resume_command"]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A run that SIGINT/SIGTERM ended early, after it wrote a checkpoint: exit status 0.
+
+    A command returns it instead of an exit status, and ``cli.main`` prints
+    ``<command>: stopped early<where>; <saved>; <how>``, the one form of that message.
+    """
+
+    where: str  # e.g. " at iteration 40"; may be empty
+    saved: str  # what was written, e.g. "saved runs/train/checkpoints/last.pt"
+    how: str  # how to go on, e.g. "resume with: autodeeplab train ... --resume"
+
+    def message(self, command: str) -> str:
+        """The line printed for ``command`` (``autodeeplab train``, ...)."""
+        return f"{command}: stopped early{self.where}; {self.saved}; {self.how}"
+
+
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``n/a`` for None."""
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
+    """One line with the estimated peak memory; a warning if the device looks too small."""
+    from autodeeplab.distributed import get_world_size
+    from autodeeplab.engine.runtime import select_device
+    from autodeeplab.search.memory import (
+        device_memory_bytes,
+        estimate_search_memory,
+        format_estimate,
+        memory_warning,
+    )
+
+    device = select_device(cfg.search.device)
+    available = device_memory_bytes(device.type)
+    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
+    print(format_estimate(est, cfg), file=sys.stderr)
+    warning = memory_warning(est, cfg, available) if available is not None else None
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def resume_command(command: str, out: Path) -> str:
+    """The command that resumes the run in ``out`` with its own saved config."""
+    from autodeeplab.distributed import get_world_size
+
+    launcher = (
+        "torchrun [the same options] -m autodeeplab" if get_world_size() > 1 else "autodeeplab"
+    )
+    config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
+    return f"{launcher} {command} --config {config} --out {folder} --resume"
