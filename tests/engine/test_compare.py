@@ -63,9 +63,22 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
     )
     assert cfg.model.num_layers == 12  # the run's own config.yaml is what counts
     out = tmp_path / "cmp"
-    argv = ["compare", str(search), "--out", str(out), "--random", "1", "--searched-seeds", "1",
-            "--tolerance", "0.5", "--no-progress",
-            *[a for kv in TINY_TRAIN for a in ("--set", kv)]]  # fmt: skip
+    argv = [
+        "compare",
+        str(search),
+        "--out",
+        str(out),
+        "--random",
+        "1",
+        "--searched-seeds",
+        "1",
+        "--tolerance",
+        "0.5",
+        "--no-progress",
+        *[a for kv in TINY_TRAIN for a in ("--set", kv)],
+        "--set",
+        "data.crop=64",
+    ]  # fmt: skip  (the paper's genotype reaches stride 32)
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "compare [1/4] searched_seed0" in captured.err and "[4/4] paper" in captured.err
@@ -78,7 +91,7 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
     assert (out / "compare.png").stat().st_size > 1000
     # A rerun finds every network done: nothing retrains, the same table comes out.
     stamp = (out / "runs" / "paper" / "result.json").stat().st_mtime_ns
-    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
     again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
     assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
     assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]

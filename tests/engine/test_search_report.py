@@ -107,7 +107,8 @@ def test_report_from_a_fake_log(tmp_path: Path) -> None:
     final = Genotype.from_dict(records[-1]["genotype"])
     text = _check_report(tmp_path, final)
     assert "## Final genotype (epoch 3)" in text
-    assert "(L=4, B=2, F=2, crop=64, data=synthetic): 3 epoch(s) logged of 3 configured." in text
+    space = "(L=4, B=2, F=2, strides=4-8-16-32, crop=64, data=synthetic)"
+    assert f"{space}: 3 epoch(s) logged of 3 configured." in text
     # One table row per block, numbered from 1 as in the cell figure.
     op, inp = final.cell[0][0]
     assert f"| 1 | {op}({['H^{l-2}', 'H^{l-1}'][inp]}) |" in text
@@ -151,6 +152,26 @@ def test_report_from_a_real_tiny_search(tmp_path: Path, search_config) -> None:
     text = _check_report(tmp_path, load_genotype(tmp_path / "genotype.json"))
     assert result.genotype == load_genotype(tmp_path / "genotype.json")
     assert "## Final genotype (epoch 2)" in text and "2 epoch(s) logged of 2 configured" in text
+    # What the search learnt: the diagnostics the log records, and their figure.
+    records, _ = read_search_log(tmp_path / "search_log.jsonl")
+    assert "## What did the search learn?" in text
+    assert f"margin {records[-1]['path_margin']:.3f} nats" in text
+    assert Image.open(tmp_path / "report_search" / "dynamics.png").size[0] >= 1000
+    assert ("**Warning:**" in text) == (records[-1]["path_margin"] < 0.5)
+
+
+def test_report_says_when_the_margin_is_too_small(tmp_path: Path) -> None:
+    records = _fake_records(3)
+    for r in records:
+        r.update(path_margin=0.01, param_free_share=0.5, path_decode="relative", arch_lr=0.03)
+        r.update(alpha_entropy_mean=2.0, beta_entropy_mean=1.0, genotype_changed=True)
+    records[-1]["warning"] = "the decoded path beats its runner-up by only 0.010 nats"
+    _write_log(tmp_path, records)
+    text = render_search_report(tmp_path).read_text(encoding="utf-8")
+    assert "**Warning:** the decoded path beats its runner-up by only 0.010 nats." in text
+    assert "at lr 0.03; path decode `relative`, margin 0.010 nats" in text
+    assert "50% of the cell's branches parameter-free" in text
+    assert (tmp_path / "report_search" / "dynamics.png").stat().st_size > 10_000
 
 
 def test_one_epoch_and_torn_last_line(tmp_path: Path) -> None:

@@ -107,3 +107,16 @@ def test_parse_madds_target(text, madds, size):
 def test_parse_madds_target_rejects_malformed(text):
     with pytest.raises(ValueError, match="expected NUMBER|must be positive"):
         parse_madds_target(text)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_of_genotype_with_narrow_heads_equals_counted_multiply_adds(seed):
+    # compare prices hundreds of random genotypes of a retrain config with narrow heads.
+    rng = random.Random(100 + seed)
+    genotype = random_genotype(rng, rng.randint(2, 6), rng.randint(1, 5))
+    size, f, classes = (rng.randint(33, 80), rng.randint(33, 80)), 4, 5
+    aspp, dec = rng.choice((8, 64)), rng.choice((16, 64))
+    cost = CostModel(genotype.num_layers, genotype.num_blocks, PRIMITIVES, 4, classes, f, size,
+                     aspp_channels=aspp, decoder_channels=dec)  # fmt: skip
+    net = build_model(genotype, classes, f, aspp_channels=aspp, decoder_channels=dec)
+    assert cost.of_genotype(genotype) == count_multiply_adds(net, size)

@@ -41,12 +41,15 @@ from autodeeplab.genotype import (
     save_genotype,
 )
 from autodeeplab.model import build_model
-from autodeeplab.model.complexity import count_multiply_adds, count_parameters
+from autodeeplab.model.complexity import count_parameters
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.search.cost import CostModel
 
 __all__ = ["CompareEntry", "CompareResult", "handmade_path", "plan_compare", "run_compare"]
 
 #: How many random genotypes to draw, at most, to find each one within the tolerance.
 MAX_DRAWS_PER_GENOTYPE = 400
+_COST_MODELS: dict[Any, CostModel] = {}
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,30 @@ def handmade_path(num_layers: int, num_levels: int) -> tuple[int, ...]:
 
 
 def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[int, int]) -> int:
-    """Multi-Adds of the retrain network of ``genotype`` at ``size`` (meta tensors: cheap)."""
-    return count_multiply_adds(_network(genotype, num_classes, tcfg), size)
+    """Multi-Adds of the retrain network of ``genotype`` at ``size``.
+
+    The closed form of :class:`~autodeeplab.search.cost.CostModel` (about a millisecond,
+    equal to PyTorch's FLOP counter on the built network; tests/search/test_cost.py): the
+    random genotypes are drawn by rejection, hundreds of them.
+    """
+    levels = max(4, max(genotype.path) + 1)
+    key = (genotype.num_layers, genotype.num_blocks, levels, num_classes, tcfg.model, size)
+    model = _COST_MODELS.get(key)
+    if model is None:
+        m = tcfg.model
+        model = CostModel(
+            genotype.num_layers,
+            genotype.num_blocks,
+            PRIMITIVES,
+            levels,
+            num_classes,
+            m.filter_multiplier or 20,
+            size,
+            aspp_channels=m.aspp_channels,
+            decoder_channels=m.decoder_channels,
+        )
+        _COST_MODELS[key] = model
+    return model.of_genotype(genotype)
 
 
 def _network(genotype: Genotype, num_classes: int, tcfg: TrainConfig) -> Any:

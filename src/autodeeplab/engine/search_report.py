@@ -45,6 +45,7 @@ from autodeeplab.ops import PRIMITIVES
 from autodeeplab.search.cell import edge_index, num_edges
 from autodeeplab.search.network import beta_mask
 from autodeeplab.viz import render_genotype
+from autodeeplab.viz.search_dynamics import plot_search_dynamics
 
 __all__ = ["REPORT_NAME", "read_search_log", "render_search_report"]
 
@@ -358,6 +359,37 @@ def _settled(changes: tuple[list[int | None], list[int | None]], epochs: list[in
     return " ".join(sentences)
 
 
+def _learnt(
+    records: list[dict[str, Any]], img: dict[str, str], dynamics: bool
+) -> list[tuple[str, Any]]:
+    """The "What did the search learn?" section: the warning, the figures' summary."""
+    if not dynamics:
+        return []
+    last = records[-1]
+    parts: list[tuple[str, Any]] = [("h2", "What did the search learn?")]
+    if last.get("warning"):
+        parts.append(("p", f"**Warning:** {last['warning']}."))
+    started = next((r["epoch"] for r in records if r.get("arch_updates")), None)
+    lr = last.get("arch_lr")
+    since = "never" if started is None else f"from epoch {started}"
+    facts = [
+        f"alpha/beta updates ran {since}" + (f" at lr {lr:.4g}" if lr else ""),
+        f"path decode `{last.get('path_decode', 'literal')}`, margin "
+        f"{_fmt(last.get('path_margin'), 3)} nats over the runner-up",
+        f"{100 * _number(last.get('param_free_share')):.0f}% of the cell's branches parameter-free",
+    ]
+    if last.get("alpha_shift_max") is not None:
+        facts.append(
+            f"alpha moved by at most {last['alpha_shift_max']:.3f} and beta by "
+            f"{last.get('beta_shift_max', 0.0):.3f} logits"
+        )
+    if last.get("arch_start_forced"):
+        facts.append("the updates started at the deadline, the train loss above its threshold")
+    parts.append(("p", "; ".join(facts) + "."))
+    parts.append(("img", ("search dynamics", img["dynamics"])))
+    return parts
+
+
 def _run_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a plain dict ({} when absent or unreadable)."""
     try:
@@ -400,6 +432,11 @@ def render_search_report(run_dir: str | Path) -> Path:
         "path": _plot_path(genotypes, epochs, beta.shape[2], changes, fig_dir / "path.png"),
         "curves": _plot_curves(records, epochs, fig_dir / "curves.png"),
     }
+    threshold = loop_cfg.get("min_path_margin")
+    threshold = float(threshold) if isinstance(threshold, int | float) else None
+    dynamics = "path_margin" in records[-1]  # logs from before the diagnostics lack them
+    if dynamics:
+        figures["dynamics"] = plot_search_dynamics(records, threshold, fig_dir / "dynamics.png")
     figures["final_path"], figures["final_cell"] = render_genotype(
         final, fig_dir, beta=beta[-1], prefix="final_"
     )
@@ -412,6 +449,7 @@ def render_search_report(run_dir: str | Path) -> Path:
             ("L", final.num_layers),
             ("B", final.num_blocks),
             ("F", model_cfg.get("filter_multiplier")),
+            ("strides", "-".join(str(s) for s in model_cfg.get("strides") or ()) or None),
             ("crop", data_cfg.get("crop")),
             ("data", data_cfg.get("spec")),
         )
@@ -453,6 +491,7 @@ def render_search_report(run_dir: str | Path) -> Path:
         ("img", ("final network path", img["final_path"])),
         ("img", ("final cell", img["final_cell"])),
         ("code", final.to_json()),
+        *_learnt(records, img, dynamics),
         ("h2", "Does the architecture settle?"),
         ("p", _settled(changes, epochs)),
         ("img", ("decoded path per epoch", img["path"])),
