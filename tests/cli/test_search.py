@@ -35,6 +35,16 @@ def test_search_and_decode_through_the_cli(tmp_path, capsys):
     assert main(["decode", str(ckpt), "--out", str(tmp_path / "dec" / "g.json")]) == 0
     assert load_genotype(tmp_path / "dec" / "g.json") == genotype
     assert (tmp_path / "dec" / "g_path.png").exists() and (tmp_path / "dec" / "g_cell.png").exists()
+    # The decode mode and the margin travel with the genotype; the other mode is one flag away.
+    searched = json.loads((out / "genotype.json").read_text())["search"]
+    assert searched["path_decode"] == "relative" and searched["path_margin"] >= 0
+    log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()]
+    assert log[-1]["path_margin"] == pytest.approx(searched["path_margin"])
+    capsys.readouterr()
+    literal = tmp_path / "dec" / "literal.json"
+    assert main(["decode", str(ckpt), "--out", str(literal), "--path-decode", "literal"]) == 0
+    assert "path decode literal: margin" in capsys.readouterr().err
+    assert json.loads(literal.read_text())["search"]["path_decode"] == "literal"
 
 
 @pytest.mark.slow
@@ -56,6 +66,14 @@ def test_resume_alone_continues_the_newest_checkpoint(tmp_path, capsys):
         (["search", "--data", "nosuch"], "unknown dataset 'nosuch'"),
         (["search", "--resume"], "no complete search checkpoint"),
         (["decode", "nope.pt"], "nope.pt: checkpoint not found"),
+        # SPEC.md §12.12: the coarsest level must be at least 3x3, checked before any write.
+        (
+            ["search", "--crop", "64", "--set", "model.strides=[4,8,16,32]"],
+            "the search needs --crop 96 or more for strides up to 32",
+        ),
+        (["search", "--crop", "40", "--dry-run"], "--crop 48 or more for strides up to 16"),
+        (["search", "--set", "search.arch_lr=fast"], "use a number or auto"),
+        (["search", "--set", "search.path_decode=greedy"], "use one of relative, literal"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, capsys, argv, message):
@@ -63,6 +81,7 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, argv, message):
     # At most an informational banner precedes the error, which is one line.
     errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
     assert len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_decode_refuses_a_corrupt_checkpoint(tmp_path, capsys):
