@@ -406,9 +406,16 @@ def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # a crash right after the rename must not leave it empty
+        os.replace(tmp, p)
+    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 # --- retraining (``autodeeplab train``) -------------------------------------------------------

@@ -233,12 +233,15 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> None:
     """Write ``genotype`` as JSON atomically (temp file + rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(genotype.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(genotype.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 #: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; SPEC.md §5).

@@ -116,11 +116,14 @@ def truncate_jsonl(path: Path, keep: Any) -> None:
     """Rewrite ``path`` keeping the records for which ``keep(record)`` is true."""
     records = [r for r in read_jsonl(path) if keep(r)]
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
+        os.replace(tmp, path)
+    finally:  # a failed write leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 def peak_memory_mib(device: torch.device) -> float:
