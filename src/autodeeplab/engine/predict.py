@@ -24,6 +24,7 @@ __all__ = [
     "PredictResult",
     "colorize",
     "overlay",
+    "output_stems",
     "predict_images",
     "read_image_file",
     "save_png",
@@ -81,6 +82,25 @@ def save_png(image: Image.Image | np.ndarray, path: str | Path) -> Path:
     return Path(path)
 
 
+def output_stems(images: Sequence[str | Path]) -> list[str]:
+    """One distinct output name per image: its stem, plus ``_2``, ``_3``... when taken.
+
+    Two images called ``a/img.png`` and ``b/img.png`` get ``img`` and ``img_2``, so the
+    second never overwrites the first's mask.
+    """
+    taken: set[str] = set()
+    stems = []
+    for path in images:
+        stem, n = Path(path).stem, 1
+        name = stem
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        stems.append(name)
+    return stems
+
+
 def predict_images(
     checkpoint: str | Path,
     images: Sequence[str | Path],
@@ -93,7 +113,10 @@ def predict_images(
     window: int | None = None,
     stride: int | None = None,
 ) -> PredictResult:
-    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``."""
+    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``.
+
+    Images that share a file name get distinct names (:func:`output_stems`).
+    """
     from autodeeplab.engine.runtime import select_device
 
     dev = select_device(device)
@@ -101,7 +124,7 @@ def predict_images(
     palette = [tuple(c) for c in state["palette"]]
     out = Path(out_dir)
     result = PredictResult()
-    for path in images:
+    for path, stem in zip(images, output_stems(images), strict=True):
         try:
             rgb = read_image_file(path)
         except ValueError as exc:
@@ -112,7 +135,6 @@ def predict_images(
             model, x, mode=mode, scales=scales, flip=flip, window=window, stride=stride
         )
         mask = prob.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        stem = Path(path).stem
         result.written.append(save_png(colorize(mask, palette), out / f"{stem}_mask.png"))
         result.written.append(save_png(overlay(rgb, mask, palette), out / f"{stem}_overlay.png"))
     return result
