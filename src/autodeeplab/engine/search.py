@@ -397,13 +397,15 @@ class _SearchRun:
         split_path = self.out / "split.json"
 
         def decide_split() -> tuple[list[int], list[int]]:
+            seed = loop.seed
             if state is not None:
                 train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
-            elif split_path.is_file():
-                train_a, train_b, _ = load_split(split_path, num_samples=len(train_set))
+            elif split_path.is_file():  # a given split keeps the seed it was drawn with
+                train_a, train_b, meta = load_split(split_path, num_samples=len(train_set))
+                seed = meta["seed"]
             else:
                 train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
-            save_split(split_path, train_a, train_b, seed=loop.seed, num_samples=len(train_set))
+            save_split(split_path, train_a, train_b, seed=seed, num_samples=len(train_set))
             return train_a, train_b
 
         # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
