@@ -138,8 +138,13 @@ def _genotype_of(cfg: TrainConfig) -> Genotype:
     return MODELS[name]["genotype"]
 
 
-def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
-    """The network that ``cfg.model`` describes, for ``cfg.train.iters`` of drop path."""
+def build_train_model(
+    cfg: TrainConfig, num_classes: int, genotype: Genotype | None = None
+) -> AutoDeepLab:
+    """The network that ``cfg.model`` describes, for ``cfg.train.iters`` of drop path.
+
+    ``genotype``: build this cell and path instead of the config's preset or file.
+    """
     m = cfg.model
     kwargs: dict[str, Any] = {
         "filter_multiplier": m.filter_multiplier,
@@ -150,6 +155,8 @@ def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
         "dropout": m.dropout,
         "aspp_gamma_init": m.aspp_gamma_init,
     }
+    if genotype is not None:
+        return build_model(genotype, num_classes, **kwargs)
     genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
     return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
 
