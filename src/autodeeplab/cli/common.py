@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from autodeeplab.config import SearchConfig
 
-__all__: list[str] = []
+__all__ = ["OVERWRITE_HELP"]
 
 T = TypeVar("T")
+
+#: The help of --overwrite, the same for search, train and run.
+OVERWRITE_HELP = "replace the run that --out holds (its checkpoints, logs and results)"
 
 
 def _add_set(p: argparse.ArgumentParser, example: str) -> None:

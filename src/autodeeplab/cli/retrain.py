@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from autodeeplab.cli.common import (
+    OVERWRITE_HELP,
     _add_inference_options,
     _add_set,
     _flag_overrides,
@@ -17,6 +19,7 @@ from autodeeplab.cli.common import (
     _resume_command,
     _size,
 )
+from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
 __all__ = ["register"]
 
@@ -38,7 +41,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--crop", type=int, help="training crop size in pixels")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -46,6 +50,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or alone: --out's checkpoints/last.pt",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _add_set(p, "train.lr=0.01")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -121,17 +126,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="override a key of one stage, e.g. --set search.search.epochs=2 "
         "--set train.train.iters=50 (repeatable)",
     )
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
         help="continue each stage from its newest checkpoint in --out (same flags as before)",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
+    from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.engine.train import NonFiniteError, run_train
 
     overrides = _flag_overrides(
@@ -154,6 +162,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = _for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
+    # Before any work: every setting the run would refuse, and a folder that holds a run.
+    check_train_settings(cfg)
+    replaced = check_out_dir(out, "train", bool(args.resume), args.overwrite)
     what = cfg.model.name or cfg.model.genotype
     print(
         f"training {what} on {cfg.data.spec} ({args.config or 'built-in CPU preset'}): "
@@ -162,7 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+            result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
     except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
         print(f"autodeeplab train: error: {exc}", file=sys.stderr)
         return 1
@@ -291,6 +303,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
+    from autodeeplab.engine.preflight import (
+        check_search_settings,
+        check_train_settings,
+        placeholder_genotype,
+    )
 
     routed = split_overrides(args.set)
     data = [f"data.spec={json.dumps(args.data)}"] if args.data else []
@@ -309,6 +326,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
     num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
     out = Path(args.out)
+    # Both stages' settings before the search starts: a bad training option must not wait
+    # for the whole search to fail. The decoded genotype is checked for its size only.
+    check_search_settings(search_cfg)
+    m = search_cfg.model
+    check_train_settings(train_cfg, placeholder_genotype(m.num_layers, m.num_blocks))
+    replaced = check_out_dir(out, "run", args.resume, args.overwrite)
     print(
         f"run on {search_cfg.data.spec} -> {out}: search "
         f"{args.search_config or 'built-in CPU preset'}, train "
@@ -319,9 +342,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from autodeeplab.engine.guards import NonFiniteError
 
     try:
-        result = run_pipeline(
-            search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
-        )
+        with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+            result = run_pipeline(
+                search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
+            )
     except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
         print(f"autodeeplab run: error: {exc}", file=sys.stderr)
         return 1

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from autodeeplab.cli.common import (
+    OVERWRITE_HELP,
     _flag_overrides,
     _for_data,
     _print_search_memory,
     _resume_command,
 )
+from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
 __all__ = ["register"]
 
@@ -37,7 +40,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         help="cost-aware search: pull the found network (at retrain F=20) toward this "
         "Multi-Adds budget, e.g. 50G@1024x2048",
     )
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -45,6 +49,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or alone: the newest complete checkpoint in --out",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--set",
         action="append",
@@ -95,6 +100,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.guards import NonFiniteError
+    from autodeeplab.engine.preflight import check_search_settings
     from autodeeplab.engine.search import run_search
 
     overrides = _flag_overrides(
@@ -114,6 +120,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)
+    # Before any work: every setting the run would refuse, and a folder that holds a run.
+    check_search_settings(cfg)
+    replaced = check_out_dir(out, "search", bool(args.resume), args.overwrite)
     config_note = args.config or "built-in CPU preset"
     print(
         f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
@@ -125,7 +134,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     try:
-        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
+        with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+            result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     except NonFiniteError as exc:  # the run diverged: not bad input (2), a failed run (1)
         print(f"autodeeplab search: error: {exc}", file=sys.stderr)
         return 1
