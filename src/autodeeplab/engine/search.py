@@ -72,7 +72,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from autodeeplab.checkpoint import CheckpointError, save_checkpoint
+from autodeeplab.checkpoint import CheckpointError, check_state_dict, save_checkpoint
 from autodeeplab.config import (
     SearchConfig,
     SearchModelConfig,
@@ -493,6 +493,7 @@ class _SearchRun:
         self.partial: dict[str, Any] | None = None
         self.saved_rng: dict[str, Any] | None = None
         if state is not None:
+            check_state_dict(self.resume_path, self.model.state_dict(), state["model"], "model")
             self.model.load_state_dict(state["model"])
             self.w_opt.load_state_dict(state["w_optimizer"])
             self.a_opt.load_state_dict(state["arch_optimizer"])

@@ -50,6 +50,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autodeeplab.checkpoint import (
     CheckpointError,
+    check_finite,
+    check_state_dict,
     load_checkpoint,
     read_latest,
     require_keys,
@@ -399,10 +401,19 @@ def _run_train(
     own_rng = None
     log_path = out / "train_log.jsonl"
     if state is not None:
+        check_state_dict(resume_path, model.state_dict(), state["model"], "model")
+        check_finite(resume_path, state["optimizer"], "optimizer")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        try:  # PyTorch's own errors here name no file, and some are tracebacks deep
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            raise CheckpointError(
+                f"{resume_path}: its optimizer, scheduler or scaler state does not fit this "
+                f"run ({type(exc).__name__}: {first}); resume from another checkpoint of the run"
+            ) from None
         own_rng = state.get("rng_ranks")  # every rank's stream, from a run of `world` ranks
         own_rng = own_rng[rank] if own_rng is not None and len(own_rng) == world else None
         set_rng_state(own_rng if own_rng is not None else state["rng"])
