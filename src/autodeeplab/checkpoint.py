@@ -35,6 +35,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from autodeeplab.files import require_file
+
 __all__ = [
     "FORMAT_VERSION",
     "LATEST_NAME",
@@ -311,11 +313,7 @@ def load_checkpoint(
     ``required``: top-level keys the caller reads; a checkpoint without one is refused with
     a :class:`CheckpointError` naming the file, not a ``KeyError`` later.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: checkpoint not found; pass a .pt file from a run's checkpoints/"
-        )
+    p = require_file(path, "checkpoint", "pass a .pt file from a run's checkpoints/")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for users

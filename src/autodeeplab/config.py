@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from autodeeplab.files import require_file
 from autodeeplab.ops import PRIMITIVES
 
 __all__ = [
@@ -376,9 +377,7 @@ def load_config(
     """Defaults (``base``, a SearchConfig by default) <- YAML file <- ``overrides``."""
     cfg: Any = base if base is not None else SearchConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: config file not found; pass a YAML file from configs/")
+        p = require_file(path, "config file", "pass a YAML file from configs/")
         try:
             data = _load_yaml(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autodeeplab.files import require_file
 from autodeeplab.ops import OPS, PRIMITIVES
 
 __all__ = [
@@ -217,11 +218,9 @@ def _validate(cell: tuple, path: tuple, where: str) -> None:
 
 def load_genotype(path: str | os.PathLike[str]) -> Genotype:
     """Read a genotype JSON file, with one-line errors naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: genotype file not found; pass the genotype.json written by 'autodeeplab search'"
-        )
+    p = require_file(
+        path, "genotype file", "pass the genotype.json written by 'autodeeplab search'"
+    )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:

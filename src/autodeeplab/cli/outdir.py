@@ -51,12 +51,24 @@ def check_out_dir(out: Path, command: str, resume: bool, overwrite: bool) -> lis
     Raises ValueError when ``out`` is a file, or holds a run and neither ``resume`` nor
     ``overwrite`` is given.
     """
+    for part in out.parts:
+        if len(os.fsencode(part)) > 255:  # NAME_MAX of every common file system
+            raise ValueError(
+                f"--out: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, more "
+                "than the 255 a file system allows; use a shorter name"
+            )
     if os.path.lexists(out) and not out.is_dir():
         raise ValueError(
             f"--out {out}: is a file, not a folder; give a folder for the {command} run"
         )
     if not out.is_dir():
+        _check_creatable(out)
         return []
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {out}: cannot write in this folder (read-only or no permission); "
+            "give a folder you can write to"
+        )
     found = _run_entries(out)
     if found and not resume and not overwrite:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
@@ -65,6 +77,23 @@ def check_out_dir(out: Path, command: str, resume: bool, overwrite: bool) -> lis
             "write to a new --out folder, or replace it with --overwrite"
         )
     return found
+
+
+def _check_creatable(out: Path) -> None:
+    """Refuse an --out that mkdir would fail on, before any work: a file or no permission."""
+    ancestor = out.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(
+            f"--out {out}: {ancestor} is a file, not a folder, so the folder cannot be made; "
+            "give another path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {out}: cannot create it in {ancestor} (read-only or no permission); "
+            "give a folder you can write to"
+        )
 
 
 def holds_checkpoint(out: Path) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from autodeeplab.files import require_file
+
 __all__ = ["load_split", "save_split", "split_indices"]
 
 _FORMAT = "autodeeplab-split"
@@ -117,10 +119,7 @@ def load_split(
     """
     p = Path(path)
     fix = "delete it to draw a new split"
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: split file not found; pass the split.json of a search run folder"
-        )
+    require_file(p, "split file", "pass the split.json of a search run folder")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -19,6 +19,7 @@ from PIL import Image
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.data import normalize
 from autodeeplab.engine.evaluate import load_trained_model, predict_probabilities
+from autodeeplab.files import require_file
 
 __all__ = [
     "PredictResult",
@@ -41,9 +42,10 @@ class PredictResult:
 
 def read_image_file(path: str | Path) -> np.ndarray:
     """Read ``path`` as ``uint8`` RGB ``(H, W, 3)``; one-line ``ValueError`` when unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: image not found; check the path")
+    try:
+        p = require_file(path, "image", "check the path")
+    except FileNotFoundError as exc:  # one bad image of many is reported, not fatal
+        raise ValueError(str(exc)) from None
     try:
         with Image.open(p) as image:
             image.load()  # decode now: a truncated file fails here

@@ -120,6 +120,14 @@ def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> 
     with torch.device("meta"):  # the constructor's checks, without allocating the weights
         build_train_model(cfg, num_classes, genotype)
     train_transform(d.crop, d.scale, longest_side=d.longest_side)  # its checks only
+    sizes = {}
     for split, num_samples in (("train", d.train_samples), ("val", d.val_samples)):
-        build_dataset(d.spec, split, size=d.crop, seed=loop.seed, num_samples=num_samples)
+        dataset = build_dataset(d.spec, split, size=d.crop, seed=loop.seed, num_samples=num_samples)
+        sizes[split] = len(dataset)
+    if sizes["train"] < loop.batch_size:
+        raise ValueError(
+            f"the training set has {sizes['train']} images, fewer than the batch size "
+            f"{loop.batch_size}; use more data (data.train_samples) or a batch size of at most "
+            f"{sizes['train']}"
+        )
     return num_classes

@@ -42,7 +42,7 @@ def select_device(name: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            f"device {name!r} asked for, but CUDA is not available; use --set device=cpu"
+            f"device {name!r} asked for, but CUDA is not available; use the device cpu or auto"
         )
     return device
 

@@ -191,7 +191,7 @@ class BatchSchedule(Sampler[list[tuple[int, int]]]):
         if n < batch_size:
             raise ValueError(
                 f"the training set has {n} images, fewer than the batch size {batch_size}; "
-                f"use more data (data.train_samples) or --batch-size {n}"
+                f"use more data (data.train_samples) or a batch size of at most {n}"
             )
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start, self.total = start, total
@@ -337,7 +337,7 @@ def _run_train(
         if config_to_dict(saved.model) != config_to_dict(cfg.model) or saved.data != cfg.data:
             raise CheckpointError(
                 f"{resume_path}: checkpoint was made with another model or data config; "
-                "resume with the run's own config.yaml (--config OUT/config.yaml)"
+                "resume with the run's own config (OUT/config.yaml)"
             )
 
     device = dist_info.device
