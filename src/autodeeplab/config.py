@@ -153,8 +153,31 @@ class _SafeLoader(yaml.SafeLoader):
 
     YAML 1.1 also reads on/off/yes/no as booleans, so ``amp: off`` or ``--set amp=off``
     reached a string option as False. Boolean options still accept those words
-    (:func:`_coerce`).
+    (:func:`_coerce`). A key given twice in one mapping is an error: PyYAML keeps the last
+    without a word, so a preset edited by hand could silently lose the value meant.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; a ConstructorError for a key it names twice."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {str(key)[:60]!r} at line {key_node.start_mark.line + 1}; "
+                    "keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 _SafeLoader.yaml_implicit_resolvers = {

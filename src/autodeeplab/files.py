@@ -11,8 +11,9 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
-__all__ = ["require_file", "describe_os_error"]
+__all__ = ["DuplicateKeyError", "describe_os_error", "reject_duplicate_keys", "require_file"]
 
 # errno -> what to do about it; the first part of each message is the system's own words.
 _FIXES = {
@@ -66,3 +67,21 @@ def require_file(path: str | os.PathLike[str], what: str, fix: str) -> Path:
             f"{p}: is not a regular file (a FIFO, socket or device), not {article} {what}; {fix}"
         )
     return p
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: which of the values was meant cannot be known."""
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or DuplicateKeyError.
+
+    Python's json keeps the last of repeated keys without a word, so a file edited by hand
+    could silently lose the value its author meant.
+    """
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(f"duplicate key {key[:60]!r} in a JSON object; keep one")
+        obj[key] = value
+    return obj

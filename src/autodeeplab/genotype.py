@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autodeeplab.files import require_file
+from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
 from autodeeplab.ops import OPS, PRIMITIVES
 
 __all__ = [
@@ -150,10 +150,12 @@ class Genotype:
     def from_json(cls, text: str, where: str = "genotype") -> Genotype:
         """Parse JSON text."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             msg = f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})"
             raise GenotypeError(msg) from None
+        except DuplicateKeyError as exc:
+            raise GenotypeError(f"{where}: {exc}") from None
         except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
             msg = f"{where}: not a readable genotype ({type(exc).__name__}: {str(exc)[:80]})"
             raise GenotypeError(msg) from None

@@ -12,12 +12,14 @@ from autodeeplab.cli.common import (
     OVERWRITE_HELP,
     _add_inference_options,
     _add_set,
+    _arch_never_updated,
     _flag_overrides,
     _for_data,
     _pct,
     _print_search_memory,
     _resume_command,
     _size,
+    _warn_untrained_genotype,
 )
 from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
@@ -356,6 +358,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
+    if _arch_never_updated(out / "search"):
+        _warn_untrained_genotype("run", "the retrained network")
     print(
         f"done in {result.seconds:.0f} s; val mIoU {_pct(result.miou)} % "
         f"(chance {_pct(result.chance_miou)} %); wrote {result.report}",

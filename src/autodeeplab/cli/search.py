@@ -10,10 +10,12 @@ from pathlib import Path
 
 from autodeeplab.cli.common import (
     OVERWRITE_HELP,
+    _arch_never_updated,
     _flag_overrides,
     _for_data,
     _print_search_memory,
     _resume_command,
+    _warn_untrained_genotype,
 )
 from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
@@ -147,6 +149,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
         return 0
     print(result.genotype.to_json(), end="")
+    if _arch_never_updated(out):
+        _warn_untrained_genotype("search", str(out / "genotype.json"))
     print(
         f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
         f"{out / 'genotype.json'}, {out / 'genotype_path.png'}, {out / 'genotype_cell.png'}",
@@ -161,6 +165,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     genotype, meta = decode_checkpoint(args.checkpoint)
     print(genotype.to_json(), end="")
+    if meta["epoch"] <= meta["config"].search.arch_start_epoch:
+        _warn_untrained_genotype("decode", f"the genotype of {args.checkpoint}")
     if args.out:
         from autodeeplab.viz import render_genotype
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.data import normalize
+from autodeeplab.data.base import check_image_mode
 from autodeeplab.engine.evaluate import load_trained_model, predict_probabilities
 from autodeeplab.files import require_file
 
@@ -47,14 +48,16 @@ def read_image_file(path: str | Path) -> np.ndarray:
     except FileNotFoundError as exc:  # one bad image of many is reported, not fatal
         raise ValueError(str(exc)) from None
     try:
-        with Image.open(p) as image:
-            image.load()  # decode now: a truncated file fails here
-            return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
+        image = Image.open(p)
+        image.load()  # decode now: a truncated file fails here
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ValueError(
             f"{p}: cannot read image ({type(exc).__name__}: {first}); pass a PNG or JPEG file"
         ) from None
+    with image:
+        check_image_mode(image, p)  # 16-bit and float pixels would be clipped, not read
+        return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
 
 
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
