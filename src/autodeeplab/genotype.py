@@ -40,6 +40,7 @@ _FORMAT = "autodeeplab-genotype"
 _VERSION = 1
 _MAX_LAYERS = 1024
 _MAX_LEVELS = 16
+_MAX_BLOCKS = 64  # config.num_blocks's bound: a cell of a million blocks is no search result
 
 
 class GenotypeError(ValueError):
@@ -180,6 +181,8 @@ def _is_int(x: Any) -> bool:
 def _validate(cell: tuple, path: tuple, where: str) -> None:
     if len(cell) == 0:
         raise GenotypeError(f"{where}: 'cell' has no blocks")
+    if len(cell) > _MAX_BLOCKS:
+        raise GenotypeError(f"{where}: 'cell' has {len(cell)} blocks, at most {_MAX_BLOCKS}")
     for i, block in enumerate(cell):
         if len(block) != 2:
             raise GenotypeError(f"{where}: cell block {i} has {len(block)} branches, expected 2")

@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from autodeeplab.config import SearchConfig
 
-__all__ = ["OVERWRITE_HELP"]
+__all__ = ["MAX_SCALE", "MAX_SCALES", "MAX_SIDE", "MIN_SCALE", "OVERWRITE_HELP"]
 
 T = TypeVar("T")
+
+#: Bounds of --scales and --size, before anything is allocated: the scales of the config's
+#: ``scales`` key, a few more than the paper's six, and the config's largest window.
+MIN_SCALE, MAX_SCALE, MAX_SCALES, MAX_SIDE = 0.01, 100.0, 16, 65536
 
 #: The help of --overwrite, the same for search, train and run.
 OVERWRITE_HELP = "replace the run that --out holds (its checkpoints, logs and results)"
@@ -38,8 +42,14 @@ def _scales(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected comma-separated numbers, e.g. 0.5,0.75,1,1.25"
         ) from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive numbers")
+    if not values or not all(MIN_SCALE <= v <= MAX_SCALE for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: each scale must be a number in {MIN_SCALE:g}..{MAX_SCALE:g}"
+        )
+    if len(values) > MAX_SCALES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {len(values)} scales, at most {MAX_SCALES} (each is a forward pass)"
+        )
     return values
 
 
@@ -51,6 +61,8 @@ def _size(text: str) -> tuple[int, int]:
         values = []
     if len(values) not in (1, 2) or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1025x2049, or one side")
+    if any(v > MAX_SIDE for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at most {MAX_SIDE}")
     return (values[0], values[-1])
 
 

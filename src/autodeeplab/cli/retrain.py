@@ -244,6 +244,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from autodeeplab.data.transforms import IGNORE_INDEX as MAX_CLASSES
     from autodeeplab.genotype import load_genotype
     from autodeeplab.model import MODELS, build_model, count_multiply_adds, count_parameters
 
@@ -255,9 +258,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.target!r} is neither a model ({', '.join(MODELS)}) nor a genotype .json file"
         )
-    if args.classes < 1:
-        raise ValueError(f"--classes must be positive, got {args.classes}")
-    model = build_model(target, args.classes, filter_multiplier=args.filter_multiplier)
+    if not 1 <= args.classes <= MAX_CLASSES:
+        raise ValueError(
+            f"--classes {args.classes}: give 1 to {MAX_CLASSES} (labels are 8-bit, "
+            f"{MAX_CLASSES} is the ignore index)"
+        )
+    if args.filter_multiplier is not None and not 1 <= args.filter_multiplier <= 4096:
+        raise ValueError(f"--filter-multiplier {args.filter_multiplier}: give 1 to 4096")
+    # On the meta device: counting needs the shapes only, so no size or width allocates.
+    with torch.device("meta"):
+        model = build_model(target, args.classes, filter_multiplier=args.filter_multiplier)
     genotype = model.genotype
     height, width = args.size
     info = {

@@ -20,6 +20,7 @@ from autodeeplab.checkpoint import atomic_write
 from autodeeplab.data import normalize
 from autodeeplab.data.base import check_image_mode
 from autodeeplab.engine.evaluate import load_trained_model, predict_probabilities
+from autodeeplab.engine.inference_memory import InferenceMemoryCheck
 from autodeeplab.files import require_file
 
 __all__ = [
@@ -129,9 +130,16 @@ def predict_images(
     palette = [tuple(c) for c in state["palette"]]
     out = Path(out_dir)
     result = PredictResult()
+    options = {"mode": mode, "scales": scales, "flip": flip, "window": window, "stride": stride}
+    fits = InferenceMemoryCheck(model, dev, **options)
     for path, stem in zip(images, output_stems(images), strict=True):
         try:
             rgb = read_image_file(path)
+        except ValueError as exc:
+            result.errors.append(str(exc))
+            continue
+        try:  # before the image is copied to the device: refuse what would not fit
+            fits(rgb.shape[:2], str(path))
         except ValueError as exc:
             result.errors.append(str(exc))
             continue

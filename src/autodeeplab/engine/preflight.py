@@ -21,9 +21,35 @@ from autodeeplab.engine.runtime import compile_backend, select_device
 from autodeeplab.engine.train import build_train_model
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.cost import parse_madds_target
+from autodeeplab.search.memory import device_memory_bytes
 from autodeeplab.search.network import SearchNetwork
 
 __all__ = ["check_search_settings", "check_train_settings", "placeholder_genotype"]
+
+
+# Bytes per parameter that training keeps: fp32 weights, gradients and SGD momentum.
+_TRAIN_BYTES_PER_PARAMETER = 3 * 4
+
+
+def _check_training_memory(model: torch.nn.Module, device: torch.device) -> None:
+    """Refuse a network whose weights, gradients and momentum alone exceed the device.
+
+    A deep path level multiplies the width (F * 2**level channels), so a hand-edited genotype
+    could ask for terabytes; this is counted on the meta-device network, before allocation.
+    """
+    available = device_memory_bytes(device.type)
+    params = sum(p.numel() for p in model.parameters())
+    need = params * _TRAIN_BYTES_PER_PARAMETER
+    if available is not None and need > available:
+        path = getattr(model, "genotype", None)
+        deepest = max(path.path) if path is not None else 0
+        raise ValueError(
+            f"the network has {params:,} parameters (deepest path level {deepest}, stride "
+            f"{4 * 2**deepest}): its weights, gradients and momentum need "
+            f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of this "
+            f"{device.type}; use a genotype with lower levels or a smaller "
+            "model.filter_multiplier"
+        )
 
 
 def _check_batch(section: str, batch_size: int, world: int) -> None:
@@ -118,7 +144,8 @@ def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> 
         )
     num_classes = dataset_info(d.spec).num_classes
     with torch.device("meta"):  # the constructor's checks, without allocating the weights
-        build_train_model(cfg, num_classes, genotype)
+        model = build_train_model(cfg, num_classes, genotype)
+    _check_training_memory(model, device)
     train_transform(d.crop, d.scale, longest_side=d.longest_side)  # its checks only
     sizes = {}
     for split, num_samples in (("train", d.train_samples), ("val", d.val_samples)):
