@@ -363,3 +363,19 @@ def test_dry_run_accepts_what_the_run_accepts(tmp_path: Path, capsys) -> None:
     # ... and the split it checked is the one the run draws.
     assert main(["search", "--out", str(out), *TINY_SEARCH]) == 0
     assert json.loads((out / "split.json").read_text())["seed"] == 3
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_replaced_with_overwrite(
+    tmp_path: Path, capsys
+) -> None:
+    """SIGKILL runs no cleanup: the folder then holds a config and a split, and no checkpoint."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "config.yaml").write_text("search:\n  epochs: 1\n")
+    save_split(out / "split.json", [0, 1], [2, 3], seed=77, num_samples=4)
+    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+    assert "already holds a run" in line
+    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume"])
+    assert "no complete search checkpoint to resume" in line and "--overwrite" in line
+    assert main(["search", "--out", str(out), *TINY_SEARCH, "--overwrite"]) == 0
+    assert load_split(out / "split.json")[2]["seed"] == 3  # drawn afresh, not the stale one

@@ -116,8 +116,8 @@ def load_resume_state(
     path = find_latest_checkpoint(out_dir) if resume is True else Path(resume)
     if path is None:
         raise FileNotFoundError(
-            f"{out_dir / 'checkpoints'}: no complete search checkpoint to resume; "
-            "run without --resume"
+            f"{out_dir / 'checkpoints'}: no complete search checkpoint to resume; start afresh "
+            "without --resume (add --overwrite if the folder holds a run killed before one)"
         )
     return path, load_checkpoint(path, CHECKPOINT_KIND, required=_RESUME_KEYS)
 

@@ -281,7 +281,10 @@ def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | N
         # best.pt and last.pt writes of an evaluation (both hold the full training state).
         path = read_latest(out / "checkpoints", CHECKPOINT_KIND) or path
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
+            raise FileNotFoundError(
+                f"{path}: no checkpoint to resume; start afresh without --resume (add "
+                "--overwrite if the folder holds a run killed before one)"
+            )
     state = load_checkpoint(path)
     if state.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(
