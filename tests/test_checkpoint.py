@@ -153,8 +153,9 @@ def test_pickled_custom_class_is_refused(tmp_path: Path, writer: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothere.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "nothere.pt")
-    with pytest.raises(FileNotFoundError, match="a_dir"):
-        (tmp_path / "a_dir").mkdir()
+    # A folder is not "not found" (issue 15): the error says what stands there.
+    (tmp_path / "a_dir").mkdir()
+    with pytest.raises(ValueError, match="a_dir: is a folder, not a checkpoint"):
         load_checkpoint(tmp_path / "a_dir")
 
 

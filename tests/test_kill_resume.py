@@ -115,7 +115,10 @@ def _resumable(out: Path, kind: str) -> bool:
     """Whether ``--resume`` has something to resume (else the run starts afresh)."""
     if kind == "search":
         return find_latest_checkpoint(out) is not None
-    return (out / "checkpoints" / "last.pt").is_file()  # train resumes from last.pt only
+    # train resumes from what latest.json names (best.pt if killed before last.pt's write):
+    # a start without --resume would now be refused, as the folder holds a run.
+    ckpt_dir = out / "checkpoints"
+    return read_latest(ckpt_dir, "train") is not None or (ckpt_dir / "last.pt").is_file()
 
 
 def _kill_and_resume(argv: list[str], out: Path, kind: str, seed: int, log: Path) -> list[str]:

@@ -29,11 +29,13 @@ import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+
+from autodeeplab.files import require_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,6 +44,8 @@ __all__ = [
     "CheckpointError",
     "DiskSpaceError",
     "atomic_write",
+    "check_finite",
+    "check_state_dict",
     "clean_stale_temp_files",
     "estimate_checkpoint_bytes",
     "load_checkpoint",
@@ -309,11 +313,7 @@ def load_checkpoint(
     ``required``: top-level keys the caller reads; a checkpoint without one is refused with
     a :class:`CheckpointError` naming the file, not a ``KeyError`` later.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: checkpoint not found; pass a .pt file from a run's checkpoints/"
-        )
+    p = require_file(path, "checkpoint", "pass a .pt file from a run's checkpoints/")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for users
@@ -381,3 +381,65 @@ def require_keys(state: dict[str, Any], path: str | os.PathLike[str], required: 
             f"{path}: incomplete checkpoint, it has no {', '.join(map(repr, missing))}; use "
             "another checkpoint of the run"
         )
+
+
+def _few(names: list[str]) -> str:
+    shown = ", ".join(repr(n[:60]) for n in names[:2])
+    return shown + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+
+
+def check_finite(path: str | os.PathLike[str], tensors: Any, what: str) -> None:
+    """Refuse a checkpoint whose tensors under ``what`` hold inf or nan, naming the first one."""
+    stack: list[tuple[str, Any]] = [(what, tensors)]
+    while stack:
+        name, obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            inexact = obj.is_floating_point() or obj.is_complex()
+            if inexact and not bool(torch.isfinite(obj).all()):
+                raise CheckpointError(
+                    f"{path}: {name[:120]} holds inf/nan, so these are not usable weights; "
+                    "use an earlier checkpoint of the run"
+                )
+        elif isinstance(obj, Mapping):
+            stack.extend((f"{name}.{k}", v) for k, v in reversed(list(obj.items())))
+        elif isinstance(obj, list | tuple):
+            stack.extend((f"{name}[{i}]", v) for i, v in reversed(list(enumerate(obj))))
+
+
+def check_state_dict(
+    path: str | os.PathLike[str], expected: Mapping[str, torch.Tensor], loaded: Any, what: str
+) -> None:
+    """Refuse a state dict that does not fit the network: keys, shapes, types and inf/nan.
+
+    ``expected``: the network's own ``state_dict()`` (a meta-device one will do). Checked
+    before ``load_state_dict``, whose errors are many lines and name no file.
+    """
+    fix = "use a checkpoint of this run (or of the same model and config)"
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(
+            f"{path}: {what!r} is a {type(loaded).__name__}, not a state dict; {fix}"
+        )
+    keys = [k for k in loaded if isinstance(k, str)]
+    if len(keys) != len(loaded):
+        raise CheckpointError(f"{path}: {what!r} has keys that are not strings; {fix}")
+    missing = [k for k in expected if k not in loaded]
+    extra = [k for k in keys if k not in expected]
+    if missing or extra:
+        parts = ([f"missing {_few(missing)}"] if missing else []) + (
+            [f"unexpected {_few(extra)}"] if extra else []
+        )
+        raise CheckpointError(
+            f"{path}: {what!r} does not fit the network ({'; '.join(parts)}); {fix}"
+        )
+    for key, want in expected.items():
+        got = loaded[key]
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(
+                f"{path}: {what}.{key} is a {type(got).__name__}, not a tensor; {fix}"
+            )
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{path}: {what}.{key} has shape {tuple(got.shape)}, the network needs "
+                f"{tuple(want.shape)}; {fix}"
+            )
+    check_finite(path, loaded, what)

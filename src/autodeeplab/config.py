@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from autodeeplab.files import require_file
 from autodeeplab.ops import PRIMITIVES
 
 __all__ = [
@@ -184,8 +185,31 @@ class _SafeLoader(yaml.SafeLoader):
 
     YAML 1.1 also reads on/off/yes/no as booleans, so ``amp: off`` or ``--set amp=off``
     reached a string option as False. Boolean options still accept those words
-    (:func:`_coerce`).
+    (:func:`_coerce`). A key given twice in one mapping is an error: PyYAML keeps the last
+    without a word, so a preset edited by hand could silently lose the value meant.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; a ConstructorError for a key it names twice."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {str(key)[:60]!r} at line {key_node.start_mark.line + 1}; "
+                    "keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 _SafeLoader.yaml_implicit_resolvers = {
@@ -426,9 +450,7 @@ def load_config(
     """Defaults (``base``, a SearchConfig by default) <- YAML file <- ``overrides``."""
     cfg: Any = base if base is not None else SearchConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: config file not found; pass a YAML file from configs/")
+        p = require_file(path, "config file", "pass a YAML file from configs/")
         try:
             data = _load_yaml(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
@@ -456,9 +478,16 @@ def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # a crash right after the rename must not leave it empty
+        os.replace(tmp, p)
+    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 # --- retraining (``autodeeplab train``) -------------------------------------------------------

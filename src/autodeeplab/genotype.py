@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
 from autodeeplab.ops import OPS, PRIMITIVES
 
 __all__ = [
@@ -43,6 +44,7 @@ _FORMAT = "autodeeplab-genotype"
 _VERSION = 1
 _MAX_LAYERS = 1024
 _MAX_LEVELS = 16
+_MAX_BLOCKS = 64  # config.num_blocks's bound: a cell of a million blocks is no search result
 
 
 class GenotypeError(ValueError):
@@ -158,10 +160,12 @@ class Genotype:
     def from_json(cls, text: str, where: str = "genotype") -> Genotype:
         """Parse JSON text."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             msg = f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})"
             raise GenotypeError(msg) from None
+        except DuplicateKeyError as exc:
+            raise GenotypeError(f"{where}: {exc}") from None
         except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
             msg = f"{where}: not a readable genotype ({type(exc).__name__}: {str(exc)[:80]})"
             raise GenotypeError(msg) from None
@@ -186,6 +190,8 @@ def _is_int(x: Any) -> bool:
 def _validate(cell: tuple, path: tuple, where: str) -> None:
     if len(cell) == 0:
         raise GenotypeError(f"{where}: 'cell' has no blocks")
+    if len(cell) > _MAX_BLOCKS:
+        raise GenotypeError(f"{where}: 'cell' has {len(cell)} blocks, at most {_MAX_BLOCKS}")
     for i, block in enumerate(cell):
         if len(block) != 2:
             raise GenotypeError(f"{where}: cell block {i} has {len(block)} branches, expected 2")
@@ -226,11 +232,9 @@ def _validate(cell: tuple, path: tuple, where: str) -> None:
 
 def load_genotype(path: str | os.PathLike[str]) -> Genotype:
     """Read a genotype JSON file, with one-line errors naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: genotype file not found; pass the genotype.json written by 'autodeeplab search'"
-        )
+    p = require_file(
+        path, "genotype file", "pass the genotype.json written by 'autodeeplab search'"
+    )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -244,12 +248,15 @@ def save_genotype(
     """Write ``genotype`` as JSON atomically (temp file + rename); see :meth:`Genotype.to_json`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(genotype.to_json(search))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(genotype.to_json(search))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 #: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; SPEC.md §5).

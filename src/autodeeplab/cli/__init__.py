@@ -12,12 +12,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from autodeeplab.cli import compare, deploy, retrain, search
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "one_line"]
+
+# How torch's DataLoader re-raises a worker's exception: the type, then the worker's traceback.
+_WORKER_ERROR = re.compile(r"^Caught (\w+) in DataLoader worker process \d+")
+# The last line of a traceback: "ValueError: message" (possibly a dotted type name).
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: (.*)$")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, as the user should see it.
+
+    A DataLoader worker's error reaches the main process as the worker's whole traceback:
+    only its last line, the original message, is kept, so ``num_workers`` > 0 reports the
+    same line as 0. OS errors name the path, the reason and the fix.
+    """
+    from autodeeplab.files import describe_os_error
+
+    text = str(exc)
+    if _WORKER_ERROR.match(text):
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
+        last = _EXCEPTION_LINE.match(lines[-1]) if lines else None
+        return last.group(1) if last else " ".join(text.split())
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, KeyError) and exc.args:  # str() of a KeyError is its key's repr
+        text = str(exc.args[0])
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: error: {exc}", file=sys.stderr)
             code = 1
         except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
-            print(f"{name}: error: {exc}", file=err)
+            print(f"{name}: error: {one_line(exc)}", file=err)
+            return 2
+        except RuntimeError as exc:
+            if not _WORKER_ERROR.match(str(exc)):  # a bug: its traceback is what to report
+                raise
+            print(f"{name}: error: {one_line(exc)}", file=err)
             return 2
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=err)

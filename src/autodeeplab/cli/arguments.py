@@ -8,6 +8,11 @@ from dataclasses import replace
 from typing import TypeVar
 
 __all__ = [
+    "MAX_SCALE",
+    "MAX_SCALES",
+    "MAX_SIDE",
+    "MIN_SCALE",
+    "OVERWRITE_HELP",
     "add_inference_options",
     "add_set",
     "flag_overrides",
@@ -17,6 +22,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Bounds of --scales and --size, before anything is allocated: the scales of the config's
+#: ``scales`` key, a few more than the paper's six, and the config's largest window.
+MIN_SCALE, MAX_SCALE, MAX_SCALES, MAX_SIDE = 0.01, 100.0, 16, 65536
+
+#: The help of --overwrite, the same for search, train and run.
+OVERWRITE_HELP = "replace the run that --out holds (its checkpoints, logs and results)"
 
 
 def add_set(p: argparse.ArgumentParser, example: str) -> None:
@@ -38,8 +50,14 @@ def parse_scales(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected comma-separated numbers, e.g. 0.5,0.75,1,1.25"
         ) from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive numbers")
+    if not values or not all(MIN_SCALE <= v <= MAX_SCALE for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: each scale must be a number in {MIN_SCALE:g}..{MAX_SCALE:g}"
+        )
+    if len(values) > MAX_SCALES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {len(values)} scales, at most {MAX_SCALES} (each is a forward pass)"
+        )
     return values
 
 
@@ -52,6 +70,8 @@ def parse_size(text: str) -> tuple[int, int]:
         values = []
     if len(values) not in (1, 2) or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1025x2049, or one side")
+    if any(v > MAX_SIDE for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at most {MAX_SIDE}")
     return (values[0], values[-1])
 
 

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from autodeeplab.config import SearchConfig
 
-__all__ = ["Stopped", "pct", "print_search_memory", "resume_command"]
+__all__ = [
+    "Stopped",
+    "arch_never_updated",
+    "pct",
+    "print_search_memory",
+    "resume_command",
+    "warn_untrained_genotype",
+]
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,21 @@ def resume_command(command: str, out: Path) -> str:
     )
     config, folder = shlex.quote(str(out / "config.yaml")), shlex.quote(str(out))
     return f"{launcher} {command} --config {config} --out {folder} --resume"
+
+
+def arch_never_updated(out: Path) -> bool:
+    """Whether the finished search in ``out`` logged no architecture step at all."""
+    from autodeeplab.engine.runtime import read_jsonl
+
+    records = read_jsonl(out / "search_log.jsonl")
+    return bool(records) and all(r.get("arch_loss") is None for r in records)
+
+
+def warn_untrained_genotype(command: str, what: str) -> None:
+    """Say that ``what`` decodes alpha and beta as initialised, not as searched."""
+    print(
+        f"autodeeplab {command}: warning: alpha and beta were never updated "
+        f"(search.arch_start_epoch >= the epochs run, or every architecture step skipped), so "
+        f"{what} is the decode of their initial values, not a search result",
+        file=sys.stderr,
+    )

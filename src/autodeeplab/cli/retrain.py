@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from autodeeplab.cli.arguments import (
+    OVERWRITE_HELP,
     add_inference_options,
     add_set,
     flag_overrides,
     for_data,
     parse_size,
 )
-from autodeeplab.cli.messages import Stopped, pct, print_search_memory, resume_command
+from autodeeplab.cli.messages import (
+    Stopped,
+    arch_never_updated,
+    pct,
+    print_search_memory,
+    resume_command,
+    warn_untrained_genotype,
+)
+from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
 __all__ = ["register"]
 
@@ -36,7 +46,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--crop", type=int, help="training crop size in pixels")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -44,6 +55,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or alone: --out's checkpoints/last.pt",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_set(p, "train.lr=0.01")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -119,17 +131,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="override a key of one stage, e.g. --set search.search.epochs=2 "
         "--set train.train.iters=50 (repeatable)",
     )
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
         help="continue each stage from its newest checkpoint in --out (same flags as before)",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
+    from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.engine.train import run_train
 
     overrides = flag_overrides(
@@ -152,6 +167,9 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
+    # Before any work: every setting the run would refuse, and a folder that holds a run.
+    check_train_settings(cfg)
+    replaced = check_out_dir(out, "train", bool(args.resume), args.overwrite)
     what = cfg.model.name or cfg.model.genotype
     print(
         f"training {what} on {cfg.data.spec} ({args.config or 'built-in CPU preset'}): "
@@ -159,7 +177,8 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
         f"lr={cfg.train.lr} -> {out}",
         file=sys.stderr,
     )
-    result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+        result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
         where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"
         return Stopped(where, saved, f"resume with: {resume_command('train', out)}")
@@ -220,6 +239,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from autodeeplab.data.transforms import IGNORE_INDEX as MAX_CLASSES
     from autodeeplab.genotype import load_genotype
     from autodeeplab.model import MODELS, build_model, count_multiply_adds, count_parameters
 
@@ -231,9 +253,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.target!r} is neither a model ({', '.join(MODELS)}) nor a genotype .json file"
         )
-    if args.classes < 1:
-        raise ValueError(f"--classes must be positive, got {args.classes}")
-    model = build_model(target, args.classes, filter_multiplier=args.filter_multiplier)
+    if not 1 <= args.classes <= MAX_CLASSES:
+        raise ValueError(
+            f"--classes {args.classes}: give 1 to {MAX_CLASSES} (labels are 8-bit, "
+            f"{MAX_CLASSES} is the ignore index)"
+        )
+    if args.filter_multiplier is not None and not 1 <= args.filter_multiplier <= 4096:
+        raise ValueError(f"--filter-multiplier {args.filter_multiplier}: give 1 to 4096")
+    # On the meta device: counting needs the shapes only, so no size or width allocates.
+    with torch.device("meta"):
+        model = build_model(target, args.classes, filter_multiplier=args.filter_multiplier)
     genotype = model.genotype
     height, width = args.size
     info = {
@@ -281,6 +310,11 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     )
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
+    from autodeeplab.engine.preflight import (
+        check_search_settings,
+        check_train_settings,
+        placeholder_genotype,
+    )
 
     routed = split_overrides(args.set)
     data = [f"data.spec={json.dumps(args.data)}"] if args.data else []
@@ -298,10 +332,13 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     search_cfg = load_config(args.search_config, [*data, *routed["search"]], base=search_base)
     train_cfg = load_config(args.train_config, [*data, *routed["train"]], base=train_base)
     num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
-    from autodeeplab.engine.search import check_search_crop
-
-    check_search_crop(search_cfg)
     out = Path(args.out)
+    # Both stages' settings before the search starts: a bad training option must not wait
+    # for the whole search to fail. The decoded genotype is checked for its size only.
+    check_search_settings(search_cfg)
+    m = search_cfg.model
+    check_train_settings(train_cfg, placeholder_genotype(m.num_layers, m.num_blocks))
+    replaced = check_out_dir(out, "run", args.resume, args.overwrite)
     print(
         f"run on {search_cfg.data.spec} -> {out}: search "
         f"{args.search_config or 'built-in CPU preset'}, train "
@@ -309,12 +346,15 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
         file=sys.stderr,
     )
     print_search_memory(search_cfg, num_classes)
-    result = run_pipeline(
-        search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
-    )
+    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+        result = run_pipeline(
+            search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
+        )
     if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
         where, saved = f" in the {result.stopped} stage", f"checkpoints are in {out}"
         return Stopped(where, saved, "resume with the same command plus --resume")
+    if arch_never_updated(out / "search"):
+        warn_untrained_genotype("run", "the retrained network")
     print(
         f"done in {result.seconds:.0f} s; val mIoU {pct(result.miou)} % "
         f"(chance {pct(result.chance_miou)} %); wrote {result.report}",

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import flag_overrides, for_data
-from autodeeplab.cli.messages import Stopped, print_search_memory, resume_command
+from autodeeplab.cli.arguments import OVERWRITE_HELP, flag_overrides, for_data
+from autodeeplab.cli.messages import (
+    Stopped,
+    arch_never_updated,
+    print_search_memory,
+    resume_command,
+    warn_untrained_genotype,
+)
+from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
 __all__ = ["register"]
 
@@ -33,7 +41,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         help="cost-aware search: pull the found network (at retrain F=20) toward this "
         "Multi-Adds budget, e.g. 50G@1024x2048",
     )
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -41,6 +50,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or alone: the newest complete checkpoint in --out",
     )
+    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--set",
         action="append",
@@ -95,7 +105,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
-    from autodeeplab.engine.search import check_search_crop, run_search
+    from autodeeplab.engine.preflight import check_search_settings
+    from autodeeplab.engine.search import run_search
 
     overrides = flag_overrides(
         args,
@@ -113,8 +124,10 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
-    check_search_crop(cfg)  # also for --dry-run: it refuses what the run would
     out = Path(args.out)
+    # Before any work: every setting the run would refuse, and a folder that holds a run.
+    check_search_settings(cfg)
+    replaced = check_out_dir(out, "search", bool(args.resume), args.overwrite)
     config_note = args.config or "built-in CPU preset"
     print(
         f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
@@ -125,11 +138,14 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     print_search_memory(cfg, info.num_classes)
     if args.dry_run:
         return 0
-    result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
+    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
         how = f"resume with: {resume_command('search', out)}"
         return Stopped("", f"saved {result.checkpoint}", how)
     print(result.genotype.to_json(), end="")
+    if arch_never_updated(out):
+        warn_untrained_genotype("search", str(out / "genotype.json"))
     print(
         f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
         f"{out / 'genotype.json'}, {out / 'genotype_path.png'}, {out / 'genotype_cell.png'}",
@@ -146,6 +162,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     print(genotype.to_json(), end="")
     margin = meta["path_margin"]
     print(f"path decode {meta['path_decode']}: margin {margin:.3f} nats", file=sys.stderr)
+    if not meta["arch_updated"]:
+        warn_untrained_genotype("decode", f"the genotype of {args.checkpoint}")
     if args.out:
         from autodeeplab.viz.genotype import render_genotype
 

@@ -34,6 +34,7 @@ __all__ = [
     "Pair",
     "Palette",
     "SegmentationDataset",
+    "check_image_mode",
     "default_palette",
     "describe_values",
     "identity_label_map",
@@ -118,9 +119,26 @@ def _open(path: Path, what: str) -> Image.Image:
     return image
 
 
+# Modes whose pixels 8-bit RGB cannot hold: PIL's convert("RGB") clips them at 255, so a
+# 16-bit or float image would reach the network as a near-white (or collapsed) picture.
+_WIDE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def check_image_mode(image: Image.Image, path: str | Path) -> None:
+    """Refuse an image whose pixels 8-bit RGB would clip (16-bit, 32-bit or float modes)."""
+    mode = image.mode
+    kind = _WIDE_MODES.get(mode) or ("16-bit" if mode.startswith("I;16") else None)
+    if kind is not None:
+        raise ValueError(
+            f"{path}: image has mode {mode} ({kind} pixels), which 8-bit RGB would clip; "
+            "convert it to 8-bit RGB first (e.g. scale its values to 0-255)"
+        )
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``uint8`` RGB ``(H, W, 3)``; ``ValueError`` if unreadable."""
     image = _open(Path(path), "image")
+    check_image_mode(image, path)
     return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only
 
 

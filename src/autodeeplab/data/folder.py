@@ -45,6 +45,7 @@ from autodeeplab.data.base import (
     read_label,
     scan_dir,
 )
+from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys
 from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["IMAGE_SUFFIXES", "FolderDataset"]
@@ -69,15 +70,26 @@ def _read_list(path: Path) -> list[str]:
     return stems
 
 
+def _short(value: object) -> str:
+    """A bounded repr: a hostile file must not flood the terminal with its error."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _read_classes(root: Path) -> tuple[tuple[str, ...], Palette, np.ndarray] | None:
     """``(class_names, palette, label_map)`` from ``ROOT/classes.json``; None if absent."""
     path = root / "classes.json"
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=reject_duplicate_keys)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, DuplicateKeyError) as exc:
         raise ValueError(f"{path}: cannot read it as JSON ({exc}); fix or remove it") from None
+    except (RecursionError, ValueError) as exc:  # absurd nesting; integers past Python's limit
+        raise ValueError(
+            f"{path}: cannot read it as JSON ({type(exc).__name__}: {str(exc)[:80]}); fix or "
+            "remove it"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: must hold a JSON object with a 'classes' list")
     names = data.get("classes", data.get("names"))
@@ -88,7 +100,7 @@ def _read_classes(root: Path) -> tuple[tuple[str, ...], Palette, np.ndarray] | N
     ):
         raise ValueError(
             f"{path}: 'classes' must be a list of 1 to {IGNORE_INDEX} class-name strings, "
-            f"got {names!r}"
+            f"got {_short(names)}"
         )
     num_classes = len(names)
     if "num_classes" in data and data["num_classes"] != num_classes:

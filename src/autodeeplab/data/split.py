@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
+
 __all__ = ["load_split", "save_split", "split_indices"]
 
 _FORMAT = "autodeeplab-split"
@@ -117,12 +119,13 @@ def load_split(
     """
     p = Path(path)
     fix = "delete it to draw a new split"
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p}: split file not found; pass the split.json of a search run folder"
-        )
+    require_file(p, "split file", "pass the split.json of a search run folder")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8"), object_pairs_hook=reject_duplicate_keys)
+    except DuplicateKeyError as exc:
+        raise ValueError(f"{p}: {exc}; {fix}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply for a split; {fix}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a text file; a split is UTF-8 JSON; {fix}") from None
     except json.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ counts; :func:`evaluate_checkpoint` does the same for a ``train`` checkpoint and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -107,7 +108,12 @@ def predict_probabilities(
     """Class probabilities ``(N, K, H, W)`` for ``image`` ``(N, C, H, W)``, averaged over TTA."""
     _check_inference_args(mode, scales, window, stride)
     size = image.shape[-2:]
-    autocast = torch.autocast(image.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    # No autocast object without amp: the meta device (inference_memory's estimate) has none.
+    autocast = (
+        torch.autocast(image.device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
     total: Tensor | None = None
     with autocast:
         for scale in scales:
@@ -255,9 +261,20 @@ def evaluate_checkpoint(
         generator=torch.Generator().manual_seed(seed),
     )
     window = ecfg.window or cfg.data.crop
+    from autodeeplab.engine.inference_memory import InferenceMemoryCheck
+
+    options = {"mode": ecfg.mode, "scales": ecfg.scales, "flip": ecfg.flip, "window": window}
+    fits = InferenceMemoryCheck(model, dev, stride=ecfg.stride, **options)
+
+    def checked() -> Iterable[tuple[Tensor, Tensor]]:
+        """The loader's batches, each refused before inference if it would not fit."""
+        for i, (image, target) in enumerate(loader):
+            fits(image.shape[-2:], f"{spec} {split} batch {i}", batch=image.shape[0])
+            yield image, target
+
     cm = evaluate(
         model,
-        loader,
+        checked(),
         num_classes,
         dev,
         mode=ecfg.mode,

@@ -19,12 +19,16 @@ import torch
 from PIL import Image
 
 from autodeeplab.data import denormalize, normalize
+from autodeeplab.data.base import check_image_mode
 from autodeeplab.engine.evaluate import predict_probabilities
+from autodeeplab.engine.inference_memory import InferenceMemoryCheck
+from autodeeplab.files import require_file
 from autodeeplab.model import load_trained_model
 from autodeeplab.viz.overlay import colorize, overlay, save_png
 
 __all__ = [
     "PredictResult",
+    "output_stems",
     "predict_images",
     "predict_samples",
     "read_image_file",
@@ -41,18 +45,40 @@ class PredictResult:
 
 def read_image_file(path: str | Path) -> np.ndarray:
     """Read ``path`` as ``uint8`` RGB ``(H, W, 3)``; one-line ``ValueError`` when unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: image not found; check the path")
     try:
-        with Image.open(p) as image:
-            image.load()  # decode now: a truncated file fails here
-            return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
+        p = require_file(path, "image", "check the path")
+    except FileNotFoundError as exc:  # one bad image of many is reported, not fatal
+        raise ValueError(str(exc)) from None
+    try:
+        image = Image.open(p)
+        image.load()  # decode now: a truncated file fails here
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ValueError(
             f"{p}: cannot read image ({type(exc).__name__}: {first}); pass a PNG or JPEG file"
         ) from None
+    with image:
+        check_image_mode(image, p)  # 16-bit and float pixels would be clipped, not read
+        return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
+
+
+def output_stems(images: Sequence[str | Path]) -> list[str]:
+    """One distinct output name per image: its stem, plus ``_2``, ``_3``... when taken.
+
+    Two images called ``a/img.png`` and ``b/img.png`` get ``img`` and ``img_2``, so the
+    second never overwrites the first's mask.
+    """
+    taken: set[str] = set()
+    stems = []
+    for path in images:
+        stem, n = Path(path).stem, 1
+        name = stem
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        stems.append(name)
+    return stems
 
 
 def predict_images(
@@ -67,7 +93,10 @@ def predict_images(
     window: int | None = None,
     stride: int | None = None,
 ) -> PredictResult:
-    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``."""
+    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``.
+
+    Images that share a file name get distinct names (:func:`output_stems`).
+    """
     from autodeeplab.engine.runtime import select_device
 
     dev = select_device(device)
@@ -75,9 +104,16 @@ def predict_images(
     palette = [tuple(c) for c in state["palette"]]
     out = Path(out_dir)
     result = PredictResult()
-    for path in images:
+    options = {"mode": mode, "scales": scales, "flip": flip, "window": window, "stride": stride}
+    fits = InferenceMemoryCheck(model, dev, **options)
+    for path, stem in zip(images, output_stems(images), strict=True):
         try:
             rgb = read_image_file(path)
+        except ValueError as exc:
+            result.errors.append(str(exc))
+            continue
+        try:  # before the image is copied to the device: refuse what would not fit
+            fits(rgb.shape[:2], str(path))
         except ValueError as exc:
             result.errors.append(str(exc))
             continue
@@ -86,7 +122,6 @@ def predict_images(
             model, x, mode=mode, scales=scales, flip=flip, window=window, stride=stride
         )
         mask = prob.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        stem = Path(path).stem
         result.written.append(save_png(colorize(mask, palette), out / f"{stem}_mask.png"))
         result.written.append(save_png(overlay(rgb, mask, palette), out / f"{stem}_overlay.png"))
     return result

@@ -42,7 +42,7 @@ def select_device(name: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            f"device {name!r} asked for, but CUDA is not available; use --set device=cpu"
+            f"device {name!r} asked for, but CUDA is not available; use the device cpu or auto"
         )
     return device
 
@@ -107,7 +107,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
             continue
     return records
 
@@ -116,11 +116,14 @@ def truncate_jsonl(path: Path, keep: Any) -> None:
     """Rewrite ``path`` keeping the records for which ``keep(record)`` is true."""
     records = [r for r in read_jsonl(path) if keep(r)]
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
+        os.replace(tmp, path)
+    finally:  # a failed write leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from autodeeplab.checkpoint import CheckpointError, save_checkpoint
+from autodeeplab.checkpoint import CheckpointError, check_state_dict, save_checkpoint
 from autodeeplab.config import (
     SearchConfig,
     SearchModelConfig,
@@ -445,13 +445,15 @@ class _SearchRun:
         split_path = self.out / "split.json"
 
         def decide_split() -> tuple[list[int], list[int]]:
+            seed = loop.seed
             if state is not None:
                 train_a, train_b = state["split"]["train_a"], state["split"]["train_b"]
-            elif split_path.is_file():
-                train_a, train_b, _ = load_split(split_path, num_samples=len(train_set))
+            elif split_path.is_file():  # a given split keeps the seed it was drawn with
+                train_a, train_b, meta = load_split(split_path, num_samples=len(train_set))
+                seed = meta["seed"]
             else:
                 train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
-            save_split(split_path, train_a, train_b, seed=loop.seed, num_samples=len(train_set))
+            save_split(split_path, train_a, train_b, seed=seed, num_samples=len(train_set))
             return train_a, train_b
 
         # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
@@ -544,10 +546,11 @@ class _SearchRun:
         self.schedule = ArchSchedule(self.num_classes)
         self.previous_genotype: Genotype | None = None
         if state is not None:
-            if state.get("genotype") is not None and "partial" not in state:
-                self.previous_genotype = Genotype.from_dict(state["genotype"])
-            elif state.get("previous_genotype") is not None:
+            check_state_dict(self.resume_path, self.model.state_dict(), state["model"], "model")
+            if state.get("previous_genotype") is not None:
                 self.previous_genotype = Genotype.from_dict(state["previous_genotype"])
+            elif state.get("genotype") is not None and "partial" not in state:
+                self.previous_genotype = Genotype.from_dict(state["genotype"])
             if "arch_schedule" in state:
                 self.schedule.load(state["arch_schedule"])
             elif state["epoch"] > self.cfg.search.arch_start_epoch:  # a run from before it

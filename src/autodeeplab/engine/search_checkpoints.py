@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from autodeeplab.checkpoint import CheckpointError, load_checkpoint
+import torch
+
+from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint
 from autodeeplab.config import SearchConfig, config_from_dict
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.decode import decode, path_margin
@@ -94,7 +96,8 @@ def find_latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest checkpoint in ``out_dir/checkpoints`` that loads, or None."""
     for _, path in _checkpoints(out_dir / "checkpoints"):
         try:
-            load_checkpoint(path, CHECKPOINT_KIND)
+            state = load_checkpoint(path, CHECKPOINT_KIND)
+            check_finite(path, state.get("model"), "model")  # never "the last good one"
         except (CheckpointError, OSError):
             continue
         return path
@@ -113,8 +116,8 @@ def load_resume_state(
     path = find_latest_checkpoint(out_dir) if resume is True else Path(resume)
     if path is None:
         raise FileNotFoundError(
-            f"{out_dir / 'checkpoints'}: no complete search checkpoint to resume; "
-            "run without --resume"
+            f"{out_dir / 'checkpoints'}: no complete search checkpoint to resume; start afresh "
+            "without --resume (add --overwrite if the folder holds a run killed before one)"
         )
     return path, load_checkpoint(path, CHECKPOINT_KIND, required=_RESUME_KEYS)
 
@@ -129,17 +132,38 @@ def decode_checkpoint(
     state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
     cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
     weights = state["model"]
+    if not isinstance(weights, dict) or not isinstance(weights.get("alpha"), torch.Tensor):
+        raise CheckpointError(f"{path}: 'model' holds no alpha tensor; use a search checkpoint")
+    if not isinstance(weights.get("beta"), torch.Tensor):
+        raise CheckpointError(f"{path}: 'model' holds no beta tensor; use a search checkpoint")
+    arch = {k: weights[k] for k in ("alpha", "beta", "gamma") if k in weights}
+    check_finite(path, arch, "model")
     alpha, beta = weights["alpha"], weights["beta"]
-    beta_w = beta_probabilities(beta, len(cfg.model.strides))
-    # With partial channels (PC-DARTS) the edge choice also weighs the edge-normalisation gamma.
-    cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
     mode = path_decode or cfg.search.path_decode
-    genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks, mode)
+    try:
+        beta_w = beta_probabilities(beta, len(cfg.model.strides))
+        # With partial channels (PC-DARTS) the edge choice also weighs the edge weights gamma.
+        cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
+        genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks, mode)
+    except (ValueError, RuntimeError, IndexError, TypeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arch.items() if hasattr(v, "shape"))
+        raise CheckpointError(
+            f"{path}: the architecture weights ({shapes}) do not fit the checkpoint's config "
+            f"({first}); use a checkpoint written by 'autodeeplab search'"
+        ) from None
     info = {
         "epoch": state["epoch"],
         "beta_weights": beta_w,
         "config": cfg,
         "path_decode": mode,
         "path_margin": path_margin(beta_w, mode),
+        # Whether alpha/beta ever learnt: the schedule says (from round 2 on); before it,
+        # they did once an epoch past arch_start_epoch had run.
+        "arch_updated": (
+            state["arch_schedule"]["started_epoch"] is not None
+            if isinstance(state.get("arch_schedule"), dict)
+            else state["epoch"] > cfg.search.arch_start_epoch
+        ),
     }
     return genotype, info

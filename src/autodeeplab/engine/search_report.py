@@ -76,7 +76,7 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
             skipped += 1
             continue
         if not isinstance(record, dict) or not all(

@@ -50,6 +50,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autodeeplab.checkpoint import (
     CheckpointError,
+    check_finite,
+    check_state_dict,
     load_checkpoint,
     read_latest,
     require_keys,
@@ -138,8 +140,13 @@ def _genotype_of(cfg: TrainConfig) -> Genotype:
     return MODELS[name]["genotype"]
 
 
-def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
-    """The network that ``cfg.model`` describes, for ``cfg.train.iters`` of drop path."""
+def build_train_model(
+    cfg: TrainConfig, num_classes: int, genotype: Genotype | None = None
+) -> AutoDeepLab:
+    """The network that ``cfg.model`` describes, for ``cfg.train.iters`` of drop path.
+
+    ``genotype``: build this cell and path instead of the config's preset or file.
+    """
     m = cfg.model
     kwargs: dict[str, Any] = {
         "filter_multiplier": m.filter_multiplier,
@@ -150,6 +157,8 @@ def build_train_model(cfg: TrainConfig, num_classes: int) -> AutoDeepLab:
         "dropout": m.dropout,
         "aspp_gamma_init": m.aspp_gamma_init,
     }
+    if genotype is not None:
+        return build_model(genotype, num_classes, **kwargs)
     genotype = _genotype_of(cfg)  # also checks that exactly one of name / genotype is set
     return build_model(m.name if m.name is not None else genotype, num_classes, **kwargs)
 
@@ -182,7 +191,7 @@ class BatchSchedule(Sampler[list[tuple[int, int]]]):
         if n < batch_size:
             raise ValueError(
                 f"the training set has {n} images, fewer than the batch size {batch_size}; "
-                f"use more data (data.train_samples) or --batch-size {n}"
+                f"use more data (data.train_samples) or a batch size of at most {n}"
             )
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start, self.total = start, total
@@ -272,7 +281,10 @@ def _resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | N
         # best.pt and last.pt writes of an evaluation (both hold the full training state).
         path = read_latest(out / "checkpoints", TRAIN_CHECKPOINT_KIND) or path
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume; run without --resume")
+            raise FileNotFoundError(
+                f"{path}: no checkpoint to resume; start afresh without --resume (add "
+                "--overwrite if the folder holds a run killed before one)"
+            )
     state = load_checkpoint(path)
     if state.get("kind") != TRAIN_CHECKPOINT_KIND:
         raise CheckpointError(
@@ -328,7 +340,7 @@ def _run_train(
         if config_to_dict(saved.model) != config_to_dict(cfg.model) or saved.data != cfg.data:
             raise CheckpointError(
                 f"{resume_path}: checkpoint was made with another model or data config; "
-                "resume with the run's own config.yaml (--config OUT/config.yaml)"
+                "resume with the run's own config (OUT/config.yaml)"
             )
 
     device = dist_info.device
@@ -392,10 +404,19 @@ def _run_train(
     own_rng = None
     log_path = out / "train_log.jsonl"
     if state is not None:
+        check_state_dict(resume_path, model.state_dict(), state["model"], "model")
+        check_finite(resume_path, state["optimizer"], "optimizer")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        try:  # PyTorch's own errors here name no file, and some are tracebacks deep
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            raise CheckpointError(
+                f"{resume_path}: its optimizer, scheduler or scaler state does not fit this "
+                f"run ({type(exc).__name__}: {first}); resume from another checkpoint of the run"
+            ) from None
         own_rng = state.get("rng_ranks")  # every rank's stream, from a run of `world` ranks
         own_rng = own_rng[rank] if own_rng is not None and len(own_rng) == world else None
         set_rng_state(own_rng if own_rng is not None else state["rng"])

@@ -20,7 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from autodeeplab.checkpoint import CheckpointError, load_checkpoint, require_keys
+from autodeeplab.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    require_keys,
+)
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
 from autodeeplab.model.backbone import Backbone
 from autodeeplab.model.heads import ASPP, Decoder
@@ -214,7 +219,42 @@ def load_trained_model(
             "checkpoint is decoded with 'autodeeplab decode' and then trained)"
         )
     require_keys(state, path, ("model_kwargs", "model", "config", "class_names"))
-    model = AutoDeepLab(**state["model_kwargs"])
+    kwargs = state["model_kwargs"]
+    model = _meta_network(path, kwargs)
+    check_state_dict(path, model.state_dict(), state["model"], "model")
+    names = state["class_names"]
+    if not isinstance(names, list | tuple) or len(names) != model.num_classes:
+        count = len(names) if isinstance(names, list | tuple) else type(names).__name__
+        raise CheckpointError(
+            f"{path}: the network has {model.num_classes} classes but class_names holds "
+            f"{count}; use a checkpoint written by 'autodeeplab train'"
+        )
+    # The shapes match the checkpoint's own tensors: the real network is no bigger than them.
+    model = AutoDeepLab(**kwargs)
     model.load_state_dict(state["model"])
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format).eval(), state
+
+
+def _meta_network(path: str | os.PathLike[str], kwargs: Any) -> AutoDeepLab:
+    """The network ``model_kwargs`` describe, on the meta device (no memory), or one line."""
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise CheckpointError(
+            f"{path}: model_kwargs is not a dict of constructor arguments; use a checkpoint "
+            "written by 'autodeeplab train'"
+        )
+    num_classes = kwargs.get("num_classes")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise CheckpointError(
+            f"{path}: model_kwargs.num_classes={str(num_classes)[:40]} is not a class count; "
+            "use a checkpoint written by 'autodeeplab train'"
+        )
+    try:
+        with torch.device("meta"):
+            return AutoDeepLab(**kwargs)
+    except Exception as exc:  # hostile kwargs: TypeError, ValueError, OverflowError, ...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(
+            f"{path}: model_kwargs do not describe a network ({type(exc).__name__}: {first}); "
+            "use a checkpoint written by 'autodeeplab train'"
+        ) from None

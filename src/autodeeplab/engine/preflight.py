@@ -1,0 +1,162 @@
+"""Validate a command's settings before any work: nothing is written, no step is computed.
+
+The loops check their options as they set themselves up, some only after the run folder
+is written (the dataset files, the trainA/trainB sizes, the network's constructor). These
+checks run the same code up front, so ``search``, ``train``, ``run`` and ``--dry-run`` refuse
+a bad setting before the first file is written, and ``run`` refuses a bad training option
+before the search (not after it). Each failure is the loop's own one-line error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autodeeplab.config import SearchConfig, TrainConfig
+from autodeeplab.data import build_dataset, dataset_info, parse_spec
+from autodeeplab.data.split import split_indices
+from autodeeplab.data.transforms import train_transform, val_transform
+from autodeeplab.distributed import get_world_size
+from autodeeplab.engine.guards import check_loop_options, resolve_amp
+from autodeeplab.engine.runtime import compile_backend, select_device
+from autodeeplab.engine.search import check_search_crop
+from autodeeplab.engine.train import build_train_model
+from autodeeplab.genotype import Genotype
+from autodeeplab.search.cost import parse_madds_target
+from autodeeplab.search.memory import device_memory_bytes
+from autodeeplab.search.network import SearchNetwork
+
+__all__ = ["check_search_settings", "check_train_settings", "placeholder_genotype"]
+
+
+# Bytes per parameter that training keeps: fp32 weights, gradients and SGD momentum.
+_TRAIN_BYTES_PER_PARAMETER = 3 * 4
+
+
+def _check_training_memory(model: torch.nn.Module, device: torch.device) -> None:
+    """Refuse a network whose weights, gradients and momentum alone exceed the device.
+
+    A deep path level multiplies the width (F * 2**level channels), so a hand-edited genotype
+    could ask for terabytes; this is counted on the meta-device network, before allocation.
+    """
+    available = device_memory_bytes(device.type)
+    params = sum(p.numel() for p in model.parameters())
+    need = params * _TRAIN_BYTES_PER_PARAMETER
+    if available is not None and need > available:
+        path = getattr(model, "genotype", None)
+        deepest = max(path.path) if path is not None else 0
+        raise ValueError(
+            f"the network has {params:,} parameters (deepest path level {deepest}, stride "
+            f"{4 * 2**deepest}): its weights, gradients and momentum need "
+            f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of this "
+            f"{device.type}; use a genotype with lower levels or a smaller "
+            "model.filter_multiplier"
+        )
+
+
+def _check_batch(section: str, batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise ValueError(
+            f"{section}.batch_size={batch_size} cannot be shared by {world} processes; use a "
+            f"multiple of {world} (each process takes batch_size / {world})"
+        )
+
+
+def check_search_settings(cfg: SearchConfig) -> int:
+    """Everything a search refuses, checked without writing; returns the number of classes.
+
+    Opens the dataset (every file its listing names), draws the trainA/trainB sizes, parses
+    the Multi-Adds target and builds the supernet on the meta device (no memory).
+    """
+    loop, d, m = cfg.search, cfg.data, cfg.model
+    check_loop_options("search", loop.nonfinite, loop.max_skipped, loop.amp)
+    check_search_crop(cfg)
+    world = get_world_size()
+    _check_batch("search", loop.batch_size, world)
+    device = select_device(loop.device)
+    resolve_amp(loop.amp, device, "search.amp")
+    if loop.sync_bn and world > 1 and device.type != "cuda":
+        raise ValueError(
+            "search.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+            "set search.sync_bn=false"
+        )
+    if loop.target_madds:
+        parse_madds_target(loop.target_madds)
+    num_classes = dataset_info(d.spec).num_classes
+    synthetic = parse_spec(d.spec)[0] == "synthetic"
+    train_tf = None if synthetic else train_transform(d.crop, d.scale, longest_side=d.longest_side)
+    val_tf = None if synthetic else val_transform(d.longest_side)
+    train = build_dataset(
+        d.spec,
+        "train",
+        size=d.crop,
+        seed=loop.seed,
+        num_samples=d.train_samples,
+        transform=train_tf,
+    )
+    build_dataset(
+        d.spec, "val", size=d.crop, seed=loop.seed, num_samples=d.val_samples, transform=val_tf
+    )
+    train_a, train_b = split_indices(len(train), loop.seed, loop.split_fraction)
+    if min(len(train_a), len(train_b)) < loop.batch_size:
+        raise ValueError(
+            f"trainA/trainB have {len(train_a)}/{len(train_b)} images, fewer than the batch "
+            f"size {loop.batch_size}; use more data or a batch size of at most "
+            f"{min(len(train_a), len(train_b))}"
+        )
+    with torch.device("meta"):  # the constructor's checks, without allocating the weights
+        SearchNetwork(
+            num_classes,
+            num_layers=m.num_layers,
+            num_blocks=m.num_blocks,
+            filter_multiplier=m.filter_multiplier,
+            strides=m.strides,
+            primitives=m.primitives,
+            affine=m.affine,
+            checkpoint_cells=False,
+            partial_channels=m.partial_channels,
+        )
+    return num_classes
+
+
+def placeholder_genotype(num_layers: int, num_blocks: int) -> Genotype:
+    """A valid genotype of the searched size: stands in for the one ``run`` will decode."""
+    block = (("skip_connect", 0), ("skip_connect", 1))
+    return Genotype(tuple(block for _ in range(num_blocks)), tuple(0 for _ in range(num_layers)))
+
+
+def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> int:
+    """Everything a training run refuses, checked without writing; returns the class count.
+
+    ``genotype``: the network to check in place of the config's (``run`` has none before its
+    search); otherwise the config's preset or genotype file is read.
+    """
+    loop, d = cfg.train, cfg.data
+    if loop.iters < 1 or loop.eval_every < 1 or loop.log_every < 1:
+        raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
+    check_loop_options("train", loop.nonfinite, loop.max_skipped, loop.amp)
+    compile_backend(loop.compile, "train.compile")
+    world = get_world_size()
+    _check_batch("train", loop.batch_size, world)
+    device = select_device(loop.device)
+    resolve_amp(loop.amp, device, "train.amp")
+    if loop.sync_bn and world > 1 and device.type != "cuda":
+        raise ValueError(
+            "train.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+            "set train.sync_bn=false"
+        )
+    num_classes = dataset_info(d.spec).num_classes
+    with torch.device("meta"):  # the constructor's checks, without allocating the weights
+        model = build_train_model(cfg, num_classes, genotype)
+    _check_training_memory(model, device)
+    train_transform(d.crop, d.scale, longest_side=d.longest_side)  # its checks only
+    sizes = {}
+    for split, num_samples in (("train", d.train_samples), ("val", d.val_samples)):
+        dataset = build_dataset(d.spec, split, size=d.crop, seed=loop.seed, num_samples=num_samples)
+        sizes[split] = len(dataset)
+    if sizes["train"] < loop.batch_size:
+        raise ValueError(
+            f"the training set has {sizes['train']} images, fewer than the batch size "
+            f"{loop.batch_size}; use more data (data.train_samples) or a batch size of at most "
+            f"{sizes['train']}"
+        )
+    return num_classes

@@ -1,0 +1,87 @@
+"""Paths the user names: say what stands there when it is not a readable regular file.
+
+A folder or a FIFO given where a file belongs was reported as "not found" (``is_file()`` is
+false for both), and opening a FIFO blocks forever. Every loader calls :func:`require_file`
+first, so each case gets its own one-line error naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DuplicateKeyError", "describe_os_error", "reject_duplicate_keys", "require_file"]
+
+# errno -> what to do about it; the first part of each message is the system's own words.
+_FIXES = {
+    errno.EACCES: "check its permissions, or use a path you may read and write",
+    errno.EPERM: "check its permissions, or use a path you may read and write",
+    errno.EROFS: "the disk is read-only; write to a folder on a writable disk",
+    errno.ENOSPC: "free some space, or write to another disk",
+    errno.EDQUOT: "free some space (disk quota), or write to another disk",
+    errno.ENOTDIR: "a file stands where a folder is needed; move it, or use another path",
+    errno.EISDIR: "a folder stands where a file is needed; give a file path",
+    errno.ENAMETOOLONG: "use a shorter file or folder name",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "move it away, or use another path",
+    errno.ELOOP: "the path loops through symbolic links; give the real path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the path, the system's reason and what to do about it."""
+    if exc.errno is None or not exc.strerror or not str(exc).startswith("[Errno"):
+        return " ".join(str(exc).split()) or type(exc).__name__  # already our own message
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    fix = _FIXES.get(exc.errno)
+    return f"{where}{exc.strerror.lower()}" + (f"; {fix}" if fix else "")
+
+
+def require_file(path: str | os.PathLike[str], what: str, fix: str) -> Path:
+    """``path`` as a Path if it is a regular file; else one line saying what stands there.
+
+    Raises FileNotFoundError when nothing is there, ValueError for a folder, a FIFO, a socket
+    or a device, and for a path the system cannot look up (too long, not permitted).
+    """
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: {what} not found; {fix}") from None
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        hint = _FIXES.get(exc.errno or 0, fix)
+        if exc.errno == errno.ENOTDIR:
+            raise FileNotFoundError(
+                f"{p}: {what} not found (a part of the path is a file, not a folder); {fix}"
+            ) from None
+        raise ValueError(f"{p}: cannot look up the {what} ({reason}); {hint}") from None
+    article = "an" if what[:1] in "aeiou" else "a"
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{p}: is a folder, not {article} {what}; {fix}")
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{p}: is not a regular file (a FIFO, socket or device), not {article} {what}; {fix}"
+        )
+    return p
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: which of the values was meant cannot be known."""
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or DuplicateKeyError.
+
+    Python's json keeps the last of repeated keys without a word, so a file edited by hand
+    could silently lose the value its author meant.
+    """
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(f"duplicate key {key[:60]!r} in a JSON object; keep one")
+        obj[key] = value
+    return obj
