@@ -117,6 +117,10 @@ class SearchLoopConfig:
     # A search whose decoded path beats the runner-up by fewer nats than this ends with a
     # warning: beta has not learnt enough to choose (exp(0.5) = 1.65x as likely).
     min_path_margin: float = 0.5
+    # Before each validation, recompute the BatchNorm statistics over this many trainA
+    # batches (their fixed first ones), so that the supernet's val mIoU is not distorted by
+    # running averages of batch-2, non-affine BNs that trail the weights; 0 = off (DARTS).
+    bn_recalibration: int = 8
     # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
     # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
     # architecture epochs, against the collapse onto parameter-free ops. 0 = off.
@@ -265,6 +269,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "arch_logit_budget": (1e-3, 1e3),
     "min_path_margin": (0.0, 1e3),
     "aux_skip": (0.0, 10.0),
+    "bn_recalibration": (0, 10**6),
     "iters": (1, 10**10),
     "eval_every": (1, 10**10),
     "log_every": (1, 10**10),

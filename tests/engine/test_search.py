@@ -138,12 +138,12 @@ def test_cost_target_pulls_the_decoded_network_toward_it(tmp_path, tiny_config):
     # The expected cost moves toward each target from the same start.
     assert logs["low"][-1]["expected_madds"] < logs["low"][0]["expected_madds"]
     assert logs["high"][-1]["expected_madds"] > logs["high"][0]["expected_madds"]
-    # A low budget decodes to a much cheaper network than the unconstrained search (here
-    # ~410M against ~555M on 1 or 2 threads), and the two budgets are ordered. (A high budget
-    # cannot go much above the unconstrained net at L=3: stem and heads dominate.)
+    # A low budget decodes to a network no dearer than the unconstrained search's, and the two
+    # budgets are ordered. (Under the relative path decode an unconstrained search no longer
+    # defaults to the dearest, all-stride-4 path, so "much cheaper than free" is not a given.)
     classes = 8  # the synthetic dataset's
     free_madds = count_multiply_adds(build_model(free.genotype, classes, 20), (64, 64))
-    assert last["low"]["decoded_madds"] < 0.9 * free_madds
+    assert last["low"]["decoded_madds"] <= free_madds
     assert last["low"]["decoded_madds"] < last["high"]["decoded_madds"]
     counted = count_multiply_adds(build_model(runs["low"].genotype, classes, 20), (64, 64))
     assert last["low"]["decoded_madds"] == counted
@@ -162,7 +162,7 @@ def test_partial_channel_search_decodes_its_checkpoint_like_the_network(tmp_path
     state["model"]["alpha"][2, 7] = 12.0  # edge 2 (input 0) has the strongest op weight
     state["model"]["gamma"] = torch.tensor([0.0, 0.0, -20.0, 5.0, 5.0])
     save_checkpoint(path, state, "search")
-    net = SearchNetwork(8, num_layers=3, num_blocks=2, filter_multiplier=2, partial_channels=2)
+    net = SearchNetwork(8, 3, 2, 2, strides=(4, 8), partial_channels=2)  # the tiny search
     net.load_state_dict(state["model"])
     genotype = decode_checkpoint(path)[0]
     assert genotype == net.genotype()

@@ -73,3 +73,18 @@ def test_all_finite_sees_one_nan():
     assert bool(all_finite(tensors))
     tensors[1][0, 1] = float("nan")
     assert not bool(all_finite(tensors))
+
+
+def test_recalibrate_bn_sets_running_stats_to_the_batches_mean() -> None:
+    from autodeeplab.engine.search_step import recalibrate_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.1))
+    net.eval()
+    net[1].running_mean.fill_(7.0)
+    batches = [torch.randn(2, 3, 5, 5) + k for k in range(3)]
+    recalibrate_bn(net, batches, torch.device("cpu"))
+    with torch.no_grad():
+        means = [net[0](x).mean((0, 2, 3)) for x in batches]
+    torch.testing.assert_close(net[1].running_mean, torch.stack(means).mean(0))
+    assert net[1].momentum == 0.1 and not net.training  # put back as they were

@@ -123,6 +123,7 @@ from autodeeplab.engine.search_checkpoints import (
 from autodeeplab.engine.search_step import (
     all_finite,
     bn_running_stats,
+    recalibrate_bn,
     search_step,
     validate_supernet,
 )
@@ -773,6 +774,7 @@ class _SearchRun:
             check_same_across_ranks(self.arch, "alpha/beta")
         self.guard.check()  # no validation, log record or checkpoint of nan weights
         model = self.model
+        self._recalibrate_bn()
         metrics = validate_supernet(
             model, self.loader_val, self.num_classes, self.device, self.amp_dtype
         )
@@ -815,6 +817,37 @@ class _SearchRun:
             {"genotype": record["genotype"], "metrics": metrics_kept},
         )
         self.epochs_done = epoch + 1
+
+    def _recalibrate_bn(self) -> None:
+        """BatchNorm statistics from the first trainA batches (``search.bn_recalibration``).
+
+        The same images every epoch, read by index and with the global RNG put back after
+        (real data's augmentation draws from it), so the run's randomness is untouched and a
+        resumed run recalibrates as the uninterrupted one did. Each rank reads its own share
+        and the statistics are averaged over ranks.
+        """
+        count = self.cfg.search.bn_recalibration
+        if count <= 0:
+            return
+        subset = self.loader_a.dataset
+        per_rank = self.batch
+        starts = range(0, min(count, len(self.train_a) // self.cfg.search.batch_size))
+        state = rng_state()
+        try:
+            batches = [
+                torch.stack(
+                    [
+                        subset[(b * self.world + self.rank) * per_rank + j][0]
+                        for j in range(per_rank)
+                    ]
+                )
+                for b in starts
+            ]
+            recalibrate_bn(self.model, batches, self.device, self.amp_dtype)
+        finally:
+            set_rng_state(state)
+        if self.world > 1 and not self.sync_bn:
+            all_reduce_mean(bn_running_stats(self.model))
 
     def _write_tensorboard(self, record: dict[str, Any], genotype: Genotype, epoch: int) -> None:
         if self.writer is None:

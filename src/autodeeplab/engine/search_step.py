@@ -3,7 +3,7 @@ the supernet: the per-iteration math of :mod:`autodeeplab.engine.search`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,14 @@ from autodeeplab.engine.guards import NonFiniteGuard, grads_finite
 from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
 from autodeeplab.search.network import SearchNetwork
 
-__all__ = ["IGNORE_INDEX", "search_step", "bn_running_stats", "all_finite", "validate_supernet"]
+__all__ = [
+    "IGNORE_INDEX",
+    "search_step",
+    "bn_running_stats",
+    "all_finite",
+    "recalibrate_bn",
+    "validate_supernet",
+]
 
 
 def search_step(
@@ -102,6 +109,42 @@ def bn_running_stats(model: torch.nn.Module) -> list[Tensor]:
 def all_finite(tensors: list[Tensor]) -> Tensor:
     """A device bool: every entry of ``tensors`` is finite (no host sync)."""
     return torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all()
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: torch.nn.Module,
+    batches: Iterable[Tensor],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> None:
+    """Recompute every BatchNorm's running statistics as the mean over ``batches``.
+
+    The search's BNs see batches of 2 and (in the mixed ops) have no affine parameters, and
+    their running averages trail weights that change every step: validation with them
+    under-reports the supernet (at the end of the old CPU preset, pixel accuracy 0.58 in
+    eval mode against 0.63 in train mode). Single-path NAS recalibrates the same way before
+    it evaluates a path.
+    """
+    bns = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    was_training = model.training
+    model.train()
+    try:
+        for x in batches:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                model(x.to(device, non_blocking=True))
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 @torch.no_grad()
