@@ -1,14 +1,23 @@
-"""Shared tiny fixtures: fixed seeds and a small supernet that runs in milliseconds on CPU."""
+"""Shared tiny fixtures: fixed seeds, a small supernet that runs in milliseconds on CPU, and
+tiny CLI runs (argv lists, finished runs made once per session, the one-error-line check).
+
+Test modules in this folder import the plain constants and helpers with ``from conftest
+import ...``; the fixtures need no import.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from autodeeplab.cli import main
 from autodeeplab.search.network import SearchNetwork
 
 #: A stem much narrower than the paper's 64/64/128, so that supernet tests stay fast.
@@ -105,3 +114,143 @@ def randomize() -> Callable[..., torch.nn.Module]:
 def single_edge_copy() -> Callable[..., torch.nn.Module]:
     """``single_edge_copy(batched, single, edge, num_edges)``: slice edge weights out."""
     return _single_edge_copy
+
+
+# -- tiny CLI runs -------------------------------------------------------------------------------
+
+
+def tiny_search_argv(
+    *, epochs: int = 1, samples: bool = True, arch_steps: bool = True
+) -> list[str]:
+    """``search`` flags for a 2-layer, 2-block, F=2 supernet at crop 32 on the CPU.
+
+    Strides 4 and 8 keep the coarsest level >= 3x3 at crop 32 (crop >= 3 * max stride).
+    ``samples`` adds 4 train and 2 val synthetic samples (leave it out for ``--data
+    folder:...``); ``arch_steps`` sets ``arch_start_epoch=0`` so alpha and beta are updated.
+    """
+    argv = [
+        "--crop", "32", "--epochs", str(epochs), "--batch-size", "2", "--seed", "3",
+        "--no-progress", "--set", "model.num_layers=2", "--set", "num_blocks=2",
+        "--set", "filter_multiplier=2", "--set", "model.strides=[4,8]",
+    ]  # fmt: skip
+    if samples:
+        argv += ["--set", "train_samples=4", "--set", "val_samples=2"]
+    if arch_steps:
+        argv += ["--set", "arch_start_epoch=0"]
+    return [*argv, "--set", "tensorboard=false", "--set", "search.device=cpu"]
+
+
+def tiny_train_argv(
+    *,
+    iters: int = 2,
+    samples: tuple[int, int] = (4, 2),
+    eval_every: int = 2,
+    synthetic: bool = True,
+) -> list[str]:
+    """``train`` flags for auto-deeplab-s at F=2 with 8-channel ASPP and decoder, crop 32, CPU.
+
+    ``synthetic`` trains on ``samples`` (train, val) synthetic samples with seed 1; without it
+    there is no ``--data``, ``--seed`` or sample count (the caller gives ``--data folder:...``).
+    """
+    argv = ["--model", "auto-deeplab-s"]
+    if synthetic:
+        argv += ["--data", "synthetic"]
+    argv += ["--iters", str(iters), "--batch-size", "2", "--crop", "32"]
+    if synthetic:
+        argv += ["--seed", "1"]
+    argv += [
+        "--no-progress", "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
+        "--set", "model.decoder_channels=8",
+    ]  # fmt: skip
+    if synthetic:
+        train, val = samples
+        argv += ["--set", f"data.train_samples={train}", "--set", f"data.val_samples={val}"]
+    return [*argv, "--set", f"train.eval_every={eval_every}",
+            "--set", "train.tensorboard=false", "--set", "train.device=cpu"]  # fmt: skip
+
+
+#: A one-epoch tiny search on 4 + 2 synthetic samples, with architecture steps.
+TINY_SEARCH = tiny_search_argv()
+#: A two-iteration tiny training on 4 + 2 synthetic samples, evaluated after iteration 2.
+TINY_TRAIN = tiny_train_argv()
+#: A one-iteration tiny training on 2 + 1 synthetic samples, evaluated after it.
+TINY_TRAIN_ONE_ITER = tiny_train_argv(iters=1, samples=(2, 1), eval_every=1)
+
+
+def error_line(err: str, absent: tuple[str, ...] = ("Traceback",)) -> str:
+    """The one ``: error:`` line of stderr ``err``; none of ``absent`` may appear in ``err``."""
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    for text in absent:
+        assert text not in err, err
+    return errors[0]
+
+
+def one_error(
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    code: int = 2,
+    *,
+    absent: tuple[str, ...] = ("Traceback",),
+    argparse_exit: bool = False,
+) -> str:
+    """Run the CLI: exit code ``code``, exactly one error line (returned) and no traceback.
+
+    ``argparse_exit`` also takes argparse's own refusals (a ``SystemExit``) as the exit code.
+    """
+    try:
+        got = main(argv)
+    except SystemExit as exc:
+        if not argparse_exit:
+            raise
+        got = exc.code
+    err = capsys.readouterr().err
+    assert got == code, (argv, err)
+    return error_line(err, absent)
+
+
+def tiny_folder(root: Path, *, corner: bool = False) -> Path:
+    """A ``folder:`` dataset of 4 train and 2 val 40x44 images: background and a box, and a
+    third class in a corner with ``corner``."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            label = np.zeros((40, 44), np.uint8)
+            label[5:20, 5:20] = 1
+            if corner:
+                label[25:, :10] = 2
+            image = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "images" / split / f"{split}{i}.png")
+            Image.fromarray(label).save(root / "labels" / split / f"{split}{i}.png")
+    classes = ["bg", "box", "corner"] if corner else ["bg", "box"]
+    (root / "classes.json").write_text(json.dumps({"classes": classes}))
+    return root
+
+
+# Finished tiny runs, made once per session: tests only read them (or copy them first).
+
+
+@pytest.fixture(scope="session")
+def tiny_search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished ``search`` with :data:`TINY_SEARCH`."""
+    out = tmp_path_factory.mktemp("tiny_search") / "run"
+    assert main(["search", "--out", str(out), *TINY_SEARCH]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_train_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished ``train`` with :data:`TINY_TRAIN`."""
+    out = tmp_path_factory.mktemp("tiny_train") / "run"
+    assert main(["train", "--out", str(out), *TINY_TRAIN]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``best.pt`` of a finished ``train`` with :data:`TINY_TRAIN_ONE_ITER`."""
+    out = tmp_path_factory.mktemp("tiny_trained") / "t"
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ONE_ITER]) == 0
+    return out / "checkpoints" / "best.pt"

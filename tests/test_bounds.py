@@ -18,24 +18,11 @@ from autodeeplab.engine import inference_memory
 from autodeeplab.engine.evaluate import predict_probabilities
 from autodeeplab.engine.inference_memory import _LiveBytes, estimate_inference_bytes
 from autodeeplab.model import build_model
-
-TINY_TRAIN = [
-    "--model", "auto-deeplab-s", "--data", "synthetic", "--iters", "1", "--batch-size", "2",
-    "--crop", "32", "--seed", "1", "--no-progress",
-    "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8", "--set", "data.train_samples=2",
-    "--set", "data.val_samples=1", "--set", "train.eval_every=1",
-    "--set", "train.tensorboard=false", "--set", "train.device=cpu",
-]  # fmt: skip
+from conftest import error_line, one_error
 
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err and "MemoryError" not in err
-    return errors[0]
+    return one_error(capsys, argv, code, absent=("Traceback", "MemoryError"))
 
 
 def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -43,10 +30,7 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
+    return error_line(capsys.readouterr().err)
 
 
 # -- flags -----------------------------------------------------------------------------------------
@@ -160,21 +144,15 @@ def test_the_estimate_tracks_the_real_peak_of_live_tensors(name: str) -> None:
     assert low * real <= estimate <= high * real, (estimate, real)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trained") / "t"
-    assert main(["train", "--out", str(out), *TINY_TRAIN]) == 0
-    return out / "checkpoints" / "best.pt"
-
-
 def test_predict_and_eval_refuse_what_would_not_fit(
-    trained: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    tiny_checkpoint: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     big, small = tmp_path / "big.png", tmp_path / "small.png"
     Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(big)
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(small)
     from autodeeplab.model import load_trained_model
 
+    trained = tiny_checkpoint
     model, _ = load_trained_model(trained)
     whole = estimate_inference_bytes(model, (200, 300), mode="whole", scales=(1.0,))
     slide = estimate_inference_bytes(model, (200, 300), mode="slide", window=32, scales=(1.0,))

@@ -21,39 +21,16 @@ from PIL import Image
 from autodeeplab.checkpoint import CheckpointError, check_state_dict, load_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.engine.search_checkpoints import find_latest_checkpoint
+from conftest import TINY_TRAIN, one_error, tiny_search_argv
 
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "2", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "train_samples=4", "--set", "val_samples=2",
-    "--set", "arch_start_epoch=0", "--set", "tensorboard=false", "--set", "search.device=cpu",
-    "--set", "search.keep_checkpoints=2",
-]  # fmt: skip
-TINY_TRAIN = [
-    "--model", "auto-deeplab-s", "--data", "synthetic", "--iters", "2", "--batch-size", "2",
-    "--crop", "32", "--seed", "1", "--no-progress",
-    "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8", "--set", "data.train_samples=4",
-    "--set", "data.val_samples=2", "--set", "train.eval_every=2",
-    "--set", "train.tensorboard=false", "--set", "train.device=cpu",
-]  # fmt: skip
-
-
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err
-    return errors[0]
+TINY_SEARCH = [*tiny_search_argv(epochs=2), "--set", "search.keep_checkpoints=2"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_train_run: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     assert main(["search", "--out", str(root / "search"), *TINY_SEARCH]) == 0
-    assert main(["train", "--out", str(root / "train"), *TINY_TRAIN]) == 0
-    return {"search": root / "search", "train": root / "train"}
+    return {"search": root / "search", "train": tiny_train_run}
 
 
 def _first_float(model: dict[str, Any]) -> str:
@@ -149,7 +126,7 @@ def test_hostile_train_checkpoint_contents_are_refused_by_eval_and_predict(
         ["predict", str(ckpt), str(image), "--out", str(tmp_path / "p"), "--device", "cpu"],
         ["export", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "x.ts")],
     ):
-        line = _error(capsys, argv)
+        line = one_error(capsys, argv)
         assert f"{ckpt}: " in line and message in line, (argv[0], line)
         assert len(line) < 400, line
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p").exists()
@@ -176,7 +153,7 @@ def test_train_resume_refuses_hostile_contents_and_touches_nothing(
         spoil, message = HOSTILE_TRAIN[name]
     spoiled = _spoiled(last, tmp_path, spoil)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    line = _error(capsys, ["train", "--out", str(out), *TINY_TRAIN, "--resume", str(spoiled)])
+    line = one_error(capsys, ["train", "--out", str(out), *TINY_TRAIN, "--resume", str(spoiled)])
     assert f"{spoiled}: " in line and message in line, line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -210,7 +187,7 @@ def test_hostile_search_checkpoint_contents_are_refused_by_decode(
 ) -> None:
     spoil, message = HOSTILE_SEARCH[name]
     ckpt = _spoiled(runs["search"] / "checkpoints" / "epoch_0002.pt", tmp_path, spoil)
-    line = _error(capsys, ["decode", str(ckpt), "--out", str(tmp_path / "d" / "g.json")])
+    line = one_error(capsys, ["decode", str(ckpt), "--out", str(tmp_path / "d" / "g.json")])
     assert f"{ckpt}: " in line and message in line, line
     assert not (tmp_path / "d").exists()
 
@@ -232,7 +209,7 @@ def test_search_resume_refuses_hostile_contents(
     spoil = HOSTILE_TRAIN[name][0]
     spoiled = _spoiled(out / "checkpoints" / "epoch_0001.pt", tmp_path, spoil)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(spoiled)])
+    line = one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(spoiled)])
     assert f"{spoiled}: " in line and message in line, line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 

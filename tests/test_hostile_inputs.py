@@ -23,31 +23,13 @@ from PIL import Image
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.cli import main
-
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "1", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "train_samples=4", "--set", "val_samples=2",
-    "--set", "arch_start_epoch=0", "--set", "tensorboard=false", "--set", "search.device=cpu",
-]  # fmt: skip
+from conftest import TINY_SEARCH, one_error, tiny_folder
 
 
-def _error(capsys, argv: list[str], code: int = 2) -> str:
-    """Run the CLI; check the exit code and that exactly one error line was printed."""
-    assert main(argv) == code
-    captured = capsys.readouterr()
-    errors = [line for line in captured.err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, captured.err
-    assert "Traceback" not in captured.err
-    return errors[0]
-
-
-@pytest.fixture(scope="module")
-def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def search_run(tiny_search_run: Path) -> Path:
     """A finished one-epoch search (its checkpoint, config and genotype are the victims)."""
-    out = tmp_path_factory.mktemp("search") / "run"
-    assert main(["search", "--out", str(out), *TINY_SEARCH]) == 0
-    return out
+    return tiny_search_run
 
 
 # -- genotype JSON -----------------------------------------------------------------------------
@@ -77,7 +59,7 @@ HOSTILE_GENOTYPES = {
 def test_hostile_genotype_files(tmp_path: Path, capsys, name: str) -> None:
     f = tmp_path / f"{name}.json"
     f.write_bytes(HOSTILE_GENOTYPES[name])
-    line = _error(capsys, ["info", str(f)])
+    line = one_error(capsys, ["info", str(f)])
     assert f"{f}: " in line and len(line) < 400
 
 
@@ -85,7 +67,7 @@ def test_training_a_hostile_genotype_writes_nothing(tmp_path: Path, capsys) -> N
     f = tmp_path / "g.json"
     f.write_bytes(HOSTILE_GENOTYPES["jump_two_levels"])
     out = tmp_path / "train"
-    line = _error(capsys, ["train", "--genotype", str(f), "--out", str(out), "--no-progress"])
+    line = one_error(capsys, ["train", "--genotype", str(f), "--out", str(out), "--no-progress"])
     assert f"{f}: path layer 2 jumps from level 0 to 2" in line
     assert not out.exists()
 
@@ -120,7 +102,7 @@ def test_hostile_config_files(tmp_path: Path, capsys, name: str) -> None:
     else:
         f.write_text(text.replace("{marker}", str(marker)), encoding="utf-8")
     out = tmp_path / "run"
-    line = _error(capsys, ["search", "--config", str(f), "--out", str(out)])
+    line = one_error(capsys, ["search", "--config", str(f), "--out", str(out)])
     assert f"{f}: " in line and message in line and len(line) < 600  # may list the valid keys
     assert not out.exists() and not marker.exists()  # nothing written, nothing executed
 
@@ -187,7 +169,7 @@ def test_hostile_checkpoints_are_refused_by_decode(search_run: Path, tmp_path: P
     files = _hostile_checkpoints(tmp_path, good, marker)
     assert len(files) == 16
     for name, f in files.items():
-        line = _error(capsys, ["decode", str(f), "--out", str(tmp_path / "dec" / "g.json")])
+        line = one_error(capsys, ["decode", str(f), "--out", str(tmp_path / "dec" / "g.json")])
         expected = CHECKPOINT_MESSAGES["truncated" if name.startswith("trunc") else name]
         assert f"{f}: " in line and expected in line, (name, line)
         assert len(line) < 400, line
@@ -207,7 +189,7 @@ def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     ckpt = search_run / "checkpoints" / "epoch_0001.pt"
     # Resuming with another num_layers than the checkpoint's (task 4: config mismatch).
     argv = ["search", "--out", str(search_run), *TINY_SEARCH, "--set", "model.num_layers=3"]
-    line = _error(capsys, [*argv, "--resume"])
+    line = one_error(capsys, [*argv, "--resume"])
     assert f"{ckpt}: checkpoint was made with model" in line and "not the configured one" in line
     assert {p.name: p.read_bytes() for p in (search_run / "checkpoints").iterdir()} == before
     assert (search_run / "genotype.json").read_bytes() == genotype
@@ -215,13 +197,15 @@ def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     train_ckpt = tmp_path / "last.pt"
     save_checkpoint(train_ckpt, {"iteration": 1, "model": {}}, "train")
     out = tmp_path / "s"
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(train_ckpt)])
+    line = one_error(
+        capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(train_ckpt)]
+    )
     assert f"{train_ckpt}: this is a 'train' checkpoint" in line and not out.exists()
     out = tmp_path / "t"
     argv = ["train", "--model", "auto-deeplab-s", "--out", str(out), "--resume", str(ckpt)]
-    line = _error(capsys, argv)
+    line = one_error(capsys, argv)
     assert f"{ckpt}: this is a 'search' checkpoint" in line and not out.exists()
-    line = _error(capsys, ["eval", str(ckpt)])
+    line = one_error(capsys, ["eval", str(ckpt)])
     assert f"{ckpt}: this is a 'search' checkpoint, not a trained network" in line
 
 
@@ -250,21 +234,6 @@ def _png_bomb(path: Path) -> None:
         + chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + chunk(b"IEND", b"")
     )
-
-
-def _folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            label = np.zeros((40, 44), np.uint8)
-            label[5:20, 5:20], label[25:, :10] = 1, 2
-            image = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "images" / split / f"{split}{i}.png")
-            Image.fromarray(label).save(root / "labels" / split / f"{split}{i}.png")
-    (root / "classes.json").write_text(json.dumps({"classes": ["bg", "box", "corner"]}))
-    return root
 
 
 IMAGE = "images/train/train1.png"
@@ -300,7 +269,7 @@ HOSTILE_DATA = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_DATA))
 def test_hostile_dataset_files_are_reported_by_data_check(tmp_path: Path, capsys, name: str):
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data", corner=True)
     rel, spoil, message = HOSTILE_DATA[name]
     spoil(root / rel)
     assert main(["data", "check", f"folder:{root}"]) == 1
@@ -318,9 +287,9 @@ def test_hostile_dataset_files_are_reported_by_data_check(tmp_path: Path, capsys
     ],
 )
 def test_hostile_classes_json(tmp_path: Path, capsys, content: bytes, message: str) -> None:
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data", corner=True)
     (root / "classes.json").write_bytes(content)
-    line = _error(capsys, ["data", "check", f"folder:{root}"])
+    line = one_error(capsys, ["data", "check", f"folder:{root}"])
     assert f"{root / 'classes.json'}: " in line and message in line
 
 
@@ -328,11 +297,13 @@ def test_hostile_classes_json(tmp_path: Path, capsys, content: bytes, message: s
 def test_search_on_hostile_data_stops_with_one_error_and_no_result(
     tmp_path: Path, capsys, name: str
 ) -> None:
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data", corner=True)
     rel, spoil, message = HOSTILE_DATA[name]
     spoil(root / rel)
     out = tmp_path / "run"
-    line = _error(capsys, ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH])
+    line = one_error(
+        capsys, ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH]
+    )
     assert f"{root / rel}: " in line and message in line
     assert not (out / "genotype.json").exists()
     assert not list(out.glob("checkpoints/*.pt"))

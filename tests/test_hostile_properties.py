@@ -20,8 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autodeeplab.cli import main
 from autodeeplab.cli.outdir import RUN_ENTRIES
+from conftest import TINY_SEARCH, TINY_TRAIN_ONE_ITER, one_error
 
 # Few examples each (the suite must stay fast) and no deadline (a CLI call takes ~0.1-1 s);
 # capsys is reset by each example's readouterr().
@@ -31,34 +31,10 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "1", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "train_samples=4", "--set", "val_samples=2",
-    "--set", "arch_start_epoch=0", "--set", "tensorboard=false", "--set", "search.device=cpu",
-]  # fmt: skip
-TINY_TRAIN = [
-    "--model", "auto-deeplab-s", "--data", "synthetic", "--iters", "1", "--batch-size", "2",
-    "--crop", "32", "--seed", "1", "--no-progress",
-    "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8", "--set", "data.train_samples=2",
-    "--set", "data.val_samples=1", "--set", "train.eval_every=1",
-    "--set", "train.tensorboard=false", "--set", "train.device=cpu",
-]  # fmt: skip
-
 
 def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
     """The CLI's exit code is ``code`` and stderr holds one error line and no traceback."""
-    try:
-        got = main(argv)
-    except SystemExit as exc:  # argparse's own refusals
-        got = exc.code
-    err = capsys.readouterr().err
-    assert got == code, (argv, err)
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err and "[Errno" not in err, err
-    return errors[0]
+    return one_error(capsys, argv, code, absent=("Traceback", "[Errno"), argparse_exit=True)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -70,7 +46,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 COMMANDS = {
     "search": ["search", *TINY_SEARCH],
     "search_dry_run": ["search", *TINY_SEARCH, "--dry-run"],
-    "train": ["train", *TINY_TRAIN],
+    "train": ["train", *TINY_TRAIN_ONE_ITER],
     "run": ["run", "--no-progress", "--set", "search.search.epochs=1"],
 }
 
@@ -178,13 +154,6 @@ def test_property_genotype_sizes_are_bounded(capsys, blocks: int, levels: list[i
 # -- 4: checkpoint contents ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trained") / "t"
-    assert main(["train", "--out", str(out), *TINY_TRAIN]) == 0
-    return out / "checkpoints" / "best.pt"
-
-
 SPOILS = st.one_of(
     st.tuples(st.just("drop"), st.integers(0, 10**6)),
     st.tuples(st.just("add"), st.text("abcdefgh._", min_size=1, max_size=12)),
@@ -231,9 +200,9 @@ def _spoil(state: dict[str, Any], how: str, arg: Any) -> bool:
 @PROPERTY
 @given(spoil=SPOILS, command=st.sampled_from(["eval", "predict", "export"]))
 def test_property_checkpoint_contents_are_checked(
-    trained: Path, capsys, spoil: tuple[str, Any], command: str
+    tiny_checkpoint: Path, capsys, spoil: tuple[str, Any], command: str
 ) -> None:
-    state = torch.load(trained, weights_only=True)
+    state = torch.load(tiny_checkpoint, weights_only=True)
     if not _spoil(state, *spoil):
         return
     with tempfile.TemporaryDirectory() as tmp:

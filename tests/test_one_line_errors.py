@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import re
 from pathlib import Path
@@ -19,20 +18,12 @@ import pytest
 from PIL import Image
 
 from autodeeplab.checkpoint import save_checkpoint
-from autodeeplab.cli import build_parser, main
+from autodeeplab.cli import build_parser
+from conftest import one_error, tiny_folder, tiny_search_argv, tiny_train_argv
 
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "1", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "arch_start_epoch=0", "--set", "tensorboard=false",
-    "--set", "search.device=cpu",
-]  # fmt: skip
-TINY_TRAIN = [
-    "--model", "auto-deeplab-s", "--iters", "2", "--batch-size", "2", "--crop", "32",
-    "--no-progress", "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8", "--set", "train.eval_every=2",
-    "--set", "train.tensorboard=false", "--set", "train.device=cpu",
-]  # fmt: skip
+# For --data folder:...: no synthetic sample counts (nor a training seed).
+TINY_SEARCH = tiny_search_argv(samples=False)
+TINY_TRAIN = tiny_train_argv(synthetic=False)
 
 
 def _options(command: str) -> set[str]:
@@ -44,29 +35,10 @@ def _options(command: str) -> set[str]:
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
     """Run the CLI: one error line, no traceback, and every --flag it suggests exists."""
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err and "[Errno" not in err, err
-    suggested = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", errors[0]))
-    assert suggested <= _options(argv[0]), (suggested - _options(argv[0]), errors[0])
-    return errors[0]
-
-
-def _folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            label = np.zeros((40, 44), np.uint8)
-            label[5:20, 5:20] = 1
-            image = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "images" / split / f"{split}{i}.png")
-            Image.fromarray(label).save(root / "labels" / split / f"{split}{i}.png")
-    (root / "classes.json").write_text(json.dumps({"classes": ["bg", "box"]}))
-    return root
+    line = one_error(capsys, argv, code, absent=("Traceback", "[Errno"))
+    suggested = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", line))
+    assert suggested <= _options(argv[0]), (suggested - _options(argv[0]), line)
+    return line
 
 
 # -- DataLoader workers ------------------------------------------------------------------------
@@ -95,7 +67,7 @@ SPOILED = {
 def test_a_worker_error_reads_as_the_same_line_as_without_workers(
     tmp_path: Path, capsys, name: str, command: str
 ) -> None:
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data")
     rel, spoil, message = SPOILED[name]
     spoil(root / rel)
     lines = []

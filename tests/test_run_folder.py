@@ -26,21 +26,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from autodeeplab.cli import main
 from autodeeplab.data.split import load_split, save_split
+from conftest import TINY_SEARCH, TINY_TRAIN, one_error
 
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "1", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "train_samples=4", "--set", "val_samples=2",
-    "--set", "arch_start_epoch=0", "--set", "tensorboard=false", "--set", "search.device=cpu",
-]  # fmt: skip
-TINY_TRAIN = [
-    "--model", "auto-deeplab-s", "--data", "synthetic", "--iters", "2", "--batch-size", "2",
-    "--crop", "32", "--seed", "1", "--no-progress",
-    "--set", "model.filter_multiplier=2", "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8", "--set", "data.train_samples=4",
-    "--set", "data.val_samples=2", "--set", "train.eval_every=2",
-    "--set", "train.tensorboard=false", "--set", "train.device=cpu",
-]  # fmt: skip
 RUN_SEARCH = {
     "model": {"num_layers": 2, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
     "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
@@ -52,16 +39,6 @@ RUN_TRAIN = {
     "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
     "eval": {"batch_size": 2},
 }
-
-
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
-    """Run the CLI; check the exit code and that exactly one error line was printed."""
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err
-    return errors[0]
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -81,13 +58,10 @@ def _run_argv(tmp: Path, out: Path, *extra: str) -> list[str]:
             "--train-config", str(train), "--no-progress", *extra]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+@pytest.fixture
+def finished(tiny_search_run: Path, tiny_train_run: Path) -> dict[str, Path]:
     """A finished tiny search and a finished tiny training run (the victims)."""
-    root = tmp_path_factory.mktemp("finished")
-    assert main(["search", "--out", str(root / "search"), *TINY_SEARCH]) == 0
-    assert main(["train", "--out", str(root / "train"), *TINY_TRAIN]) == 0
-    return {"search": root / "search", "train": root / "train"}
+    return {"search": tiny_search_run, "train": tiny_train_run}
 
 
 # -- a finished run is never lost ------------------------------------------------------------
@@ -121,7 +95,7 @@ def test_a_folder_holding_a_run_is_refused_and_untouched(
         out = finished["train" if kind == "train" else "search"]
         argv = ["train", "--out", str(out), *TINY_TRAIN, *extra]
     before = _snapshot(out)
-    line = _error(capsys, argv)
+    line = one_error(capsys, argv)
     assert _snapshot(out) == before
     if "late" not in name and "bad_key" not in name:
         assert f"--out {out}: already holds a run" in line
@@ -133,7 +107,7 @@ def test_run_refuses_a_folder_holding_a_run(tmp_path: Path, capsys) -> None:
     (out / "search" / "checkpoints").mkdir(parents=True)
     (out / "report.md").write_text("# an old report\n")
     before = _snapshot(out)
-    line = _error(capsys, _run_argv(tmp_path, out))
+    line = one_error(capsys, _run_argv(tmp_path, out))
     assert f"--out {out}: already holds a run (search, report.md)" in line
     assert _snapshot(out) == before
 
@@ -141,7 +115,7 @@ def test_run_refuses_a_folder_holding_a_run(tmp_path: Path, capsys) -> None:
 def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "file"
     out.write_text("mine")
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+    line = one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
     assert f"--out {out}: is a file, not a folder" in line and out.read_text() == "mine"
 
 
@@ -210,7 +184,7 @@ def test_a_failed_start_leaves_nothing_a_later_start_reuses(
     }[command]
     handle = _fail_at_first_step()
     try:
-        _error(capsys, argv)
+        one_error(capsys, argv)
     finally:
         handle.remove()
     assert sorted(os.listdir(out)) == ["notes.txt"]
@@ -223,7 +197,7 @@ def test_a_failed_start_into_a_new_folder_removes_it(tmp_path: Path, capsys) -> 
     out = tmp_path / "new" / "run"
     handle = _fail_at_first_step()
     try:
-        _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+        one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
     finally:
         handle.remove()
     assert not out.exists()
@@ -333,7 +307,7 @@ def test_search_refuses_late_settings_before_writing(
     extra, message = LATE_SEARCH_SETTINGS[name]
     out = tmp_path / "s"
     argv = ["search", "--out", str(out), *TINY_SEARCH, *extra, *(["--dry-run"] * dry_run)]
-    line = _error(capsys, argv)
+    line = one_error(capsys, argv)
     assert message in line and not out.exists()
 
 
@@ -351,7 +325,7 @@ def test_run_checks_the_training_settings_before_the_search(
 ) -> None:
     override, message = LATE_TRAIN_SETTINGS[name]
     out = tmp_path / "r"
-    line = _error(capsys, _run_argv(tmp_path, out, "--set", override))
+    line = one_error(capsys, _run_argv(tmp_path, out, "--set", override))
     assert message in line and not out.exists()
 
 
@@ -373,9 +347,9 @@ def test_a_run_killed_before_its_first_checkpoint_is_replaced_with_overwrite(
     out.mkdir()
     (out / "config.yaml").write_text("search:\n  epochs: 1\n")
     save_split(out / "split.json", [0, 1], [2, 3], seed=77, num_samples=4)
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+    line = one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
     assert "already holds a run" in line
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume"])
+    line = one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume"])
     assert "no complete search checkpoint to resume" in line and "--overwrite" in line
     assert main(["search", "--out", str(out), *TINY_SEARCH, "--overwrite"]) == 0
     assert load_split(out / "split.json")[2]["seed"] == 3  # drawn afresh, not the stale one

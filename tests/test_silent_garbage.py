@@ -8,7 +8,6 @@ never updated is written with a warning.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,9 @@ from PIL import Image
 from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, load_config
 from autodeeplab.data.split import load_split
+from conftest import one_error, tiny_folder, tiny_search_argv
 
-TINY_SEARCH = [
-    "--crop", "32", "--epochs", "1", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=2", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "model.strides=[4,8]", "--set", "train_samples=4", "--set", "val_samples=2",
-    "--set", "tensorboard=false", "--set", "search.device=cpu",
-]  # fmt: skip
-
-
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err
-    return errors[0]
+TINY_SEARCH = tiny_search_argv(arch_steps=False)  # each test says when alpha, beta learn
 
 
 # -- duplicate keys -------------------------------------------------------------------------------
@@ -56,7 +42,7 @@ def test_duplicate_keys_in_a_config_are_errors(
     f.write_text(text)
     out = tmp_path / "out"
     flag = {"search": "--config", "train": "--config", "run": "--search-config"}[command]
-    line = _error(capsys, [command, flag, str(f), "--out", str(out)])
+    line = one_error(capsys, [command, flag, str(f), "--out", str(out)])
     assert f"{f}: not valid YAML (duplicate key {where}; keep one)" in line, line
     assert not out.exists()
 
@@ -79,17 +65,17 @@ DUPLICATE_JSON = {
 def test_duplicate_keys_in_a_genotype_are_errors(tmp_path: Path, capsys, key: str) -> None:
     f = tmp_path / "g.json"
     f.write_text(DUPLICATE_JSON[key])
-    line = _error(capsys, ["info", str(f)])
+    line = one_error(capsys, ["info", str(f)])
     assert f"{f}: duplicate key '{key}' in a JSON object; keep one" in line
     out = tmp_path / "t"
-    line = _error(capsys, ["train", "--genotype", str(f), "--out", str(out), "--no-progress"])
+    line = one_error(capsys, ["train", "--genotype", str(f), "--out", str(out), "--no-progress"])
     assert f"{f}: duplicate key '{key}'" in line and not out.exists()
 
 
 def test_duplicate_keys_in_classes_json_and_split_json(tmp_path: Path, capsys) -> None:
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data")
     (root / "classes.json").write_text('{"classes": ["a", "b"], "classes": ["a", "b", "c"]}')
-    line = _error(capsys, ["data", "check", f"folder:{root}"])
+    line = one_error(capsys, ["data", "check", f"folder:{root}"])
     assert f"{root / 'classes.json'}: cannot read it as JSON (duplicate key 'classes'" in line
     split = tmp_path / "split.json"
     split.write_text(
@@ -101,21 +87,6 @@ def test_duplicate_keys_in_classes_json_and_split_json(tmp_path: Path, capsys) -
 
 
 # -- image modes the pipeline would clip -------------------------------------------------------
-
-
-def _folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            label = np.zeros((40, 44), np.uint8)
-            label[5:20, 5:20] = 1
-            image = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "images" / split / f"{split}{i}.png")
-            Image.fromarray(label).save(root / "labels" / split / f"{split}{i}.png")
-    (root / "classes.json").write_text(json.dumps({"classes": ["bg", "box"]}))
-    return root
 
 
 def _wide(mode: str) -> Image.Image:
@@ -133,7 +104,7 @@ WIDE = {"I;16": ("png", "16-bit"), "I": ("tiff", "32-bit integer"), "F": ("tiff"
 @pytest.mark.parametrize("mode", sorted(WIDE))
 def test_wide_image_modes_are_reported_and_refused(tmp_path: Path, capsys, mode: str) -> None:
     suffix, kind = WIDE[mode]
-    root = _folder(tmp_path / "data")
+    root = tiny_folder(tmp_path / "data")
     bad = root / "images" / "train" / f"train1.{suffix}"
     (root / "images" / "train" / "train1.png").unlink()
     _wide(mode).save(bad)
@@ -144,7 +115,7 @@ def test_wide_image_modes_are_reported_and_refused(tmp_path: Path, capsys, mode:
     assert len(problems) == 1 and str(bad) in problems[0] and kind in problems[0], report
     out = tmp_path / "s"
     argv = ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH]
-    line = _error(capsys, [*argv, "--set", "arch_start_epoch=0"])  # both halves are read
+    line = one_error(capsys, [*argv, "--set", "arch_start_epoch=0"])  # both halves are read
     assert f"{bad}: image has mode {mode}" in line and not out.exists()
     from autodeeplab.engine.predict import read_image_file
 

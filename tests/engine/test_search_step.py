@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from autodeeplab.engine.search_step import all_finite, bn_running_stats, search_step
+from autodeeplab.engine.search_step import (
+    all_finite,
+    bn_running_stats,
+    search_step,
+    validate_supernet,
+)
 from autodeeplab.search import SearchNetwork
 
 
@@ -88,3 +93,18 @@ def test_recalibrate_bn_sets_running_stats_to_the_batches_mean() -> None:
         means = [net[0](x).mean((0, 2, 3)) for x in batches]
     torch.testing.assert_close(net[1].running_mean, torch.stack(means).mean(0))
     assert net[1].momentum == 0.1 and not net.training  # put back as they were
+
+
+def test_validation_with_batch_statistics_leaves_the_running_ones_alone() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    net = _net()
+    data = TensorDataset(torch.randn(4, 3, 32, 32) * 3 + 2, torch.randint(0, 3, (4, 32, 32)))
+    loader = DataLoader(data, batch_size=2)
+    before = [t.clone() for t in bn_running_stats(net)]
+    batch = validate_supernet(net, loader, 3, torch.device("cpu"), batch_stats=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, bn_running_stats(net), strict=True))
+    running = validate_supernet(net, loader, 3, torch.device("cpu"))
+    assert batch["val_loss"] != running["val_loss"]  # the two modes normalise differently
+    assert net.training  # the search goes on training after validation

@@ -774,9 +774,16 @@ class _SearchRun:
             check_same_across_ranks(self.arch, "alpha/beta")
         self.guard.check()  # no validation, log record or checkpoint of nan weights
         model = self.model
-        self._recalibrate_bn()
+        val_bn = self.cfg.search.val_bn
+        if val_bn == "recalibrate":
+            self._recalibrate_bn()
         metrics = validate_supernet(
-            model, self.loader_val, self.num_classes, self.device, self.amp_dtype
+            model,
+            self.loader_val,
+            self.num_classes,
+            self.device,
+            self.amp_dtype,
+            batch_stats=val_bn == "batch",
         )
         loop = self.cfg.search
         genotype = model.genotype(loop.path_decode)
@@ -818,17 +825,14 @@ class _SearchRun:
         )
         self.epochs_done = epoch + 1
 
-    def _recalibrate_bn(self) -> None:
-        """BatchNorm statistics from the first trainA batches (``search.bn_recalibration``).
+    def _recalibrate_bn(self, count: int = 8) -> None:
+        """BatchNorm statistics from the first ``count`` trainA batches (val_bn=recalibrate).
 
         The same images every epoch, read by index and with the global RNG put back after
         (real data's augmentation draws from it), so the run's randomness is untouched and a
         resumed run recalibrates as the uninterrupted one did. Each rank reads its own share
         and the statistics are averaged over ranks.
         """
-        count = self.cfg.search.bn_recalibration
-        if count <= 0:
-            return
         subset = self.loader_a.dataset
         per_rank = self.batch
         starts = range(0, min(count, len(self.train_a) // self.cfg.search.batch_size))

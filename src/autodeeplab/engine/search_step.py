@@ -154,9 +154,15 @@ def validate_supernet(
     num_classes: int,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    batch_stats: bool = False,
 ) -> dict[str, float]:
-    """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks)."""
-    model.eval()
+    """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks).
+
+    ``batch_stats``: BatchNorm normalises with each validation batch's own statistics, as in
+    the training and architecture steps, and the running statistics are left as they were.
+    """
+    saved = [t.clone() for t in bn_running_stats(model)] if batch_stats else []
+    model.train(batch_stats)
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device)
     total, count = torch.zeros((), device=device), 0
     for x, y in loader:
@@ -167,6 +173,8 @@ def validate_supernet(
         total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += int((y != IGNORE_INDEX).sum())
         cm.update(logits.argmax(1), y)
+    if batch_stats:
+        torch._foreach_copy_(bn_running_stats(model), saved)
     model.train()
     cm.all_reduce()
     if is_distributed():  # each rank scored its own share of the validation set
