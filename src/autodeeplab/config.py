@@ -162,7 +162,7 @@ class SearchConfig:
 #: something there. Equal to configs/search/synthetic.yaml.
 CPU_SEARCH_PRESET: dict[str, Any] = {
     "model": {"num_layers": 8, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
-    "data": {"spec": "synthetic", "crop": 48, "train_samples": 96, "val_samples": 32},
+    "data": {"spec": "synthetic", "crop": 64, "train_samples": 96, "val_samples": 32},
     "search": {
         "epochs": 10,
         "arch_start_epoch": 2,
