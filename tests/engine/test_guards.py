@@ -27,12 +27,14 @@ def inf_images(cls: type, calls: set[int]) -> Iterator[None]:
 
     In the search, epoch 1 runs forwards 1, 2 (w steps); epoch 2 runs 3 (w), 4 (arch),
     5 (w), 6 (arch). Inf images also poison the BatchNorm statistics of that forward.
+    Validation (no autograd; in the search in training mode, for batch statistics) is not
+    counted.
     """
     count = 0
 
     def hook(module: torch.nn.Module, args: tuple) -> tuple | None:
         nonlocal count
-        if not isinstance(module, cls) or not module.training:
+        if not isinstance(module, cls) or not module.training or not torch.is_grad_enabled():
             return None
         count += 1
         if count in calls:
