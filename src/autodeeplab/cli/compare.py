@@ -48,6 +48,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare import run_compare
+    from autodeeplab.engine.preflight import check_train_settings
+    from autodeeplab.genotype import PAPER_GENOTYPE
 
     if args.random < 0 or args.searched_seeds < 1:
         raise ValueError("--random must be >= 0 and --searched-seeds >= 1")
@@ -57,6 +59,9 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     base = TrainConfig() if args.config else config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     base = for_data(base, args.data)
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
+    # Before the first of the retrainings: the schedule and data, with the largest network
+    # of the comparison (the paper's genotype reaches stride 32).
+    check_train_settings(cfg, PAPER_GENOTYPE)
     out = Path(args.out)
     print(
         f"compare {args.search_run} on {cfg.data.spec}: {args.searched_seeds} searched seed(s), "

@@ -1,0 +1,31 @@
+"""``autodeeplab compare``: bad input is refused in one line, before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from autodeeplab.cli import main
+from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "no genotype; give the --out folder of a finished search"),
+        (["--set", "train.iters=0"], "key 'train.iters': 0 is out of range"),
+        (["--data", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--random", "-1"], "--random must be >= 0"),
+        (["--tolerance", "0"], "give a fraction, e.g. 0.1"),
+        (["--set", "train.amp=fp16"], "train.amp=fp16 needs CUDA"),
+    ],
+)
+def test_compare_refuses_bad_input_before_any_write(tmp_path, capsys, extra, message) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    if extra:  # a finished search, so that the flag is what is wrong
+        save_genotype(PAPER_GENOTYPE, search / "genotype.json")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(search), "--out", str(out), *extra]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not out.exists()
