@@ -73,7 +73,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write the genotype JSON here (and the figures beside it)")
     p.add_argument(
         "--path-decode",
-        choices=("relative", "literal"),
+        choices=("relative", "literal"),  # search.decode.PATH_DECODES, without torch at start-up
         help="how the Viterbi scores the path (default: the run's search.path_decode)",
     )
     p.set_defaults(func=_cmd_decode)

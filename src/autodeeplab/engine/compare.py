@@ -32,7 +32,7 @@ from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.data import DATASETS, dataset_info, parse_spec
 from autodeeplab.engine.evaluate import evaluate_checkpoint
-from autodeeplab.engine.train import run_train, with_genotype
+from autodeeplab.engine.train import build_train_model, run_train, with_genotype
 from autodeeplab.genotype import (
     PAPER_GENOTYPE,
     Genotype,
@@ -40,12 +40,19 @@ from autodeeplab.genotype import (
     random_genotype,
     save_genotype,
 )
-from autodeeplab.model import build_model
 from autodeeplab.model.complexity import count_parameters
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.search.cost import CostModel
+from autodeeplab.viz.compare import plot_compare
 
-__all__ = ["CompareEntry", "CompareResult", "handmade_path", "plan_compare", "run_compare"]
+__all__ = [
+    "CompareEntry",
+    "CompareResult",
+    "handmade_path",
+    "plan_compare",
+    "run_compare",
+    "summarise",
+]
 
 #: How many random genotypes to draw, at most, to find each one within the tolerance.
 MAX_DRAWS_PER_GENOTYPE = 400
@@ -108,18 +115,6 @@ def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[
         )
         _COST_MODELS[key] = model
     return model.of_genotype(genotype)
-
-
-def _network(genotype: Genotype, num_classes: int, tcfg: TrainConfig) -> Any:
-    """The retrain network of ``genotype`` as ``tcfg`` would build it."""
-    m = tcfg.model
-    return build_model(
-        genotype,
-        num_classes,
-        m.filter_multiplier or 20,
-        aspp_channels=m.aspp_channels,
-        decoder_channels=m.decoder_channels,
-    )
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -224,7 +219,7 @@ def _run_entry(
         "seed": entry.seed,
         "genotype": entry.genotype.to_dict(),
         "madds": entry.madds,
-        "parameters": count_parameters(_network(entry.genotype, num_classes, tcfg)),
+        "parameters": count_parameters(build_train_model(cfg, num_classes)),
         "val_miou": trained.best_miou,
         "best_iteration": trained.best_iteration,
         f"{split}_miou": metrics["miou"],
@@ -298,43 +293,6 @@ def _markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: st
     return "\n".join(lines) + "\n"
 
 
-def _plot(results: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
-    """mIoU against Multi-Adds: the searched networks, the random cloud, the references."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    style = {
-        "random": ("o", "#9e9e9e", "random"),
-        "searched": ("*", "#d62728", "searched"),
-        "handmade": ("s", "#1f77b4", "hand-made path"),
-        "paper": ("D", "#2ca02c", "paper genotype"),
-    }
-    for kind, (marker, colour, label) in style.items():
-        pts = [(r["madds"] / 1e9, 100 * r["miou"]) for r in results if r["kind"] == kind]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            size = 160 if kind == "searched" else 50
-            ax.scatter(xs, ys, marker=marker, c=colour, s=size, label=label, zorder=3)
-    if summary.get("random_mean") is not None:
-        mean, std = 100 * summary["random_mean"], 100 * (summary.get("random_std") or 0.0)
-        ax.axhline(mean, color="#9e9e9e", lw=1, ls="--", label="random mean")
-        ax.axhspan(mean - std, mean + std, color="#9e9e9e", alpha=0.15, label="random +- 1 std")
-    ax.set_xlabel("Multi-Adds (G)")
-    ax.set_ylabel(f"{summary['split']} mIoU (%)")
-    ax.set_title("Searched network against random ones")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    from io import BytesIO
-
-    buf = BytesIO()
-    fig.savefig(buf, format="png")
-    _write_bytes(path, buf.getvalue())
-
-
 def run_compare(
     search_dir: str | Path,
     tcfg: TrainConfig,
@@ -396,5 +354,5 @@ def run_compare(
     payload = {"header": header, "summary": summary, "results": results, "size": list(size)}
     _write_bytes(out / "compare.json", json.dumps(payload, indent=2).encode())
     _write_bytes(out / "compare.md", _markdown(results, summary, header).encode())
-    _plot(results, summary, out / "compare.png")
+    plot_compare(results, summary, out / "compare.png")
     return CompareResult(out, results, summary)

@@ -18,12 +18,11 @@ from autodeeplab.data.transforms import train_transform, val_transform
 from autodeeplab.distributed import get_world_size
 from autodeeplab.engine.guards import check_loop_options, resolve_amp
 from autodeeplab.engine.runtime import compile_backend, select_device
-from autodeeplab.engine.search import check_search_crop
+from autodeeplab.engine.search import check_search_crop, supernet
 from autodeeplab.engine.train import build_train_model
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.cost import parse_madds_target
 from autodeeplab.search.memory import device_memory_bytes
-from autodeeplab.search.network import SearchNetwork
 
 __all__ = ["check_search_settings", "check_train_settings", "placeholder_genotype"]
 
@@ -104,17 +103,7 @@ def check_search_settings(cfg: SearchConfig) -> int:
             f"{min(len(train_a), len(train_b))}"
         )
     with torch.device("meta"):  # the constructor's checks, without allocating the weights
-        SearchNetwork(
-            num_classes,
-            num_layers=m.num_layers,
-            num_blocks=m.num_blocks,
-            filter_multiplier=m.filter_multiplier,
-            strides=m.strides,
-            primitives=m.primitives,
-            affine=m.affine,
-            checkpoint_cells=False,
-            partial_channels=m.partial_channels,
-        )
+        supernet(m, num_classes)
     return num_classes
 
 

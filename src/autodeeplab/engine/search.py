@@ -143,6 +143,7 @@ __all__ = [
     "decode_checkpoint",
     "check_search_crop",
     "margin_warning",
+    "supernet",
 ]
 
 
@@ -160,6 +161,24 @@ def check_search_crop(cfg: SearchConfig) -> None:
             if len(strides) > 1
             else f"data.crop={crop} is below the search minimum {least}; use --crop {least}"
         )
+
+
+def supernet(
+    mcfg: SearchModelConfig, num_classes: int, checkpoint_cells: bool = False
+) -> SearchNetwork:
+    """The supernet ``mcfg`` describes (``checkpoint_cells``: resolved, never ``auto``)."""
+    return SearchNetwork(
+        num_classes,
+        num_layers=mcfg.num_layers,
+        num_blocks=mcfg.num_blocks,
+        filter_multiplier=mcfg.filter_multiplier,
+        strides=mcfg.strides,
+        primitives=mcfg.primitives,
+        affine=mcfg.affine,
+        checkpoint_cells=checkpoint_cells,
+        partial_channels=mcfg.partial_channels,
+        pool_bn=mcfg.pool_bn,
+    )
 
 
 def margin_warning(margin: float, threshold: float) -> str | None:
@@ -488,18 +507,7 @@ class _SearchRun:
                 cfg, self.num_classes, device.type, self.world, device_memory_bytes(device.type)
             )
         )
-        model = SearchNetwork(
-            self.num_classes,
-            num_layers=mcfg.num_layers,
-            num_blocks=mcfg.num_blocks,
-            filter_multiplier=mcfg.filter_multiplier,
-            strides=mcfg.strides,
-            primitives=mcfg.primitives,
-            affine=mcfg.affine,
-            checkpoint_cells=checkpoint_cells,
-            partial_channels=mcfg.partial_channels,
-            pool_bn=mcfg.pool_bn,
-        ).to(device)
+        model = supernet(mcfg, self.num_classes, checkpoint_cells).to(device)
         self.sync_bn = loop.sync_bn and self.world > 1
         if self.sync_bn:
             if device.type != "cuda":
@@ -514,7 +522,7 @@ class _SearchRun:
         self.w_opt = torch.optim.SGD(
             self.weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
         )
-        # With arch_lr=auto the lr is set when the architecture updates start (_start_arch).
+        # With arch_lr=auto the lr is set when the updates start (ArchSchedule.start).
         arch_lr = loop.arch_lr if isinstance(loop.arch_lr, float) else ARCH_LR_RANGE[0]
         self.a_opt = torch.optim.Adam(
             self.arch, lr=arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
@@ -620,11 +628,9 @@ class _SearchRun:
         schedule.start(loop, epoch, steps, self.model.alpha, self.model.beta, self.a_opt)
         return True
 
-    def _diagnostics(self, genotype: Genotype, tally: _EpochTally, arch_on: bool) -> dict:
+    def _diagnostics(self, genotype: Genotype, arch_on: bool) -> dict:
         """The epoch record's view of what the search has learnt (search/diagnostics.py)."""
         model, loop, schedule = self.model, self.cfg.search, self.schedule
-        n_w = tally.w_steps
-        schedule.end_epoch(float(tally.w_loss_sum) / n_w if n_w else None, tally.class_counts)
         with torch.no_grad():
             beta_w = model.beta_weights().cpu()
             start = None
@@ -802,7 +808,9 @@ class _SearchRun:
             "beta": model.beta_weights().detach().cpu().tolist(),
             "genotype": genotype.to_dict(),
         }
-        record.update(self._diagnostics(genotype, tally, arch_on))
+        # The schedule's start condition reads this epoch's train loss and label counts.
+        self.schedule.end_epoch(record["train_loss"], tally.class_counts)
+        record.update(self._diagnostics(genotype, arch_on))
         if epoch + 1 == loop.epochs:
             warning = margin_warning(record["path_margin"], loop.min_path_margin)
             if warning is not None:

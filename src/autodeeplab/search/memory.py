@@ -257,14 +257,14 @@ def _mixed_saved(
                 units += edges * cp
             elif pool_bn and n in _POOLS:  # the pool's output, for the BatchNorm after it
                 units += cp
-    pools = any(n in ("max_pool_3x3", "avg_pool_3x3") for n in names)
+    pools = any(n in _POOLS for n in names)
     if (grad_input and pools) or (arch and ("skip_connect" in names or p > 1)):
         units += input_units  # pools save their input; skip's output is its input
     if arch:  # y * w[:, k] saves every op's output for the gradient of alpha
         for n in names:
             if n in _SEP or n in _DIL:
                 units += edges * cp
-            elif n in ("max_pool_3x3", "avg_pool_3x3"):
+            elif n in _POOLS:
                 units += cp
     return units, largest
 
