@@ -95,3 +95,51 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
     again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
     assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
     assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]
+
+
+@pytest.mark.slow
+def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
+    """A network locked by another process is skipped, then waited for; a dead one's is taken."""
+    import subprocess
+    import sys
+
+    search = tmp_path / "search"
+    search.mkdir()
+    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
+    (search / "config.yaml").write_text(
+        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
+    )
+    out = tmp_path / "cmp"
+    first = out / "runs" / "searched_seed0"
+    first.mkdir(parents=True)
+    # Another "compare process": holds the first network's lock until the last network of
+    # the plan is done, then exits without finishing it (as a killed process would).
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, pathlib, sys, time\n"
+            "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "while not pathlib.Path(sys.argv[2]).is_file(): time.sleep(0.05)\n",
+            str(first / "lock"),
+            str(out / "runs" / "paper" / "result.json"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+        result = run_compare(
+            search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5, progress=False
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert "[1/4] searched_seed0: another compare process is retraining it; going on" in err
+    # It went on with the others first, then retrained the one the other process left.
+    assert err.index("[4/4] paper") < err.index("[1/4] searched_seed0 (searched")
+    assert [r["kind"] for r in result.results] == ["searched", "random", "handmade", "paper"]
+    assert (first / "result.json").is_file() and not result.stopped

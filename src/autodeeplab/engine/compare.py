@@ -14,19 +14,25 @@ Each network is chosen on val (the best checkpoint of its retraining) and report
 test split (val where the dataset has none). Each retraining is its own run folder under
 ``out/runs/NAME``: a rerun skips the finished ones (``result.json``) and resumes an
 interrupted one from its checkpoint, so the comparison can be stopped and continued.
-``out`` gets compare.json, compare.md and compare.png (mIoU against Multi-Adds).
+Several ``compare`` processes may share one ``out`` (one per core or GPU): each network's
+folder is locked while it retrains, a process skips the locked ones and, at the end, waits
+for them (or retrains one whose process died). ``out`` gets compare.json, compare.md and
+compare.png (mIoU against Multi-Adds).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
@@ -293,6 +299,68 @@ def _markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: st
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _network_lock(folder: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold ``folder/lock`` exclusively while one network retrains; yields False if taken.
+
+    An flock, not a marker file, because the OS releases it when its process dies (a kill
+    leaves no stale lock to clean up); it needs POSIX and a file system that honours flock.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(folder / "lock", "a", encoding="utf-8")  # noqa: SIM115
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def _retrain(
+    i: int,
+    entry: CompareEntry,
+    entries: list[CompareEntry],
+    spent: list[float],
+    tcfg: TrainConfig,
+    out: Path,
+    split: str,
+    num_classes: int,
+    progress: bool,
+) -> bool:
+    """Retrain one network with a progress line; False if a signal stopped it."""
+    folder = out / "runs" / entry.name
+    left = sum(not (out / "runs" / e.name / "result.json").is_file() for e in entries)
+    eta = f"{statistics.fmean(spent) * left / 60:.0f} min" if spent else "unknown"
+    print(
+        f"compare [{i}/{len(entries)}] {entry.name} ({entry.kind}, seed {entry.seed}, "
+        f"{entry.madds / 1e9:.3f}G Multi-Adds); time left: {eta}",
+        file=sys.stderr,
+    )
+    started = time.perf_counter()
+    if _run_entry(entry, tcfg, folder, split, num_classes, progress) is None:
+        return False
+    spent.append(time.perf_counter() - started)
+    return True
+
+
+def _stopped(out: Path, entries: list[CompareEntry]) -> CompareResult:
+    """What a signal leaves: the finished networks; the stopped one has its checkpoint."""
+    results = _results(out, entries)
+    return CompareResult(out, results, summarise(results), stopped=True)
+
+
+def _results(out: Path, entries: list[CompareEntry]) -> list[dict[str, Any]]:
+    """The finished networks' results, in the plan's order."""
+    files = [out / "runs" / e.name / "result.json" for e in entries]
+    return [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+
+
 def run_compare(
     search_dir: str | Path,
     tcfg: TrainConfig,
@@ -321,28 +389,33 @@ def run_compare(
         searched, search_cfg, tcfg, num_classes, size, num_random, searched_seeds, tolerance
     )
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
     spent: list[float] = []
+    busy: list[tuple[int, CompareEntry]] = []  # locked by another compare process
     for i, entry in enumerate(entries, 1):
         folder = out / "runs" / entry.name
-        done = folder / "result.json"
-        if done.is_file():
-            result = json.loads(done.read_text(encoding="utf-8"))
-            results.append(result)
+        if (folder / "result.json").is_file():
             continue
-        left = len(entries) - i + 1
-        eta = f"{statistics.fmean(spent) * left / 60:.0f} min" if spent else "unknown"
-        print(
-            f"compare [{i}/{len(entries)}] {entry.name} ({entry.kind}, seed {entry.seed}, "
-            f"{entry.madds / 1e9:.3f}G Multi-Adds); time left: {eta}",
-            file=sys.stderr,
-        )
-        started = time.perf_counter()
-        result = _run_entry(entry, tcfg, folder, split, num_classes, progress)
-        if result is None:
-            return CompareResult(out, results, summarise(results), stopped=True)
-        spent.append(time.perf_counter() - started)
-        results.append(result)
+        with _network_lock(folder, wait=False) as locked:
+            if locked and (folder / "result.json").is_file():
+                continue  # another process finished it between the check and the lock
+            if not locked:
+                print(
+                    f"compare [{i}/{len(entries)}] {entry.name}: another compare process is "
+                    "retraining it; going on",
+                    file=sys.stderr,
+                )
+                busy.append((i, entry))
+                continue
+            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
+                return _stopped(out, entries)
+    for i, entry in busy:  # wait for the other process; retrain what it left unfinished
+        folder = out / "runs" / entry.name
+        with _network_lock(folder, wait=True):
+            if (folder / "result.json").is_file():
+                continue
+            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
+                return _stopped(out, entries)
+    results = _results(out, entries)
     summary = summarise(results)
     header = (
         f"Search run `{search_dir}`; data `{tcfg.data.spec}`; every network retrained with "
