@@ -1,4 +1,4 @@
-"""The train / eval / predict / info / run subcommands, end to end at tiny sizes, in-process."""
+"""The train / eval / predict subcommands, end to end at tiny sizes, in-process."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -19,12 +17,10 @@ from autodeeplab.checkpoint import load_checkpoint, save_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.config import (
     CPU_TRAIN_PRESET,
-    SearchConfig,
     TrainConfig,
     config_from_dict,
     load_config,
 )
-from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,18 +34,6 @@ TINY_MODEL = [
     "--set", "train.tensorboard=false",
     "--set", "train.device=cpu",
 ]  # fmt: skip
-
-TINY_SEARCH = {
-    "model": {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
-    "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
-    "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
-}
-TINY_TRAIN = {
-    "model": {"filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8},
-    "data": {"crop": 32, "scale": [0.75, 1.25], "train_samples": 4, "val_samples": 2},
-    "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
-    "eval": {"batch_size": 2},
-}
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -143,29 +127,6 @@ def test_predict_writes_pngs_and_reports_bad_images(cli_run: Path, tmp_path: Pat
     assert "b.png: cannot read image" in line
 
 
-@pytest.mark.slow
-def test_info_matches_the_parameter_oracle(capsys) -> None:
-    assert main(["info", "auto-deeplab-s", "--json", "--size", "65x65"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["parameters"] == 10_147_427  # paper Table 2: 10.15M, 19 classes
-    assert info["strides"] == [4, 4, 4, 8, 16, 8, 16, 16, 32, 32, 16, 8]
-    assert info["output_stride"] == 8 and info["size"] == [65, 65]
-    assert info["multiply_adds"] > 0
-    assert info["cell"][0] == [["dil_conv_5x5", 0], ["sep_conv_3x3", 1]]
-    assert main(["info", "auto-deeplab-m", "--size", "33x33"]) == 0
-    table = capsys.readouterr().out
-    assert "21,622,451" in table and "cell block 4" in table
-
-
-@pytest.mark.slow
-def test_info_of_a_genotype_file(tmp_path: Path, capsys) -> None:
-    save_genotype(PAPER_GENOTYPE, tmp_path / "g.json")
-    argv = ["info", str(tmp_path / "g.json"), "--json", "--classes", "19", "--size", "33",
-            "--filter-multiplier", "20"]  # fmt: skip
-    assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["parameters"] == 10_147_427
-
-
 @pytest.mark.parametrize(
     ("argv", "command", "expected"),
     [
@@ -193,80 +154,3 @@ def test_train_preset_file_equals_the_built_in_one() -> None:
     assert cfg == config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     assert cfg.data.spec == "synthetic"
     assert cfg.model.name is None and cfg.model.genotype is None  # `run` fills in the genotype
-
-
-@pytest.mark.slow
-def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
-    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
-    load_config(tmp_path / "search.yaml", base=SearchConfig())  # the presets are valid
-    out = tmp_path / "run"
-    argv = ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
-            "--train-config", str(tmp_path / "train.yaml"), "--set", "train.train.seed=3",
-            "--no-progress"]  # fmt: skip
-    assert main(argv) == 0
-    err = capsys.readouterr().err
-    assert "chance" in err
-    assert "estimated peak memory (RSS)" in err  # the search stage's estimate, as `search` prints
-    report = (out / "report.md").read_text()
-    for section in ("## Result", "## Per-class IoU", "## Found architecture",
-                    "## Retrained network", "## Training curves", "## Predictions"):  # fmt: skip
-        assert section in report
-    for figure in ("search/genotype_path.png", "search/genotype_cell.png",
-                   "training_curves.png", "predictions/val_00.png"):  # fmt: skip
-        assert f"]({figure})" in report
-        assert (out / figure).is_file()
-    assert "chance mIoU" in report and "Multi-Adds" in report and "parameters" in report
-    trained = load_config(out / "train" / "config.yaml", base=TrainConfig())
-    assert trained.train.seed == 3  # the train.* override reached the training stage
-    assert trained.model.genotype == str(out / "search" / "genotype.json")
-    assert (out / "train" / "metrics.json").is_file()
-
-
-@pytest.mark.slow
-def test_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path: Path, capsys) -> None:
-    """SIGTERM in the search, then in the retraining; each --resume continues exactly."""
-    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
-
-    def argv(out: Path, *extra: str) -> list[str]:
-        return ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
-                "--train-config", str(tmp_path / "train.yaml"), "--no-progress",
-                "--set", "search.search.epochs=2", *extra]  # fmt: skip
-
-    def stop_at(step: int) -> Any:
-        calls = {"n": 0}
-
-        def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
-            calls["n"] += 1
-            if calls["n"] == step:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        return register_optimizer_step_post_hook(hook)
-
-    straight = tmp_path / "straight"
-    assert main(argv(straight)) == 0
-    split = tmp_path / "split"
-    handle = stop_at(1)  # the first w step of the search
-    try:
-        assert main(argv(split)) == 0
-    finally:
-        handle.remove()
-    assert "stopped early in the search stage" in capsys.readouterr().err
-    assert not (split / "search" / "genotype.json").exists()
-    assert not (split / "report.md").exists()
-    # Resumed: epoch 2 of the search (a w and an arch step), then training iteration 1 of 2.
-    handle = stop_at(3)
-    try:
-        assert main(argv(split, "--resume")) == 0
-    finally:
-        handle.remove()
-    assert "stopped early in the train stage" in capsys.readouterr().err
-    assert (split / "search" / "genotype.json").read_text() == (
-        straight / "search" / "genotype.json"
-    ).read_text()
-    assert main(argv(split, "--resume")) == 0
-    assert (split / "report.md").is_file()
-    a = load_checkpoint(straight / "train" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(split / "train" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from autodeeplab.cli import compare, deploy, retrain, search
+from autodeeplab.cli import compare, data, deploy, pipeline, retrain, search
 
 __all__ = ["main", "build_parser", "one_line"]
 
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autodeeplab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for stage in (search, retrain, compare, deploy):
-        stage.register(sub)
+    for subject in (search, retrain, pipeline, compare, deploy, data):
+        subject.register(sub)
     return parser
 
 

@@ -1,10 +1,9 @@
-"""Subcommands of the search stage: search, decode, report, data check."""
+"""Subcommands of the search stage: search, decode and report."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -77,29 +76,6 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
         help="how the Viterbi scores the path (default: the run's search.path_decode)",
     )
     p.set_defaults(func=_cmd_decode)
-
-
-def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="dataset tools")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    check = data_sub.add_parser(
-        "check",
-        help="scan a dataset and report counts, sizes, class histogram and every problem",
-        description="Exit status 1 when a problem is found, each reported with its file.",
-    )
-    check.add_argument("spec", help="dataset spec, e.g. folder:data/msrc21 or cityscapes:PATH")
-    check.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
-    check.add_argument("--max-files", type=int, help="check at most N pairs per split")
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.set_defaults(func=_cmd_data_check)
-
-
-def _cmd_data_check(args: argparse.Namespace) -> int:
-    from autodeeplab.data.check import check_dataset
-
-    report = check_dataset(args.spec, args.split, max_files=args.max_files)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
-    return 0 if report.ok else 1
 
 
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
@@ -204,4 +180,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_search(sub)
     _add_decode(sub)
     _add_report(sub)
-    _add_data(sub)
