@@ -23,6 +23,7 @@ import yaml
 
 from autodeeplab.files import require_file
 from autodeeplab.ops import PRIMITIVES
+from autodeeplab.trellis import PAPER_STEM
 
 __all__ = [
     "ConfigError",
@@ -41,6 +42,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "save_config",
+    "supernet_kwargs",
 ]
 
 T = TypeVar("T")
@@ -60,6 +62,7 @@ class SearchModelConfig:
     strides: tuple[int, ...] = (4, 8, 16, 32)
     primitives: tuple[str, ...] = PRIMITIVES
     affine: bool = False
+    stem_channels: tuple[int, int, int] = PAPER_STEM.channels  # the paper's (SPEC.md §6.1)
     # Activation checkpointing per cell: true, false, or auto (on where the saved activations
     # are at least half of the estimated peak, or it would not fit; autodeeplab.search.memory).
     checkpoint_cells: bool | str = "auto"
@@ -69,6 +72,15 @@ class SearchModelConfig:
     # BatchNorm (not affine) after the pools of the search mixed op (SPEC.md §12.11), so a
     # pool cannot win alpha by the scale of its output; false: the discrete net's plain pools.
     pool_bn: bool = True
+
+
+def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
+    """The keyword arguments of ``SearchNetwork`` (all but ``num_classes``) that ``model`` holds.
+
+    The section's fields are exactly the constructor's arguments; ``checkpoint_cells`` may
+    still be ``auto``, which the engine resolves before building.
+    """
+    return {f.name: getattr(model, f.name) for f in fields(model)}
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "num_layers": (1, 1024),
     "num_blocks": (1, 64),
     "filter_multiplier": (1, 4096),
+    "stem_channels": (1, 4096),
     "partial_channels": (1, 4096),
     "cost_filter_multiplier": (1, 4096),
     "aspp_channels": (1, 65536),
