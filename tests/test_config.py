@@ -331,7 +331,7 @@ def test_yaml_tags_are_never_evaluated(tmp_path: Path) -> None:
     assert not marker.exists()
     # The loader is PyYAML's SafeLoader (config._SafeLoader only narrows its booleans to
     # YAML 1.2's), and nothing in the package parses YAML any other way.
-    from autodeeplab import config as config_module
+    from autodeeplab.config import loading as config_module
 
     assert issubclass(config_module._SafeLoader, yaml.SafeLoader)
     root = Path(__file__).resolve().parents[1] / "src" / "autodeeplab"
