@@ -428,3 +428,10 @@ def test_random_overrides_load_or_raise_config_error(key: str, raw: str) -> None
         load_config(None, [f"{key}={raw}"])
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_one_data_section_serves_search_and_training() -> None:
+    search, train = SearchConfig().data, TrainConfig().data
+    assert type(search) is type(train) is DataConfig
+    assert (search.crop, train.crop) == (64, 769)  # the one field whose default differs
+    assert {**config_to_dict(search), "crop": 769} == config_to_dict(train)

@@ -275,3 +275,19 @@ def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "estimated peak memory (RSS): " in err and "(crop 48, batch 2; " in err
     assert not out.exists()
+
+
+def test_the_config_section_and_the_estimate_take_exactly_the_supernets_arguments() -> None:
+    # A new SearchNetwork argument fails here until the config's model section and the
+    # memory estimate take it (slice 4 of issue 14: config fields are constructor arguments).
+    import inspect
+
+    from autodeeplab.config import SearchModelConfig
+
+    supernet = set(inspect.signature(SearchNetwork).parameters) - {"num_classes"}
+    assert set(supernet_kwargs(SearchModelConfig())) == supernet
+    assert supernet <= set(inspect.signature(estimate_search_memory).parameters)
+    net = SearchNetwork(5, num_layers=2, num_blocks=2, filter_multiplier=2, strides=(4, 8))
+    assert set(net.model_kwargs) == supernet | {"num_classes"}
+    rebuilt = SearchNetwork(**net.model_kwargs)
+    assert rebuilt.state_dict().keys() == net.state_dict().keys()
