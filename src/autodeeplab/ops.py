@@ -276,9 +276,10 @@ class _PerEdge(nn.Module):
 
 
 def per_edge(single: Callable[[int, int, bool], nn.Module]) -> OpFactory:
-    """Lift a factory ``(channels, stride, affine) -> Module`` of one edge to an ``OPS`` entry.
+    """Lift a factory ``(channels, stride, affine) -> Module`` of one edge to an edge factory.
 
-    Use it to add an op that has no edge-batched form: it is correct, only slower.
+    Use it to add an op that has no edge-batched form (correct, only slower), as the
+    ``build`` of its :class:`OpSpec` beside the op's cost and memory profile.
     """
 
     def factory(channels: int, stride: int, affine: bool, num_edges: int) -> nn.Module:
