@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from autodeeplab.config import load_config
 from autodeeplab.engine.runtime import peak_memory_mib
 from autodeeplab.search import SearchNetwork
 from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
@@ -106,21 +105,19 @@ def resolved_checkpoint_cells(args: argparse.Namespace) -> bool:
     """``--checkpoint-cells`` as the search engine would resolve it (``auto``: the estimate)."""
     if args.checkpoint_cells != "auto":
         return args.checkpoint_cells == "on"
-    cfg = load_config(
-        None,
-        [
-            f"model.num_layers={args.layers}",
-            f"model.num_blocks={args.blocks}",
-            f"model.filter_multiplier={args.filter_multiplier}",
-            f"model.partial_channels={args.partial_channels}",
-            f"data.crop={args.crop}",
-            f"search.batch_size={args.batch_size}",
-            f"search.amp={json.dumps(args.amp)}",  # YAML would read off as false
-        ],
-    )
     device = torch.device(args.device).type
     return resolve_checkpoint_cells(
-        cfg, args.classes, device, available=device_memory_bytes(device)
+        args.crop,
+        args.batch_size,
+        args.classes,
+        num_layers=args.layers,
+        num_blocks=args.blocks,
+        filter_multiplier=args.filter_multiplier,
+        checkpoint_cells="auto",
+        partial_channels=args.partial_channels,
+        amp=args.amp,
+        device=device,
+        available=device_memory_bytes(device),
     )
 
 

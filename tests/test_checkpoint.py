@@ -323,7 +323,7 @@ def test_a_full_disk_under_torch_save_is_reported_as_such(tmp_path: Path, monkey
     import builtins
     import errno
 
-    import autodeeplab.checkpoint as ckpt_module
+    import autodeeplab.checkpoint.write as ckpt_module
     from autodeeplab.checkpoint import DiskSpaceError
 
     f = tmp_path / "epoch_0002.pt"

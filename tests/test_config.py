@@ -331,7 +331,7 @@ def test_yaml_tags_are_never_evaluated(tmp_path: Path) -> None:
     assert not marker.exists()
     # The loader is PyYAML's SafeLoader (config._SafeLoader only narrows its booleans to
     # YAML 1.2's), and nothing in the package parses YAML any other way.
-    from autodeeplab import config as config_module
+    from autodeeplab.config import loading as config_module
 
     assert issubclass(config_module._SafeLoader, yaml.SafeLoader)
     root = Path(__file__).resolve().parents[1] / "src" / "autodeeplab"
@@ -428,3 +428,10 @@ def test_random_overrides_load_or_raise_config_error(key: str, raw: str) -> None
         load_config(None, [f"{key}={raw}"])
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_one_data_section_serves_search_and_training() -> None:
+    search, train = SearchConfig().data, TrainConfig().data
+    assert type(search) is type(train) is DataConfig
+    assert (search.crop, train.crop) == (64, 769)  # the one field whose default differs
+    assert {**config_to_dict(search), "crop": 769} == config_to_dict(train)

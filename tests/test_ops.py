@@ -1,4 +1,4 @@
-"""Tests of the candidate ops, their edge batching, the OPS registry and Resample."""
+"""Tests of the candidate ops, their edge batching, the OPS registry and the ops' profiles."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab.ops import (
     OPS,
     PRIMITIVES,
     DilConv,
     Identity,
+    OpSpec,
     Pool,
     ReLUConvBN,
-    Resample,
     SepConv,
     Zero,
     channel_shuffle,
+    op_spec,
     per_edge,
     resize,
 )
@@ -286,48 +288,57 @@ def test_user_added_op_is_usable_in_mixed_op_and_search_network(monkeypatch, mak
         SearchNetwork(3, 1, 1, 1, strides=(4,), primitives=("scale",))
 
 
-# -- Resample ---------------------------------------------------------------------------------
+# -- cost and memory profiles -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("level_delta", "in_size", "out_size"),
-    [
-        (1, (9, 7), (5, 4)),
-        (2, (9, 7), (3, 2)),
-        (1, (17, 33), (9, 17)),
-        (0, (9, 7), (9, 7)),
-        (-1, (5, 4), (9, 7)),
-        (-2, (3, 2), (9, 7)),
-        (-1, (9, 17), (17, 33)),
-    ],
-)
-def test_resample_size_and_channels(
-    level_delta: int, in_size: tuple[int, int], out_size: tuple[int, int]
+@pytest.mark.parametrize("name", list(OPS))
+def test_every_op_declares_a_cost_and_a_memory_profile(name: str) -> None:
+    # An op added to OPS without its profile (a bare factory) fails here by name.
+    spec = OPS[name]
+    assert isinstance(spec, OpSpec), f"OPS[{name!r}] is not an OpSpec with cost and memory"
+    assert callable(spec.madds) and callable(spec.weights) and spec.batchnorms >= 0
+    memory = spec.memory
+    assert callable(memory.saved) and callable(memory.largest) and callable(memory.output)
+    assert op_spec(name) is spec
+
+
+def test_an_op_without_a_profile_is_refused_by_name(monkeypatch) -> None:
+    monkeypatch.setitem(OPS, "bare", lambda c, stride, affine, e: Identity())
+    with pytest.raises(ValueError, match="'bare' in OPS is a bare factory; register it as OpSpec"):
+        op_spec("bare")
+    with pytest.raises(ValueError, match="unknown op 'nope'"):
+        op_spec("nope")
+
+
+def _counted_madds(op: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of ``op``, as model.complexity counts them (FLOPs / 2)."""
+    op = op.to("meta").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        op(torch.empty(shape, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.parametrize("size", [(9, 7), (8, 8)])
+def test_multiply_adds_profile_equals_the_flop_counter(
+    name: str, stride: int, size: tuple[int, int]
 ) -> None:
-    op = Resample(6, 5, level_delta)
-    y = op(torch.randn(2, 6, *in_size), out_size)
-    assert tuple(y.shape) == (2, 5, *out_size)
-    y.sum().backward()
-    assert all(p.grad is not None for p in op.parameters())
+    c = 6
+    out = (size[0], size[1]) if stride == 1 else ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    counted = _counted_madds(OPS[name](c, stride, True, 1), (1, c, *size))
+    assert OPS[name].madds(c, stride, out[0] * out[1]) == counted
 
 
-def test_resample_structure() -> None:
-    down2 = Resample(6, 5, 2)
-    convs = [m for m in down2.modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (6, 5, (3, 3), (2, 2)),
-        (5, 5, (3, 3), (2, 2)),
-    ]
-    up = Resample(6, 5, -1)
-    convs = [m for m in up.modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.kernel_size, c.stride) for c in convs] == [((1, 1), (1, 1))]
-    # affine=False by default: the search-time convention (SPEC §12.4).
-    assert sum(p.numel() for p in Resample(6, 5, 0).parameters()) == 30
-    assert sum(p.numel() for p in Resample(6, 5, 0, affine=True).parameters()) == 40
-
-
-def test_resample_upsampling_is_conv_then_bilinear(randomize) -> None:
-    op = randomize(Resample(4, 3, -1)).eval()
-    x = torch.randn(1, 4, 5, 4)
-    ref = F.interpolate(op.body(x), size=(9, 7), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(op(x, (9, 7)), ref)
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("num_edges", [1, 3])
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_weight_profile_equals_the_built_op(name: str, num_edges: int, affine: bool) -> None:
+    c, spec = 6, OPS[name]
+    op = spec(c, 1, affine, num_edges)
+    bn = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = sum(p.numel() for m in op.modules() if isinstance(m, nn.Conv2d) for p in m.parameters())
+    assert convs == num_edges * spec.weights(c)
+    assert sum(m.num_features for m in bn) == num_edges * spec.batchnorms * c
+    affine_params = sum(p.numel() for m in bn for p in m.parameters())
+    assert affine_params == (2 * num_edges * spec.batchnorms * c if affine else 0)

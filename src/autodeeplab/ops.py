@@ -1,4 +1,4 @@
-"""Candidate operations of the Auto-DeepLab cell, and the trellis resampling edges.
+"""Candidate operations of the Auto-DeepLab cell, and their cost and memory profiles.
 
 Paper §3.1 lists eight ops; their exact forms come from the official TF retrain code
 (SPEC.md §1.1, confirmed by the parameter oracle of §9):
@@ -19,15 +19,18 @@ output of such an op is ``(N, num_edges * C, H', W')``, edge-major. Parameter-fr
 give the same output on every edge and set ``shared_across_edges``; they return
 ``(N, C, H', W')`` once. The discrete network uses ``num_edges=1``.
 
-``OPS`` maps an op name to a factory ``(channels, stride, affine, num_edges) -> Module``.
-Users extend the vocabulary by adding an entry; :func:`per_edge` lifts a factory that
-only knows single edges. :func:`channel_shuffle` serves the search cell's partial-channel
-(PC-DARTS) mixed ops.
+``OPS`` maps an op name to an :class:`OpSpec`: the factory ``(channels, stride, affine,
+num_edges) -> Module`` beside the op's cost (Multi-Adds, weights) and memory (activations)
+profile, which the cost model and the memory estimate read. Users extend the vocabulary by
+adding an entry (tests/test_ops.py checks every entry has both profiles); :func:`per_edge`
+lifts a factory that only knows single edges. :func:`channel_shuffle` serves the search
+cell's partial-channel (PC-DARTS) mixed ops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,14 +40,16 @@ __all__ = [
     "PRIMITIVES",
     "OPS",
     "OpFactory",
+    "OpMemory",
+    "OpSpec",
     "SepConv",
     "DilConv",
     "Pool",
     "Identity",
     "Zero",
     "ReLUConvBN",
-    "Resample",
     "channel_shuffle",
+    "op_spec",
     "per_edge",
     "resize",
 ]
@@ -271,9 +276,10 @@ class _PerEdge(nn.Module):
 
 
 def per_edge(single: Callable[[int, int, bool], nn.Module]) -> OpFactory:
-    """Lift a factory ``(channels, stride, affine) -> Module`` of one edge to an ``OPS`` entry.
+    """Lift a factory ``(channels, stride, affine) -> Module`` of one edge to an edge factory.
 
-    Use it to add an op that has no edge-batched form: it is correct, only slower.
+    Use it to add an op that has no edge-batched form (correct, only slower), as the
+    ``build`` of its :class:`OpSpec` beside the op's cost and memory profile.
     """
 
     def factory(channels: int, stride: int, affine: bool, num_edges: int) -> nn.Module:
@@ -284,50 +290,109 @@ def per_edge(single: Callable[[int, int, bool], nn.Module]) -> OpFactory:
     return factory
 
 
-#: Op name -> factory ``(channels, stride, affine, num_edges) -> nn.Module``.
-OPS: dict[str, OpFactory] = {
-    "none": lambda c, stride, affine, e: Zero(stride),
-    "max_pool_3x3": lambda c, stride, affine, e: Pool("max", stride),
-    "avg_pool_3x3": lambda c, stride, affine, e: Pool("avg", stride),
-    "skip_connect": _skip,
-    "sep_conv_3x3": lambda c, stride, affine, e: SepConv(c, 3, stride, affine, e),
-    "sep_conv_5x5": lambda c, stride, affine, e: SepConv(c, 5, stride, affine, e),
-    "dil_conv_3x3": lambda c, stride, affine, e: DilConv(c, 3, stride, affine, e),
-    "dil_conv_5x5": lambda c, stride, affine, e: DilConv(c, 5, stride, affine, e),
+def _nothing(*_: int) -> int:
+    return 0
+
+
+def _skip_madds(c: int, stride: int, pixels: int) -> int:
+    return 0 if stride == 1 else c * c * pixels  # the strided 1x1 conv
+
+
+@dataclass(frozen=True)
+class OpMemory:
+    """What autograd keeps for one op of a search mixed op, in units of one edge's input.
+
+    One unit is the op's input, (N, C, H, W) at the op's channels. The mixed op adds what
+    its ops share (:mod:`autodeeplab.search.memory`): the ReLU of the ops that start with
+    one, the input the pools read, and, with ``pool_bn``, the output of each pool.
+    """
+
+    saved: Callable[[int], float] = _nothing  # edges -> units kept to differentiate the input
+    largest: Callable[[int], float] = _nothing  # edges -> units of the largest of those tensors
+    output: Callable[[int], float] = _nothing  # edges -> units of its output (kept for alpha)
+    pre_relu: bool = False  # starts with the ReLU that the cell computes once for all such ops
+    pool: bool = False  # reads its input in the backward pass; search adds a BatchNorm after it
+    identity: bool = False  # its output is its input (kept for alpha as the shared input)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """An entry of :data:`OPS`: the op's factory and its cost and memory profile.
+
+    Args:
+        build: ``(channels, stride, affine, num_edges) -> nn.Module``.
+        madds: ``(channels, stride, output pixels) -> Multi-Adds`` of one edge, counted as
+            :func:`autodeeplab.model.complexity.count_multiply_adds` counts them.
+        weights: ``channels -> conv weights`` of one edge at stride 1 (BatchNorm apart).
+        batchnorms: BatchNorms of one edge at stride 1, each ``channels`` wide.
+        memory: the activations it keeps in a search mixed op.
+    """
+
+    build: OpFactory
+    madds: Callable[[int, int, int], int]
+    weights: Callable[[int], int]
+    batchnorms: int
+    memory: OpMemory
+
+    def __call__(self, channels: int, stride: int, affine: bool, num_edges: int) -> nn.Module:
+        """Build the op: ``num_edges`` edges of ``channels`` channels at ``stride``."""
+        return self.build(channels, stride, affine, num_edges)
+
+
+def _sep(k: int) -> OpSpec:
+    return OpSpec(
+        lambda c, stride, affine, e: SepConv(c, k, stride, affine, e),
+        # Both halves: a depthwise kxk and a pointwise 1x1 conv, all at the output size.
+        lambda c, stride, pixels: 2 * (c * k * k + c * c) * pixels,
+        lambda c: 2 * c * k * k + 2 * c * c,
+        2,
+        # (repeated input,) dw, pw, ReLU, dw, pw outputs per edge; an edge's output is largest.
+        OpMemory(lambda e: (6 if e > 1 else 5) * e, lambda e: e, lambda e: e, pre_relu=True),
+    )
+
+
+def _dil(k: int) -> OpSpec:
+    return OpSpec(
+        lambda c, stride, affine, e: DilConv(c, k, stride, affine, e),
+        lambda c, stride, pixels: c * c * k * k * pixels,
+        lambda c: c * c * k * k,
+        1,
+        OpMemory(lambda e: e, output=lambda e: e, pre_relu=True),  # the conv output, for its BN
+    )
+
+
+def _pool(kind: str, indices: float) -> OpSpec:
+    # A max pool keeps int64 indices (two float32 units); both keep their input (pool=True).
+    return OpSpec(
+        lambda c, stride, affine, e: Pool(kind, stride),
+        _nothing,
+        _nothing,
+        0,
+        OpMemory(lambda e: indices, output=lambda e: 1, pool=True),
+    )
+
+
+#: Op name -> :class:`OpSpec`, called like a factory ``(channels, stride, affine, num_edges)``.
+OPS: dict[str, OpSpec] = {
+    "none": OpSpec(lambda c, stride, affine, e: Zero(stride), _nothing, _nothing, 0, OpMemory()),
+    "max_pool_3x3": _pool("max", 2.0),
+    "avg_pool_3x3": _pool("avg", 0.0),
+    "skip_connect": OpSpec(_skip, _skip_madds, _nothing, 0, OpMemory(identity=True)),
+    "sep_conv_3x3": _sep(3),
+    "sep_conv_5x5": _sep(5),
+    "dil_conv_3x3": _dil(3),
+    "dil_conv_5x5": _dil(5),
 }
 
 
-class Resample(nn.Module):
-    """A trellis edge that brings a hidden state to another level and to a cell's width.
-
-    Paper §5.1: an s/2 -> s edge is a stride-2 convolution; a 2s -> s edge is bilinear
-    upsampling and a 1x1 convolution. Each edge here also maps to the receiving cell's
-    block width, so it doubles as the cell's input preprocessing (one conv, not two):
-
-    - ``level_delta > 0`` (to a coarser level): ``level_delta`` x (ReLU, 3x3 stride-2 conv,
-      BN), the first of them to the target width;
-    - ``level_delta == 0``: ReLU, 1x1 conv, BN;
-    - ``level_delta < 0`` (to a finer level): ReLU, 1x1 conv, BN at the source resolution,
-      then bilinear upsampling to the target size. The conv commutes with the upsampling,
-      so running it first costs 4x less.
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, level_delta: int, affine: bool = False
-    ) -> None:
-        super().__init__()
-        self.level_delta = level_delta
-        if level_delta > 0:
-            convs = [ReLUConvBN(in_channels, out_channels, 3, 2, affine)]
-            for _ in range(level_delta - 1):
-                convs.append(ReLUConvBN(out_channels, out_channels, 3, 2, affine))
-            self.body = nn.Sequential(*convs)
-        else:
-            self.body = ReLUConvBN(in_channels, out_channels, 1, 1, affine)
-
-    def forward(self, x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-        """(N, C_in, h, w) -> (N, C_out, *size)."""
-        x = self.body(x)
-        if self.level_delta < 0:
-            x = resize(x, size)
-        return x
+def op_spec(name: str) -> OpSpec:
+    """The :class:`OpSpec` of ``name``; a ValueError for an op added without its profile."""
+    spec = OPS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(OPS)}")
+    if not isinstance(spec, OpSpec):
+        raise ValueError(
+            f"op {name!r} in OPS is a bare factory; register it as OpSpec(factory, madds, "
+            "weights, batchnorms, memory) so the cost model and the memory estimate can price it"
+        )
+    return spec

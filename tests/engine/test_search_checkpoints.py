@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from autodeeplab.checkpoint import CheckpointError, save_checkpoint
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from autodeeplab.config import SearchConfig, config_from_dict, config_to_dict
 from autodeeplab.engine.search_checkpoints import (
     CHECKPOINT_KIND,
+    decode_checkpoint,
     epoch_end_path,
     find_latest_checkpoint,
     load_resume_state,
     prune_checkpoints,
     stop_path,
 )
+from autodeeplab.search.network import SearchNetwork
 
 
 def _write(path: Path, **extra: object) -> Path:
@@ -82,3 +85,57 @@ def test_resume_state(tmp_path: Path):
         load_resume_state(tmp_path, True)
     with pytest.raises(CheckpointError, match="w_optimizer"):
         load_resume_state(tmp_path, partial)
+
+
+def _supernet_checkpoint(path: Path, with_kwargs: bool, model_section: dict) -> SearchNetwork:
+    """A search checkpoint of a small supernet, its config's model section as given."""
+    net = SearchNetwork(
+        3,
+        num_layers=3,
+        num_blocks=2,
+        filter_multiplier=2,
+        strides=(4, 8),
+        primitives=("none", "skip_connect", "sep_conv_3x3"),
+        stem_channels=(4, 4, 8),
+    )
+    with torch.no_grad():
+        net.alpha.normal_()
+        net.beta.normal_()
+    config = config_to_dict(config_from_dict({"model": model_section}, SearchConfig()))
+    extra = {"model_kwargs": net.model_kwargs} if with_kwargs else {}
+    _write(path, model=net.state_dict(), config=config, **extra)
+    return net
+
+
+def test_decode_reads_the_supernets_keyword_arguments_from_the_checkpoint(tmp_path: Path):
+    # The config's model section here describes another space: the stored kwargs win.
+    path = tmp_path / "epoch_0001.pt"
+    net = _supernet_checkpoint(path, True, {"num_blocks": 5})
+    assert load_checkpoint(path, CHECKPOINT_KIND)["model_kwargs"]["primitives"] == [
+        "none",
+        "skip_connect",
+        "sep_conv_3x3",
+    ]
+    assert decode_checkpoint(path)[0] == net.genotype()
+
+
+def test_decode_of_a_checkpoint_without_keyword_arguments_uses_its_config(tmp_path: Path):
+    path = tmp_path / "epoch_0001.pt"
+    model = {
+        "num_layers": 3,
+        "num_blocks": 2,
+        "filter_multiplier": 2,
+        "strides": [4, 8],
+        "primitives": ["none", "skip_connect", "sep_conv_3x3"],
+    }
+    net = _supernet_checkpoint(path, False, model)
+    assert decode_checkpoint(path)[0] == net.genotype()
+
+
+def test_decode_refuses_keyword_arguments_without_the_architectures_shape(tmp_path: Path):
+    path = tmp_path / "epoch_0001.pt"
+    _supernet_checkpoint(path, True, {})
+    state = load_checkpoint(path, CHECKPOINT_KIND)
+    save_checkpoint(path, {**state, "model_kwargs": {"num_layers": 3}}, CHECKPOINT_KIND)
+    with pytest.raises(CheckpointError, match="model_kwargs does not hold the supernet's"):
+        decode_checkpoint(path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autodeeplab.config import load_config
+from autodeeplab.config import load_config, supernet_kwargs
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.search import SearchNetwork
 from autodeeplab.search.memory import (
@@ -107,13 +107,27 @@ def _cfg(*overrides: str):
     return load_config(None, ["search.device=cpu", *overrides])
 
 
+def _args_of(cfg) -> dict:
+    """The estimate's arguments that a search config holds (as the CLI and engine pass them)."""
+    return {
+        "crop": cfg.data.crop,
+        "batch_size": cfg.search.batch_size,
+        "amp": cfg.search.amp,
+        **supernet_kwargs(cfg.model),
+    }
+
+
+def _estimate(cfg, **kwargs):
+    return estimate_search_memory(**_args_of(cfg), **kwargs)
+
+
 def test_estimate_grows_with_crop_and_batch_and_shrinks_with_checkpointing() -> None:
     off = "model.checkpoint_cells=false"  # not auto, which may turn it on for a larger crop
-    base = estimate_search_memory(_cfg("data.crop=64", off))
-    bigger_crop = estimate_search_memory(_cfg("data.crop=128", off))
-    bigger_batch = estimate_search_memory(_cfg("data.crop=64", "search.batch_size=4", off))
-    ckpt = estimate_search_memory(_cfg("data.crop=64", "model.checkpoint_cells=true"))
-    pc = estimate_search_memory(_cfg("data.crop=64", "model.partial_channels=4", off))
+    base = _estimate(_cfg("data.crop=64", off))
+    bigger_crop = _estimate(_cfg("data.crop=128", off))
+    bigger_batch = _estimate(_cfg("data.crop=64", "search.batch_size=4", off))
+    ckpt = _estimate(_cfg("data.crop=64", "model.checkpoint_cells=true"))
+    pc = _estimate(_cfg("data.crop=64", "model.partial_channels=4", off))
     assert bigger_crop.total > base.total and bigger_batch.total > base.total
     # Activations scale with pixels and images; the weights do not.
     assert 3.5 < bigger_crop.activations / base.activations < 4.5
@@ -123,16 +137,16 @@ def test_estimate_grows_with_crop_and_batch_and_shrinks_with_checkpointing() -> 
     assert pc.activations < 0.5 * base.activations and pc.weight_params < base.weight_params
     assert base.total == base.fixed + base.persistent + base.activations + base.transient
     # Under torchrun each process holds its share of the batch.
-    share = estimate_search_memory(_cfg("data.crop=64", "search.batch_size=4", off), world_size=2)
+    share = _estimate(_cfg("data.crop=64", "search.batch_size=4", off), world_size=2)
     assert share.activations == base.activations
 
 
 def test_half_precision_halves_the_activations() -> None:
     off = "model.checkpoint_cells=false"
-    fp32 = estimate_search_memory(_cfg("data.crop=128", off), device="cuda")
-    bf16 = estimate_search_memory(_cfg("data.crop=128", "search.amp=bf16", off), device="cuda")
+    fp32 = _estimate(_cfg("data.crop=128", off), device="cuda")
+    bf16 = _estimate(_cfg("data.crop=128", "search.amp=bf16", off), device="cuda")
     assert bf16.activations * 2 == pytest.approx(fp32.activations, rel=1e-6)
-    assert fp32.fixed != estimate_search_memory(_cfg("data.crop=128")).fixed  # CUDA context
+    assert fp32.fixed != _estimate(_cfg("data.crop=128")).fixed  # CUDA context
 
 
 # Peak RSS (VmHWM) of one process doing 2 w steps + 2 architecture steps as
@@ -166,7 +180,7 @@ def test_estimate_matches_the_recorded_cpu_measurements(layers, f, crop, batch, 
         f"model.checkpoint_cells={str(ckpt).lower()}",
         f"model.partial_channels={pc}",
     )
-    assert 0.9 * mib < estimate_search_memory(cfg).total / 2**20 < 1.1 * mib
+    assert 0.9 * mib < _estimate(cfg).total / 2**20 < 1.1 * mib
 
 
 _MEASURE = """
@@ -208,31 +222,31 @@ def test_estimate_is_within_a_factor_2_of_a_measured_peak() -> None:
     )
     measured = json.loads(done.stdout)
     cfg = _cfg("model.num_layers=4", "model.num_blocks=3", "model.filter_multiplier=4")
-    estimated = estimate_search_memory(cfg).total
+    estimated = _estimate(cfg).total
     assert measured / 2 < estimated < 2 * measured, (estimated / 2**20, measured / 2**20)
 
 
 def test_format_and_warning() -> None:
     cfg = _cfg("data.crop=321", "model.checkpoint_cells=false")
-    est = estimate_search_memory(cfg, device="cuda")
-    line = format_estimate(est, cfg)
+    est = _estimate(cfg, device="cuda")
+    line = format_estimate(est)
     assert line.startswith("estimated peak GPU memory: ") and "(crop 321, batch 2; " in line
     assert "checkpoint_cells off" in line and "\n" not in line
-    assert memory_warning(est, cfg, est.total + 1) is None
-    warning = memory_warning(est, cfg, 4 * 2**30)
+    assert memory_warning(est, est.total + 1) is None
+    warning = memory_warning(est, 4 * 2**30)
     assert warning is not None and "has 4.0 GiB" in warning
     assert "model.checkpoint_cells=true" in warning and "--crop (now 321)" in warning
     ckpt = _cfg("data.crop=321", "model.checkpoint_cells=true")
-    on = estimate_search_memory(ckpt, device="cuda")  # the warning follows the estimate's mode
-    assert "checkpoint_cells" not in (memory_warning(on, ckpt, 1) or "").split("try")[1]
+    on = _estimate(ckpt, device="cuda")  # the warning follows the estimate's mode
+    assert "checkpoint_cells" not in (memory_warning(on, 1) or "").split("try")[1]
     auto = _cfg("data.crop=321", "model.checkpoint_cells=auto")
-    assert "checkpoint_cells on (auto)" in format_estimate(estimate_search_memory(auto), auto)
+    assert "checkpoint_cells on (auto)" in format_estimate(_estimate(auto))
 
 
 def test_auto_checkpointing_turns_on_where_activations_dominate() -> None:
     def auto(*overrides: str, available: int | None = None) -> bool:
         cfg = _cfg("model.checkpoint_cells=auto", *overrides)
-        return resolve_checkpoint_cells(cfg, available=available)
+        return resolve_checkpoint_cells(**_args_of(cfg), available=available)
 
     # The paper's settings: weights dominate at 64, activations from about 112.
     assert not auto("data.crop=64") and not auto("data.crop=96")
@@ -243,13 +257,13 @@ def test_auto_checkpointing_turns_on_where_activations_dominate() -> None:
     # A peak that would not fit turns it on at any crop; an explicit value always wins.
     assert auto("data.crop=64", available=2**20)
     cfg = _cfg("data.crop=321", "model.checkpoint_cells=false")
-    assert resolve_checkpoint_cells(cfg, available=1) is False
-    assert resolve_checkpoint_cells(_cfg("data.crop=32", "model.checkpoint_cells=true"))
+    assert resolve_checkpoint_cells(**_args_of(cfg), available=1) is False
+    assert resolve_checkpoint_cells(**_args_of(_cfg("data.crop=32", "model.checkpoint_cells=true")))
     # The estimate of auto is the estimate of what auto picks.
     for crop in (64, 321):
-        on = resolve_checkpoint_cells(_cfg(f"data.crop={crop}"))
+        on = resolve_checkpoint_cells(**_args_of(_cfg(f"data.crop={crop}")))
         explicit = _cfg(f"data.crop={crop}", f"model.checkpoint_cells={str(on).lower()}")
-        assert estimate_search_memory(_cfg(f"data.crop={crop}")) == estimate_search_memory(explicit)
+        assert _estimate(_cfg(f"data.crop={crop}")) == _estimate(explicit)
 
 
 def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys) -> None:
@@ -261,3 +275,19 @@ def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "estimated peak memory (RSS): " in err and "(crop 48, batch 2; " in err
     assert not out.exists()
+
+
+def test_the_config_section_and_the_estimate_take_exactly_the_supernets_arguments() -> None:
+    # A new SearchNetwork argument fails here until the config's model section and the
+    # memory estimate take it (slice 4 of issue 14: config fields are constructor arguments).
+    import inspect
+
+    from autodeeplab.config import SearchModelConfig
+
+    supernet = set(inspect.signature(SearchNetwork).parameters) - {"num_classes"}
+    assert set(supernet_kwargs(SearchModelConfig())) == supernet
+    assert supernet <= set(inspect.signature(estimate_search_memory).parameters)
+    net = SearchNetwork(5, num_layers=2, num_blocks=2, filter_multiplier=2, strides=(4, 8))
+    assert set(net.model_kwargs) == supernet | {"num_classes"}
+    rebuilt = SearchNetwork(**net.model_kwargs)
+    assert rebuilt.state_dict().keys() == net.state_dict().keys()

@@ -15,8 +15,8 @@ from autodeeplab.search.network import (
     beta_mask,
     beta_probabilities,
     cell_decode_weights,
-    levels_at,
 )
+from autodeeplab.trellis import levels_at
 
 
 def _expected_edges(num_layers: int, num_levels: int) -> set[tuple[int, int, int]]:

@@ -46,6 +46,7 @@ def pct(x: float | None) -> str:
 
 def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
     """One line with the estimated peak memory; a warning if the device looks too small."""
+    from autodeeplab.config import supernet_kwargs
     from autodeeplab.distributed import get_world_size
     from autodeeplab.engine.runtime import select_device
     from autodeeplab.search.memory import (
@@ -57,9 +58,18 @@ def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
 
     device = select_device(cfg.search.device)
     available = device_memory_bytes(device.type)
-    est = estimate_search_memory(cfg, num_classes, device.type, get_world_size(), available)
-    print(format_estimate(est, cfg), file=sys.stderr)
-    warning = memory_warning(est, cfg, available) if available is not None else None
+    est = estimate_search_memory(
+        cfg.data.crop,
+        cfg.search.batch_size,
+        num_classes,
+        amp=cfg.search.amp,
+        device=device.type,
+        world_size=get_world_size(),
+        available=available,
+        **supernet_kwargs(cfg.model),
+    )
+    print(format_estimate(est), file=sys.stderr)
+    warning = memory_warning(est, available) if available is not None else None
     if warning:
         print(warning, file=sys.stderr)
 

@@ -80,6 +80,7 @@ from autodeeplab.config import (
     config_from_dict,
     config_to_dict,
     save_config,
+    supernet_kwargs,
 )
 from autodeeplab.data import build_dataset, dataset_info, parse_spec
 from autodeeplab.data.split import load_split, save_split, split_indices
@@ -168,16 +169,7 @@ def supernet(
 ) -> SearchNetwork:
     """The supernet ``mcfg`` describes (``checkpoint_cells``: resolved, never ``auto``)."""
     return SearchNetwork(
-        num_classes,
-        num_layers=mcfg.num_layers,
-        num_blocks=mcfg.num_blocks,
-        filter_multiplier=mcfg.filter_multiplier,
-        strides=mcfg.strides,
-        primitives=mcfg.primitives,
-        affine=mcfg.affine,
-        checkpoint_cells=checkpoint_cells,
-        partial_channels=mcfg.partial_channels,
-        pool_bn=mcfg.pool_bn,
+        num_classes, **{**supernet_kwargs(mcfg), "checkpoint_cells": checkpoint_cells}
     )
 
 
@@ -504,7 +496,14 @@ class _SearchRun:
         # SyncBatchNorm a recomputed cell runs collectives that the others would not.
         checkpoint_cells = broadcast_object(
             resolve_checkpoint_cells(
-                cfg, self.num_classes, device.type, self.world, device_memory_bytes(device.type)
+                cfg.data.crop,
+                loop.batch_size,
+                self.num_classes,
+                amp=loop.amp,
+                device=device.type,
+                world_size=self.world,
+                available=device_memory_bytes(device.type),
+                **supernet_kwargs(mcfg),
             )
         )
         model = supernet(mcfg, self.num_classes, checkpoint_cells).to(device)
@@ -877,6 +876,7 @@ class _SearchRun:
             "epoch": epochs_done,
             "step": self.step,
             "model": self.model.state_dict(),
+            "model_kwargs": self.model.model_kwargs,
             "w_optimizer": self.w_opt.state_dict(),
             "arch_optimizer": self.a_opt.state_dict(),
             "w_scheduler": self.w_sched.state_dict(),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint
-from autodeeplab.config import SearchConfig, config_from_dict
+from autodeeplab.config import SearchConfig, config_from_dict, supernet_kwargs
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.decode import decode, path_margin
 from autodeeplab.search.network import beta_probabilities, cell_decode_weights
@@ -122,10 +122,26 @@ def load_resume_state(
     return path, load_checkpoint(path, CHECKPOINT_KIND, required=_RESUME_KEYS)
 
 
+def _model_kwargs(path: str | Path, state: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:
+    """The supernet's keyword arguments the checkpoint stores; its config's before round 3."""
+    kwargs = state.get("model_kwargs")
+    if kwargs is None:  # written before checkpoints held them: the config's model section
+        return supernet_kwargs(cfg.model)
+    if not isinstance(kwargs, dict) or not {"num_blocks", "strides", "primitives"} <= set(kwargs):
+        raise CheckpointError(
+            f"{path}: model_kwargs does not hold the supernet's num_blocks, strides and "
+            "primitives; use a checkpoint written by 'autodeeplab search'"
+        )
+    return kwargs
+
+
 def decode_checkpoint(
     path: str | Path, path_decode: str | None = None
 ) -> tuple[Genotype, dict[str, Any]]:
     """Decode the genotype of a search checkpoint without building the supernet.
+
+    The architecture's shape (num_blocks, strides, primitives) comes from the supernet's
+    keyword arguments stored in the checkpoint (from its config for older checkpoints).
 
     ``path_decode``: ``relative`` or ``literal`` (SPEC.md §12.10); None: the run's own.
     """
@@ -140,11 +156,13 @@ def decode_checkpoint(
     check_finite(path, arch, "model")
     alpha, beta = weights["alpha"], weights["beta"]
     mode = path_decode or cfg.search.path_decode
+    kwargs = _model_kwargs(path, state, cfg)
+    num_blocks, primitives = kwargs["num_blocks"], tuple(kwargs["primitives"])
     try:
-        beta_w = beta_probabilities(beta, len(cfg.model.strides))
+        beta_w = beta_probabilities(beta, len(kwargs["strides"]))
         # With partial channels (PC-DARTS) the edge choice also weighs the edge weights gamma.
-        cell_w = cell_decode_weights(alpha, weights.get("gamma"), cfg.model.num_blocks)
-        genotype = decode(cell_w, beta_w, cfg.model.primitives, cfg.model.num_blocks, mode)
+        cell_w = cell_decode_weights(alpha, weights.get("gamma"), num_blocks)
+        genotype = decode(cell_w, beta_w, primitives, num_blocks, mode)
     except (ValueError, RuntimeError, IndexError, TypeError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arch.items() if hasattr(v, "shape"))

@@ -2,7 +2,8 @@
 
 Paper §3.2 and §5.2, built as the official TF code builds it (SPEC.md §6.1-6.2):
 
-- stem: three 3x3 convs without bias, 64 -> 64 -> 128 channels (independent of F).
+- stem: three 3x3 convs without bias, 64 -> 64 -> 128 channels (independent of F;
+  :data:`autodeeplab.trellis.PAPER_STEM`).
   ``stem0`` is the pre-ReLU output of the second conv (stride 2), ``stem1`` the output of
   the third (stride 4). Cell 0 reads (stem1, stem0), cell 1 reads (cell 0, stem1), cell i
   reads (cell i-1, cell i-2);
@@ -28,10 +29,9 @@ from torch import Tensor, nn
 from autodeeplab.genotype import Genotype
 from autodeeplab.model.cell import Cell, layer_keep_prob, scheduled_keep_prob
 from autodeeplab.ops import resize
+from autodeeplab.trellis import PAPER_STEM, StemSpec, block_width, halve
 
 __all__ = ["Backbone", "Stem", "low_level_index"]
-
-STEM_CHANNELS = (64, 64, 128)
 
 
 def low_level_index(path: tuple[int, ...]) -> int:
@@ -52,11 +52,15 @@ def low_level_index(path: tuple[int, ...]) -> int:
 
 
 class Stem(nn.Module):
-    """Three 3x3 convs (64, 64, 128): (N, 3, H, W) -> stem0 (N, 64, H/2), stem1 (N, 128, H/4)."""
+    """The stem of :class:`~autodeeplab.trellis.StemSpec`: stem0 at stride 2, stem1 at stride 4.
 
-    def __init__(self, in_channels: int = 3) -> None:
+    The supernet's ``search.network.SearchStem`` computes the same; the module classes stay
+    two because their state-dict keys differ and saved checkpoints rely on both.
+    """
+
+    def __init__(self, in_channels: int = 3, spec: StemSpec = PAPER_STEM) -> None:
         super().__init__()
-        c0, c1, c2 = STEM_CHANNELS
+        c0, c1, c2 = spec.channels
         self.conv0 = nn.Conv2d(in_channels, c0, 3, 2, 1, bias=False)
         self.bn0 = nn.BatchNorm2d(c0)
         self.conv1 = nn.Conv2d(c0, c1, 3, 1, 1, bias=False)
@@ -110,11 +114,11 @@ class Backbone(nn.Module):
 
         self.stem = Stem(in_channels)
         num_layers = genotype.num_layers
-        channels = [STEM_CHANNELS[1], STEM_CHANNELS[2]]  # outputs so far: stem0, stem1
+        channels = [PAPER_STEM.stem0_channels, PAPER_STEM.stem1_channels]  # outputs so far
         prev_level = 0
         self.cells = nn.ModuleList()
         for i, level in enumerate(genotype.path):
-            width = filter_multiplier * 2**level
+            width = block_width(filter_multiplier, level)
             cell = Cell(
                 genotype,
                 width,
@@ -156,8 +160,7 @@ class Backbone(nn.Module):
         # The size of every level, as the stem and the 'SAME' stride-2 ops produce it.
         sizes = [tuple(stem1.shape[-2:])]
         while len(sizes) <= max(self.genotype.path):
-            h, w = sizes[-1]
-            sizes.append(((h + 1) // 2, (w + 1) // 2))
+            sizes.append(halve(sizes[-1]))
 
         prev_layer, net = stem0, stem1
         low_level = stem1

@@ -17,7 +17,8 @@ the retrain filter multiplier, input size and class count), counted like
   joint probabilities. The head (ASPP at the last level, decoder) and the stem are added.
   With one-hot beta the chain is the decoded path, and the sum is the counted Multi-Adds.
 
-Op costs come from PyTorch's FLOP counter on meta tensors, so user-added ops are priced too.
+Op costs come from each op's own profile (:class:`autodeeplab.ops.OpSpec`, ``madds``), the
+levels, widths and stem from :class:`autodeeplab.trellis.Trellis`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab.genotype import Genotype
-from autodeeplab.ops import OPS
+from autodeeplab.ops import op_spec
 from autodeeplab.search.cell import edge_index, num_edges
+from autodeeplab.trellis import Trellis, level_sizes
 
 __all__ = ["CostModel", "parse_madds_target", "MaddsTarget"]
 
-_STEM = (64, 64, 128)
 _ASPP, _LOW, _DECODER = 256, 48, 256
 
 
@@ -63,18 +63,6 @@ def parse_madds_target(text: str) -> MaddsTarget:
     if madds <= 0 or min(size) < 1:
         raise ValueError(f"target Multi-Adds {text!r}: the budget and the size must be positive")
     return MaddsTarget(madds, size)
-
-
-def _halve(hw: tuple[int, int]) -> tuple[int, int]:
-    return ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
-
-
-def _conv_madds(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of ``module`` on an input of ``shape``, counted on meta tensors."""
-    module = module.to("meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(torch.empty(shape, device="meta"))
-    return counter.get_total_flops() // 2
 
 
 class CostModel:
@@ -104,43 +92,31 @@ class CostModel:
         self.primitives = tuple(primitives)
         self.F, self.num_classes = filter_multiplier, num_classes
         self.aspp_channels, self.decoder_channels = aspp_channels, decoder_channels
-        sizes = [_halve(_halve(tuple(size)))]  # level 0 = stride 4, as the stem makes it
-        for _ in range(1, num_levels):
-            sizes.append(_halve(sizes[-1]))
+        self.trellis = Trellis(num_layers, num_levels, num_blocks, filter_multiplier)
+        sizes = level_sizes(tuple(size), num_levels)
         self.pixels = [h * w for h, w in sizes]
-        stem_half = _halve(tuple(size))
-        c0, c1, c2 = _STEM
-        self.stem = (
-            9 * (3 * c0 + c0 * c1) * stem_half[0] * stem_half[1] + 9 * c1 * c2 * self.pixels[0]
-        )
+        self.stem = self.trellis.stem.multiply_adds(tuple(size))
         # op_cost[k, level, strided]: one branch of op k writing at `level` (0 for 'none').
         table = torch.zeros(len(primitives), num_levels, 2, dtype=torch.float64)
         for k, name in enumerate(primitives):
-            if name == "none":
-                continue
+            madds = op_spec(name).madds
             for level in range(num_levels):
-                c = self.width(level)
-                out = sizes[level]
                 for strided in (0, 1):
                     if strided and level == 0:
                         continue  # no level below stride 4 to come from
-                    inp = sizes[level - 1] if strided else out
-                    op = OPS[name](c, 2 if strided else 1, True, 1)
-                    table[k, level, strided] = _conv_madds(op, (1, c, *inp))
+                    table[k, level, strided] = madds(
+                        self.width(level), 2 if strided else 1, self.pixels[level]
+                    )
         self.op_cost = table
         self._pre: list[Tensor] | None = None
 
     def width(self, level: int) -> int:
         """Block width F * 2**level."""
-        return self.F * 2**level
+        return self.trellis.width(level)
 
     def _out_channels(self, layer: int, level: int) -> int:
         """Channels of the node at ``layer`` (-1 = stem0, 0 = stem1)."""
-        if layer < 0:
-            return _STEM[1]
-        if layer == 0:
-            return _STEM[2]
-        return self.num_blocks * self.width(level)
+        return self.trellis.channels(layer, level)
 
     def _head(self, level: int) -> float:
         """ASPP at ``level`` and the decoder, with a level-0 cell as the low-level input."""
@@ -221,7 +197,8 @@ class CostModel:
         heads = trans.new_tensor([self._head(level) for level in range(nlev)])
         total = total + (final * heads).sum()
         # Without a level-0 cell the decoder's low-level input is stem1 (128 channels).
-        shift = (_STEM[2] - self.num_blocks * self.F) * _LOW * self.pixels[0]
+        low_extra = self.trellis.stem.stem1_channels - self.num_blocks * self.F
+        shift = low_extra * _LOW * self.pixels[0]
         return total + never_level0.sum() * shift
 
     def of_genotype(self, genotype: Genotype) -> int:

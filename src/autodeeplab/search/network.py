@@ -19,11 +19,9 @@ Choices where the paper is silent (SPEC.md §11-12):
 - A missing H^{l-2} is replaced by the nearest existing level of layer l-2 (the stem's
   stride-2 output for layer 1), brought to size with stride-2 convs (the first author's
   rule, NR#77).
-- Stem: the retrain stem (64/64/128 channels, stride 4). Op BatchNorms are not affine
-  (DARTS); stem and heads are.
-- Search head: 1x1 conv, 3x3 conv at rate 96/s and image pooling, each B*F*s/4 wide;
-  concatenated, 1x1 conv + BN + ReLU, 1x1 conv to num_classes. The pooled branch has no
-  BatchNorm, so a batch of one trains.
+- Stem: the retrain stem (64/64/128 channels, stride 4); the trellis, the stem's widths and
+  the node widths come from :class:`autodeeplab.trellis.Trellis`. Op BatchNorms are not
+  affine (DARTS); stem and heads (:mod:`autodeeplab.search.head`) are.
 
 Partial channels (PC-DARTS, beyond the paper; ``partial_channels`` K > 1, see
 :mod:`autodeeplab.search.cell`): the mixed ops run on 1/K of the channels, and a third
@@ -38,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +44,17 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
-from autodeeplab.ops import OPS, PRIMITIVES, Resample, resize
+from autodeeplab.ops import OPS, PRIMITIVES, resize
 from autodeeplab.search.cell import MixedOp, SearchCell, edge_softmax, num_edges, state_edges
 from autodeeplab.search.decode import decode
+from autodeeplab.search.head import SearchHead
+from autodeeplab.search.relaxation import (
+    beta_mask,
+    beta_probabilities,
+    cell_decode_weights,
+    masked_softmax,
+)
+from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve
 
 __all__ = [
     "SearchNetwork",
@@ -56,68 +63,30 @@ __all__ = [
     "beta_mask",
     "beta_probabilities",
     "cell_decode_weights",
-    "levels_at",
     "min_search_crop",
 ]
 
-STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
-
-
-def levels_at(layer: int, num_levels: int) -> list[int]:
-    """Levels that have a node at ``layer`` (layer 0 is the stem output at level 0)."""
-    if layer < 0:
-        return [STEM_LEVEL]
-    return list(range(min(layer, num_levels - 1) + 1))
-
 
 class SearchStem(nn.Module):
-    """Three 3x3 convs: stride 2 (64), 1 (64) -> stem0 at stride 2, stride 2 (128) -> stem1."""
+    """The stem of :class:`~autodeeplab.trellis.StemSpec`: stem0 at stride 2, stem1 at stride 4.
 
-    def __init__(self, channels: Sequence[int] = (64, 64, 128)) -> None:
+    The retrain network's ``model.backbone.Stem`` computes the same; the module classes stay
+    two because their state-dict keys differ and saved checkpoints rely on both.
+    """
+
+    def __init__(self, spec: StemSpec = PAPER_STEM) -> None:
         super().__init__()
-        c0, c1, c2 = channels
+        c0, c1, c2 = spec.channels
         self.conv0 = nn.Sequential(
-            nn.Conv2d(3, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()
+            nn.Conv2d(spec.in_channels, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()
         )
         self.conv1 = nn.Sequential(nn.Conv2d(c0, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1))
         self.conv2 = nn.Sequential(nn.Conv2d(c1, c2, 3, 2, 1, bias=False), nn.BatchNorm2d(c2))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, 3, H, W) -> stem0 (N, 64, H/2, W/2), stem1 (N, 128, H/4, W/4)."""
+        """(N, 3, H, W) -> stem0 (N, c1, H/2, W/2), stem1 (N, c2, H/4, W/4)."""
         stem0 = self.conv1(self.conv0(x))
         return stem0, self.conv2(F.relu(stem0))
-
-
-class SearchHead(nn.Module):
-    """Search-time ASPP: 1x1, one 3x3 at ``rate`` and image pooling, then logits."""
-
-    def __init__(self, in_channels: int, channels: int, num_classes: int, rate: int) -> None:
-        super().__init__()
-
-        def conv_bn_relu(k: int, dilation: int = 1) -> nn.Sequential:
-            pad = dilation * (k // 2)
-            conv = nn.Conv2d(in_channels, channels, k, padding=pad, dilation=dilation, bias=False)
-            return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.ReLU())
-
-        self.conv1x1 = conv_bn_relu(1)
-        self.atrous = conv_bn_relu(3, rate)
-        self.pool = nn.Conv2d(in_channels, channels, 1)
-        self.project = nn.Sequential(
-            nn.Conv2d(3 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
-        )
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
-        # Small logits at the start (SPEC.md §12.12), as the retrain model does: PyTorch's
-        # default init gave an initial CE of 2.58 > ln(8) and a weight-gradient norm of 241,
-        # which clip 5 turned into steps at 1/50 of the lr; at std 0.01 it is 67.
-        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, C, h, w) -> logits (N, num_classes, h, w)."""
-        x = F.relu(x)
-        pooled = F.relu(self.pool(F.adaptive_avg_pool2d(x, 1))).expand(-1, -1, *x.shape[-2:])
-        y = torch.cat([self.conv1x1(x), self.atrous(x), pooled], dim=1)
-        return self.classifier(self.project(y))
 
 
 @contextlib.contextmanager
@@ -206,12 +175,27 @@ class SearchNetwork(nn.Module):
         strides: Sequence[int] = (4, 8, 16, 32),
         primitives: Sequence[str] = PRIMITIVES,
         affine: bool = False,
-        stem_channels: Sequence[int] = (64, 64, 128),
+        stem_channels: Sequence[int] = PAPER_STEM.channels,
         checkpoint_cells: bool = False,
         partial_channels: int = 1,
         pool_bn: bool = True,
     ) -> None:
         super().__init__()
+        # The constructor's arguments, JSON-ready: a search checkpoint stores them, and
+        # decoding one reads the architecture's shape from them (engine/search_checkpoints).
+        self.model_kwargs: dict[str, Any] = {
+            "num_classes": num_classes,
+            "num_layers": num_layers,
+            "num_blocks": num_blocks,
+            "filter_multiplier": filter_multiplier,
+            "strides": list(strides),
+            "primitives": list(primitives),
+            "affine": affine,
+            "stem_channels": list(stem_channels),
+            "checkpoint_cells": checkpoint_cells,
+            "partial_channels": partial_channels,
+            "pool_bn": pool_bn,
+        }
         self.checkpoint_cells = checkpoint_cells
         _check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
         _check_partial_channels(partial_channels, filter_multiplier)
@@ -220,30 +204,23 @@ class SearchNetwork(nn.Module):
         self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
         self.primitives = tuple(primitives)
         self.num_levels = nlev = len(self.strides)
-
-        def channels(layer: int, level: int) -> int:
-            if layer < 0:
-                return stem_channels[1]
-            if layer == 0:
-                return stem_channels[2]
-            return num_blocks * filter_multiplier * 2**level
-
-        self.stem = SearchStem(stem_channels)
+        stem = StemSpec(tuple(stem_channels))
+        self.trellis = trellis = Trellis(num_layers, nlev, num_blocks, filter_multiplier, stem)
+        self.stem = SearchStem(stem)
         layers, incoming, counts = [], [], []
+        nodes = trellis.nodes()
         for layer in range(1, num_layers + 1):
-            nodes = []
-            prev_levels, prev2_levels = levels_at(layer - 1, nlev), levels_at(layer - 2, nlev)
-            for level in levels_at(layer, nlev):
-                sources = [s for s in (level - 1, level, level + 1) if s in prev_levels]
-                pp = min(prev2_levels, key=lambda s, lv=level: abs(s - lv))
-                nodes.append(
+            modules = []
+            for node in (n for n in nodes if n.layer == layer):
+                level, sources, pp = node.level, node.sources, node.prev_prev_level
+                modules.append(
                     _Node(
                         level,
                         sources,
-                        [channels(layer - 1, s) for s in sources],
+                        [trellis.channels(layer - 1, s) for s in sources],
                         pp,
-                        channels(layer - 2, pp),
-                        filter_multiplier * 2**level,
+                        trellis.channels(layer - 2, pp),
+                        trellis.width(level),
                         num_blocks,
                         self.primitives,
                         affine,
@@ -254,11 +231,11 @@ class SearchNetwork(nn.Module):
                 # beta[layer-1, source level, direction] with direction = target - source + 1.
                 incoming += [((layer - 1) * nlev + s) * 3 + (level - s + 1) for s in sources]
                 counts.append(len(sources))
-            layers.append(nn.ModuleList(nodes))
+            layers.append(nn.ModuleList(modules))
         self.layers = nn.ModuleList(layers)
+        last = [trellis.channels(num_layers, lv) for lv in trellis.levels_at(num_layers)]
         self.heads = nn.ModuleList(
-            SearchHead(channels(num_layers, lv), channels(num_layers, lv), num_classes, 96 // s)
-            for lv, s in zip(levels_at(num_layers, nlev), self.strides, strict=False)
+            SearchHead(c, c, num_classes, 96 // s) for c, s in zip(last, self.strides, strict=False)
         )
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(num_blocks), len(primitives)))
         self.beta = nn.Parameter(1e-3 * torch.randn(num_layers, nlev, 3))
@@ -300,7 +277,7 @@ class SearchNetwork(nn.Module):
 
     def beta_weights(self) -> Tensor:
         """beta as transition probabilities (L, num_levels, 3), 0 on missing edges (Eq. 7)."""
-        return _masked_softmax(self.beta, self.beta_mask)
+        return masked_softmax(self.beta, self.beta_mask)
 
     def genotype(self, path_decode: str = "relative") -> Genotype:
         """Decode the current alpha and beta (argmax cell, Viterbi path; see ``decode``)."""
@@ -329,9 +306,8 @@ class SearchNetwork(nn.Module):
         beta_in = self.beta_weights().flatten()[self._incoming].split(self._incoming_counts)
         stem0, stem1 = self.stem(x)
         sizes = [tuple(stem1.shape[-2:])]
-        for _ in range(1, self.num_levels):
-            h, w = sizes[-1]
-            sizes.append(((h + 1) // 2, (w + 1) // 2))
+        while len(sizes) < self.num_levels:  # as the stride-2 edges produce them
+            sizes.append(halve(sizes[-1]))
         prev2, prev = {-1: stem0}, {0: stem1}
         i = 0
         for nodes in self.layers:
@@ -366,19 +342,6 @@ class SearchNetwork(nn.Module):
         return logits
 
 
-def cell_decode_weights(alpha: Tensor, gamma: Tensor | None, num_blocks: int) -> Tensor:
-    """The weights cell decoding ranks, from raw alpha (E, K) and gamma (E,) or None.
-
-    softmax(alpha) per edge; with PC-DARTS edge normalisation (gamma given) each row is
-    scaled by its edge weight, so the edge choice uses edge weight x op weight while the op
-    choice on an edge is unchanged. Works on a checkpoint's tensors without the network.
-    """
-    weights = F.softmax(alpha, dim=-1)
-    if gamma is None:
-        return weights
-    return weights * edge_softmax(gamma, num_blocks).unsqueeze(-1)
-
-
 def min_search_crop(strides: Sequence[int]) -> int:
     """The smallest search crop that leaves the coarsest level 3x3 (SPEC.md §12.12).
 
@@ -387,36 +350,6 @@ def min_search_crop(strides: Sequence[int]) -> int:
     of 1e9 at crop 32 with strides up to 32).
     """
     return 3 * max(strides)
-
-
-def beta_mask(num_layers: int, num_levels: int) -> Tensor:
-    """True where beta[l, source level, direction] is an edge of the trellis (L, levels, 3).
-
-    Row l holds the edges from layer l (0 = the stem) into layer l + 1; direction
-    d = 0, 1, 2 goes to level source - 1, source, source + 1.
-    """
-    mask = torch.zeros(num_layers, num_levels, 3, dtype=torch.bool)
-    for layer in range(1, num_layers + 1):
-        targets = levels_at(layer, num_levels)
-        for src in levels_at(layer - 1, num_levels):
-            for d in range(3):
-                mask[layer - 1, src, d] = (src + d - 1) in targets
-    return mask
-
-
-def _masked_softmax(beta: Tensor, mask: Tensor) -> Tensor:
-    # Rows with no edge (a level a layer lacks) get finite logits so that no NaN reaches
-    # the gradient; the mask zeroes them after the softmax.
-    has_edge = mask.any(dim=-1, keepdim=True)
-    fill = torch.where(has_edge, float("-inf"), 0.0).to(beta.dtype)
-    return F.softmax(torch.where(mask, beta, fill), dim=-1) * mask
-
-
-def beta_probabilities(beta: Tensor, num_levels: int) -> Tensor:
-    """Softmax of raw beta (L, num_levels, 3) over each node's existing outgoing edges."""
-    if beta.ndim != 3 or beta.shape[1:] != (num_levels, 3):
-        raise ValueError(f"beta must have shape (L, {num_levels}, 3), got {tuple(beta.shape)}")
-    return _masked_softmax(beta, beta_mask(beta.shape[0], num_levels).to(beta.device))
 
 
 def _check_partial_channels(partial_channels: int, filter_multiplier: int) -> None:

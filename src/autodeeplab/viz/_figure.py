@@ -13,12 +13,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
 
 from autodeeplab.checkpoint import atomic_write
 
-__all__ = ["DPI", "new_figure", "save_figure", "write_png"]
+__all__ = ["DPI", "arrow", "new_figure", "save_figure", "write_png"]
+
+Point = tuple[float, float]
 
 #: Dots per inch of every figure: a figure of W x H inches is 100 W x 100 H pixels.
 DPI = 100
@@ -43,3 +47,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     # No 'Software' key: the bytes then depend only on the drawing.
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return write_png(buffer.getvalue(), path)
+
+
+def arrow(ax: Axes, a: Point | None = None, b: Point | None = None, **style: Any) -> None:
+    """Add a filled-head arrow from ``a`` to ``b`` (or along ``path=``)."""
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", **style))

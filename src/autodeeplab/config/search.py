@@ -1,0 +1,138 @@
+"""The search sections: the supernet (``model``), the data and the search loop (``search``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from autodeeplab.config.data import DataConfig
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.trellis import PAPER_STEM
+
+__all__ = [
+    "CPU_SEARCH_PRESET",
+    "SearchConfig",
+    "SearchLoopConfig",
+    "SearchModelConfig",
+    "supernet_kwargs",
+]
+
+
+@dataclass(frozen=True)
+class SearchModelConfig:
+    """The supernet: :class:`autodeeplab.search.SearchNetwork` arguments."""
+
+    num_layers: int = 12
+    num_blocks: int = 5
+    filter_multiplier: int = 8
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    primitives: tuple[str, ...] = PRIMITIVES
+    affine: bool = False
+    stem_channels: tuple[int, int, int] = PAPER_STEM.channels  # the paper's (SPEC.md §6.1)
+    # Activation checkpointing per cell: true, false, or auto (on where the saved activations
+    # are at least half of the estimated peak, or it would not fit; autodeeplab.search.memory).
+    checkpoint_cells: bool | str = "auto"
+    # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
+    # normalisation; 1 = off. K must divide filter_multiplier.
+    partial_channels: int = 1
+    # BatchNorm (not affine) after the pools of the search mixed op (SPEC.md §12.11), so a
+    # pool cannot win alpha by the scale of its output; false: the discrete net's plain pools.
+    pool_bn: bool = True
+
+
+def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
+    """The keyword arguments of ``SearchNetwork`` (all but ``num_classes``) that ``model`` holds.
+
+    The section's fields are exactly the constructor's arguments; ``checkpoint_cells`` may
+    still be ``auto``, which the engine resolves before building.
+    """
+    return {f.name: getattr(model, f.name) for f in fields(model)}
+
+
+@dataclass(frozen=True)
+class SearchLoopConfig:
+    """The first-order bi-level search (paper §4.2, §5.1)."""
+
+    epochs: int = 40
+    batch_size: int = 2
+    # alpha/beta learn from this epoch on (0-based: 20 = after 20 epochs of w alone)...
+    arch_start_epoch: int = 20
+    # ...and, when set, only once an epoch's mean train loss is below this: a number, or
+    # "prior" for the entropy of trainA's class frequencies (the loss of predicting them
+    # everywhere: a supernet above it has learnt nothing yet for alpha/beta to follow). If the
+    # loss never gets there, they start anyway halfway between arch_start_epoch and the end.
+    arch_start_loss: float | str | None = None
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    # Adam's lr for alpha/beta: a number (the paper: 3e-3), or "auto": arch_logit_budget /
+    # the number of architecture steps the schedule leaves when they start, within
+    # [3e-3, 3e-2]. Adam moves a logit by about lr a step, so a short search at 3e-3 cannot
+    # move beta past the decode's margin (README, "The schedule").
+    arch_lr: float | str = 3e-3
+    arch_logit_budget: float = 3.0
+    arch_weight_decay: float = 1e-3
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    # How the Viterbi scores the path: "relative" to a uniform choice among each node's
+    # outgoing edges (SPEC.md §12.10), or "literal" (Eq. 7 as written; a prior toward
+    # stride 4 that decides every short search). Recorded in genotype.json and the log.
+    path_decode: str = "relative"
+    # A search whose decoded path beats the runner-up by fewer nats than this ends with a
+    # warning: beta has not learnt enough to choose (exp(0.5) = 1.65x as likely).
+    min_path_margin: float = 0.5
+    # BatchNorm in the supernet's validation: "batch" statistics, as the training and the
+    # architecture steps see them (the default); "recalibrate": running statistics recomputed
+    # over the first 8 trainA batches; "running": the running averages (DARTS). With batch-2,
+    # non-affine BNs the running statistics do not describe what the supernet learnt: on the
+    # CPU preset they gave val CE 4.2 where batch statistics gave 1.37 (README).
+    val_bn: str = "batch"
+    # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
+    # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
+    # architecture epochs, against the collapse onto parameter-free ops. 0 = off.
+    aux_skip: float = 0.0
+    split_fraction: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    tensorboard: bool = True
+    keep_checkpoints: int = 2
+    # Cost-aware search (beyond the paper): pull the decoded network toward a Multi-Adds
+    # budget of the retrain network, e.g. "50G@1024x2048"; null searches for accuracy alone.
+    target_madds: str | None = None
+    cost_weight: float = 1.0  # lambda in CE + lambda * log(E[Multi-Adds] / target)^2
+    cost_filter_multiplier: int = 20  # F of the retrain network the budget is for (S = 20)
+    # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
+    sync_bn: bool = False
+    # Mixed precision: off (the paper's fp32, the default), auto (bf16 or fp16 on CUDA, off
+    # on CPU), bf16 (also on CPU, where it is only faster with bf16 units), fp16 (CUDA only).
+    amp: str = "off"
+    # An inf/nan loss, gradient or alpha/beta: stop (error naming the step and the last good
+    # checkpoint) or skip (drop that update, count it; stop past max_skipped of all updates).
+    nonfinite: str = "stop"
+    max_skipped: float = 0.1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything an ``autodeeplab search`` run needs."""
+
+    model: SearchModelConfig = field(default_factory=SearchModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchLoopConfig = field(default_factory=SearchLoopConfig)
+
+
+#: The default of ``autodeeplab search``: a smaller space than the paper's (L=8, strides 4-16)
+#: on the built-in data, sized for 2 CPU cores (under 10 minutes) so that the search learns
+#: something there. Equal to configs/search/synthetic.yaml.
+CPU_SEARCH_PRESET: dict[str, Any] = {
+    "model": {"num_layers": 8, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
+    "data": {"spec": "synthetic", "crop": 64, "train_samples": 96, "val_samples": 32},
+    "search": {
+        "epochs": 10,
+        "arch_start_epoch": 2,
+        "arch_start_loss": "prior",
+        "arch_lr": "auto",
+        "batch_size": 2,
+    },
+}

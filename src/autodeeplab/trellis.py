@@ -1,0 +1,237 @@
+"""The trellis of the Auto-DeepLab search space and its stem, described once (paper §3.2, §4.1).
+
+- Stem: three 3x3 convs, stride 2 (64), stride 1 (64) -> ``stem0`` at stride 2, stride 2
+  (128) -> ``stem1`` at stride 4 (SPEC.md §6.1); independent of F.
+- Levels: level s is stride 4 * 2**s. Layer 0 is ``stem1`` at level 0 (and layer -1
+  ``stem0``, :data:`STEM_LEVEL`); layer l = 1..L has a node at every level
+  0..min(l, num_levels - 1).
+- Edges: a node at level s reads H^{l-1} at the levels s-1, s, s+1 that exist (Eq. 6), and
+  H^{l-2} at the nearest level of layer l-2, brought there by stride-2 convs (NR#77).
+- Widths: a block at level s is F * 2**s channels wide; a cell's output is B blocks.
+
+The supernet (``search/network.py``), the memory estimate (``search/memory.py``), the cost
+model (``search/cost.py``) and the retrain backbone (``model/backbone.py``) read this module.
+It also holds :class:`Resample`, the module of a trellis edge, with its weight and memory
+profile, and the stem's, which the memory estimate and the cost model count.
+
+The stem's *modules* stay two (``search.network.SearchStem`` and ``model.backbone.Stem``):
+they compute the same thing, but their state-dict keys differ (``conv0.0.weight`` against
+``conv0.weight`` / ``bn0.weight``) and saved search and train checkpoints rely on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from autodeeplab.ops import ReLUConvBN, resize
+
+__all__ = [
+    "PAPER_STEM",
+    "STEM_LEVEL",
+    "Node",
+    "Resample",
+    "StemSpec",
+    "Trellis",
+    "block_width",
+    "halve",
+    "level_sizes",
+    "levels_at",
+]
+
+STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
+
+
+def halve(size: tuple[int, int]) -> tuple[int, int]:
+    """Spatial size after a 'SAME' stride-2 op: ceil(d / 2) per side."""
+    return ((size[0] + 1) // 2, (size[1] + 1) // 2)
+
+
+def level_sizes(size: tuple[int, int], num_levels: int) -> list[tuple[int, int]]:
+    """(H, W) of every level (0 = stride 4) for an input of ``size``, as the stem and the
+    stride-2 ops produce them (ceil halving)."""
+    sizes = [halve(halve(size))]
+    for _ in range(1, num_levels):
+        sizes.append(halve(sizes[-1]))
+    return sizes
+
+
+def levels_at(layer: int, num_levels: int) -> list[int]:
+    """Levels that have a node at ``layer`` (layer 0: ``stem1``; layer -1: ``stem0``)."""
+    if layer < 0:
+        return [STEM_LEVEL]
+    return list(range(min(layer, num_levels - 1) + 1))
+
+
+def block_width(filter_multiplier: int, level: int) -> int:
+    """Channels of a block at ``level``: F * 2**level."""
+    return filter_multiplier * 2**level
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The stem's widths (c0, c1, c2): stride-2 conv to c0, conv to c1 (``stem0``, stride 2),
+    stride-2 conv to c2 (``stem1``, stride 4); every conv 3x3, without bias, then BatchNorm."""
+
+    channels: tuple[int, int, int] = (64, 64, 128)
+    in_channels: int = 3
+
+    @property
+    def stem0_channels(self) -> int:
+        """Channels of ``stem0`` (stride 2), H^{l-2} of layer 1."""
+        return self.channels[1]
+
+    @property
+    def stem1_channels(self) -> int:
+        """Channels of ``stem1`` (stride 4, level 0), H^{l-1} of layer 1."""
+        return self.channels[2]
+
+    def weight_count(self) -> int:
+        """Parameters: the three convs and their affine BatchNorms."""
+        c0, c1, c2 = self.channels
+        return 9 * (self.in_channels * c0 + c0 * c1 + c1 * c2) + 2 * (c0 + c1 + c2)
+
+    def buffer_count(self) -> int:
+        """BatchNorm running-statistics elements."""
+        return 2 * sum(self.channels)
+
+    def multiply_adds(self, size: tuple[int, int]) -> int:
+        """Multi-Adds on an input of ``size`` (H, W)."""
+        c0, c1, c2 = self.channels
+        h2, w2 = halve(size)
+        h4, w4 = halve((h2, w2))
+        return 9 * (self.in_channels * c0 + c0 * c1) * h2 * w2 + 9 * c1 * c2 * h4 * w4
+
+    def saved_elements(self, size: tuple[int, int]) -> int:
+        """Elements autograd keeps per image when the stem learns (the w step).
+
+        conv0's output and its ReLU, conv1's output and ReLU(stem0) at stride 2, conv2's
+        output at stride 4.
+        """
+        c0, _, c2 = self.channels
+        h2, w2 = halve(size)
+        h4, w4 = halve((h2, w2))
+        return 4 * c0 * h2 * w2 + c2 * h4 * w4
+
+
+#: The paper's stem (SPEC.md §6.1), shared by the supernet and the retrain network.
+PAPER_STEM = StemSpec()
+
+
+class Node(NamedTuple):
+    """A trellis node: its layer and level, the levels of H^{l-1} it reads, and H^{l-2}'s."""
+
+    layer: int
+    level: int
+    sources: list[int]
+    prev_prev_level: int
+
+
+@dataclass(frozen=True)
+class Trellis:
+    """The L-layer trellis over ``num_levels`` levels with B-block cells of width F * 2**level."""
+
+    num_layers: int
+    num_levels: int
+    num_blocks: int
+    filter_multiplier: int
+    stem: StemSpec = PAPER_STEM
+
+    def levels_at(self, layer: int) -> list[int]:
+        """Levels that have a node at ``layer`` (layer 0: ``stem1``; layer -1: ``stem0``)."""
+        return levels_at(layer, self.num_levels)
+
+    def width(self, level: int) -> int:
+        """Block width at ``level``: F * 2**level."""
+        return block_width(self.filter_multiplier, level)
+
+    def channels(self, layer: int, level: int) -> int:
+        """Channels of the hidden state of ``layer`` at ``level`` (layers -1, 0: the stem)."""
+        if layer < 0:
+            return self.stem.stem0_channels
+        if layer == 0:
+            return self.stem.stem1_channels
+        return self.num_blocks * self.width(level)
+
+    def nodes(self) -> list[Node]:
+        """Every node of layers 1..L, layer by layer, finest level first."""
+        out = []
+        for layer in range(1, self.num_layers + 1):
+            prev, prev2 = self.levels_at(layer - 1), self.levels_at(layer - 2)
+            for level in self.levels_at(layer):
+                sources = [s for s in (level - 1, level, level + 1) if s in prev]
+                pp = min(prev2, key=lambda s, lv=level: abs(s - lv))
+                out.append(Node(layer, level, sources, pp))
+        return out
+
+
+class Resample(nn.Module):
+    """A trellis edge that brings a hidden state to another level and to a cell's width.
+
+    Paper §5.1: an s/2 -> s edge is a stride-2 convolution; a 2s -> s edge is bilinear
+    upsampling and a 1x1 convolution. Each edge here also maps to the receiving cell's
+    block width, so it doubles as the cell's input preprocessing (one conv, not two):
+
+    - ``level_delta > 0`` (to a coarser level): ``level_delta`` x (ReLU, 3x3 stride-2 conv,
+      BN), the first of them to the target width;
+    - ``level_delta == 0``: ReLU, 1x1 conv, BN;
+    - ``level_delta < 0`` (to a finer level): ReLU, 1x1 conv, BN at the source resolution,
+      then bilinear upsampling to the target size. The conv commutes with the upsampling,
+      so running it first costs 4x less.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, level_delta: int, affine: bool = False
+    ) -> None:
+        super().__init__()
+        self.level_delta = level_delta
+        if level_delta > 0:
+            convs = [ReLUConvBN(in_channels, out_channels, 3, 2, affine)]
+            for _ in range(level_delta - 1):
+                convs.append(ReLUConvBN(out_channels, out_channels, 3, 2, affine))
+            self.body = nn.Sequential(*convs)
+        else:
+            self.body = ReLUConvBN(in_channels, out_channels, 1, 1, affine)
+
+    def forward(self, x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+        """(N, C_in, h, w) -> (N, C_out, *size)."""
+        x = self.body(x)
+        if self.level_delta < 0:
+            x = resize(x, size)
+        return x
+
+    @staticmethod
+    def weight_count(in_channels: int, out_channels: int, level_delta: int, affine: bool) -> int:
+        """Parameters of ``Resample(in_channels, out_channels, level_delta, affine)``."""
+        bn = 2 * out_channels if affine else 0
+        if level_delta > 0:
+            first = in_channels * out_channels * 9 + bn
+            return first + (level_delta - 1) * (out_channels * out_channels * 9 + bn)
+        return in_channels * out_channels + bn
+
+    @staticmethod
+    def buffer_count(out_channels: int, level_delta: int) -> int:
+        """BatchNorm running-statistics elements: one BatchNorm per conv."""
+        return 2 * out_channels * max(level_delta, 1)
+
+    @staticmethod
+    def saved_elements(
+        in_channels: int, out_channels: int, level_delta: int, pixels: Sequence[int]
+    ) -> int:
+        """Elements autograd keeps per image: per ReLU-conv-BN, the ReLU and the conv output.
+
+        ``pixels``: H * W of the source level, then of each level the edge passes through
+        (``level_delta`` more); an upsampling edge convolves at the source resolution and
+        its upsampling saves nothing.
+        """
+        if level_delta <= 0:
+            return (in_channels + out_channels) * pixels[0]
+        total, c_in = 0, in_channels
+        for step in range(level_delta):
+            total += c_in * pixels[step] + out_channels * pixels[step + 1]
+            c_in = out_channels
+        return total

@@ -1,0 +1,132 @@
+"""Tests of the trellis description, the stem's description and the resampling edges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodeeplab.genotype import PAPER_GENOTYPE
+from autodeeplab.model.backbone import Backbone, Stem
+from autodeeplab.model.complexity import count_multiply_adds
+from autodeeplab.search.network import SearchNetwork, SearchStem
+from autodeeplab.trellis import (
+    PAPER_STEM,
+    Resample,
+    StemSpec,
+    Trellis,
+    halve,
+    level_sizes,
+    levels_at,
+)
+
+
+def test_nodes_are_the_supernets() -> None:
+    net = SearchNetwork(3, num_layers=5, num_blocks=2, filter_multiplier=2, strides=(4, 8, 16))
+    trellis = Trellis(5, 3, 2, 2)
+    built = [
+        (layer, node.level, node.sources, node.prev_prev_level)
+        for layer, nodes in enumerate(net.layers, start=1)
+        for node in nodes
+    ]
+    assert built == [tuple(node) for node in trellis.nodes()]
+    assert [trellis.levels_at(layer) for layer in range(-1, 4)] == [
+        [-1],
+        [0],
+        [0, 1],
+        [0, 1, 2],
+        [0, 1, 2],
+    ]
+    assert trellis.levels_at(2) == levels_at(2, 3)
+    assert [trellis.channels(layer, 1) for layer in (-1, 0, 1)] == [64, 128, 2 * 2 * 2]
+
+
+def test_sizes_halve_up() -> None:
+    assert halve((9, 8)) == (5, 4)
+    assert level_sizes((65, 33), 4) == [(17, 9), (9, 5), (5, 3), (3, 2)]
+
+
+@pytest.mark.parametrize("channels", [(64, 64, 128), (4, 6, 8)])
+def test_stem_spec_counts_both_stem_modules(channels: tuple[int, int, int]) -> None:
+    spec = StemSpec(channels)
+    for stem in (SearchStem(spec), Stem(spec=spec)):
+        assert sum(p.numel() for p in stem.parameters()) == spec.weight_count()
+        floats = [b for b in stem.buffers() if b.dtype.is_floating_point]
+        assert sum(b.numel() for b in floats) == spec.buffer_count()
+    assert count_multiply_adds(Stem(spec=spec), (37, 50)) == spec.multiply_adds((37, 50))
+
+
+def test_the_two_stem_modules_compute_the_same(randomize) -> None:
+    # One description, two module classes only for their state-dict keys (saved checkpoints).
+    search, retrain = randomize(SearchStem(StemSpec((4, 6, 8)))), Stem(spec=StemSpec((4, 6, 8)))
+    src = search.state_dict()
+    renamed = {}
+    for key, value in src.items():
+        conv, index, rest = key.split(".", 2)
+        renamed[f"{conv}.{rest}" if index == "0" else f"bn{conv[-1]}.{rest}"] = value
+    retrain.load_state_dict(renamed)
+    x = torch.randn(2, 3, 19, 23)
+    for a, b in zip(search.eval()(x), retrain.eval()(x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_paper_stem_is_the_retrain_backbones() -> None:
+    backbone = Backbone(PAPER_GENOTYPE, 8)
+    assert sum(p.numel() for p in backbone.stem.parameters()) == PAPER_STEM.weight_count()
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("delta", [-2, -1, 0, 1, 2])
+def test_resample_profile_equals_the_module(delta: int, affine: bool) -> None:
+    op = Resample(6, 5, delta, affine)
+    assert sum(p.numel() for p in op.parameters()) == Resample.weight_count(6, 5, delta, affine)
+    floats = [b for b in op.buffers() if b.dtype.is_floating_point]
+    assert sum(b.numel() for b in floats) == Resample.buffer_count(5, delta)
+
+
+# -- Resample ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level_delta", "in_size", "out_size"),
+    [
+        (1, (9, 7), (5, 4)),
+        (2, (9, 7), (3, 2)),
+        (1, (17, 33), (9, 17)),
+        (0, (9, 7), (9, 7)),
+        (-1, (5, 4), (9, 7)),
+        (-2, (3, 2), (9, 7)),
+        (-1, (9, 17), (17, 33)),
+    ],
+)
+def test_resample_size_and_channels(
+    level_delta: int, in_size: tuple[int, int], out_size: tuple[int, int]
+) -> None:
+    op = Resample(6, 5, level_delta)
+    y = op(torch.randn(2, 6, *in_size), out_size)
+    assert tuple(y.shape) == (2, 5, *out_size)
+    y.sum().backward()
+    assert all(p.grad is not None for p in op.parameters())
+
+
+def test_resample_structure() -> None:
+    down2 = Resample(6, 5, 2)
+    convs = [m for m in down2.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (6, 5, (3, 3), (2, 2)),
+        (5, 5, (3, 3), (2, 2)),
+    ]
+    up = Resample(6, 5, -1)
+    convs = [m for m in up.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.kernel_size, c.stride) for c in convs] == [((1, 1), (1, 1))]
+    # affine=False by default: the search-time convention (SPEC §12.4).
+    assert sum(p.numel() for p in Resample(6, 5, 0).parameters()) == 30
+    assert sum(p.numel() for p in Resample(6, 5, 0, affine=True).parameters()) == 40
+
+
+def test_resample_upsampling_is_conv_then_bilinear(randomize) -> None:
+    op = randomize(Resample(4, 3, -1)).eval()
+    x = torch.randn(1, 4, 5, 4)
+    ref = F.interpolate(op.body(x), size=(9, 7), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(op(x, (9, 7)), ref)
