@@ -254,8 +254,13 @@ def test_auto_checkpointing_turns_on_where_activations_dominate() -> None:
     # Partial channels shrink the activations more than the weights' state: on later.
     assert not auto("data.crop=128", "model.partial_channels=4")
     assert auto("data.crop=224", "model.partial_channels=4")
-    # A peak that would not fit turns it on at any crop; an explicit value always wins.
+    # With the memory known, only a peak that would not fit in half of it turns it on: it
+    # costs 1.5-2x the step time, for nothing where the memory is there.
     assert auto("data.crop=64", available=2**20)
+    peak = _estimate(_cfg("data.crop=321", "model.checkpoint_cells=false")).total
+    assert not auto("data.crop=321", available=2 * peak + 1)
+    assert auto("data.crop=321", available=2 * peak - 1)
+    # An explicit value always wins.
     cfg = _cfg("data.crop=321", "model.checkpoint_cells=false")
     assert resolve_checkpoint_cells(**_args_of(cfg), available=1) is False
     assert resolve_checkpoint_cells(**_args_of(_cfg("data.crop=32", "model.checkpoint_cells=true")))

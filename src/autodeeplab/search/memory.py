@@ -73,6 +73,7 @@ from autodeeplab.search.footprint import saved_activation_bytes, search_paramete
 from autodeeplab.trellis import PAPER_STEM
 
 __all__ = [
+    "AUTO_CHECKPOINT_SHARE",
     "MemoryEstimate",
     "device_memory_bytes",
     "estimate_search_memory",
@@ -154,7 +155,10 @@ def estimate_search_memory(
         raise ValueError(f"model.checkpoint_cells={checkpoint_cells!r}: use true, false or auto")
     # auto: see resolve_checkpoint_cells.
     off = _estimate(False, **args)
-    on = 2 * off.activations >= off.total or (available is not None and off.total > available)
+    if available is None:  # memory unknown: save it where the activations are most of it
+        on = 2 * off.activations >= off.total
+    else:
+        on = off.total > AUTO_CHECKPOINT_SHARE * available
     return replace(_estimate(True, **args) if on else off, auto=True)
 
 
@@ -261,6 +265,12 @@ def memory_warning(est: MemoryEstimate, available: int) -> str | None:
     )
 
 
+#: ``checkpoint_cells=auto`` turns checkpointing on where the search's estimated peak without
+#: it would exceed this share of the device's memory (the rest is left to the data loader,
+#: other processes and the estimate's error).
+AUTO_CHECKPOINT_SHARE = 0.5
+
+
 def resolve_checkpoint_cells(
     crop: int, batch_size: int, num_classes: int = 19, **kwargs: Any
 ) -> bool:
@@ -268,13 +278,12 @@ def resolve_checkpoint_cells(
 
     Takes the arguments of :func:`estimate_search_memory`. Checkpointing changes no result
     (the recomputed forward is the same, and the BatchNorm statistics are not moved twice);
-    it trades one more forward pass of the cells for most of their saved activations.
-    ``auto`` turns it on where those activations are at least half of the estimated peak
-    without it, and wherever that peak would exceed ``available`` bytes. With the paper's
-    settings (L=12, F=8, batch 2) that is from a crop of about 112: at 128 it cuts the peak
-    RSS by 45% for about twice the step time on a CPU, at 321 by 80% for about a third more;
-    at 64 the weights and their momentum dominate, and it would double the step for 15% less
-    memory. benchmarks/README.md has the measurements.
+    it trades one more forward pass of the cells for most of their saved activations: at
+    crop 128 (L=12, F=8, batch 2) 45% less peak RSS for 1.5-2x the step time on a CPU, at
+    321 80% less for about a third more (benchmarks/README.md). So ``auto`` turns it on only
+    where the peak without it would take more than ``AUTO_CHECKPOINT_SHARE`` of the
+    ``available`` memory; where that is unknown, where the activations are at least half of
+    that peak (from a crop of about 112 at the paper's settings).
     """
     return estimate_search_memory(crop, batch_size, num_classes, **kwargs).checkpoint_cells
 
