@@ -21,7 +21,7 @@ from autodeeplab.engine.runtime import compile_backend, select_device
 from autodeeplab.engine.search import supernet
 from autodeeplab.engine.search_data import check_search_crop
 from autodeeplab.engine.strategies import check_strategy
-from autodeeplab.engine.train import build_train_model
+from autodeeplab.engine.train_model import build_train_model
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.cost import parse_madds_target
 from autodeeplab.search.memory import device_memory_bytes
