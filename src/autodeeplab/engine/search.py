@@ -22,11 +22,7 @@ supernet unwrapped and the gradients of each step averaged by
 :func:`~autodeeplab.engine.search_step.search_step` (its docstring says why not DDP); only
 rank 0 writes files. SIGINT/SIGTERM stop the run after the current step pair with a
 mid-epoch checkpoint that resumes exactly (:mod:`autodeeplab.engine.search_checkpoints`).
-
-Numerical guards and mixed precision: see :class:`~autodeeplab.engine.guards.NonFiniteGuard`
-(``search.nonfinite``, ``search.max_skipped``) and ``search.amp``. The fp16 mode keeps one
-GradScaler per optimiser (:mod:`autodeeplab.engine.strategies.darts`); both scalers travel
-with the checkpoint.
+Numerical guards: :class:`~autodeeplab.engine.guards.NonFiniteGuard` (``search.nonfinite``).
 """
 
 from __future__ import annotations
@@ -60,12 +56,20 @@ from autodeeplab.engine.search_checkpoints import (
     epoch_end_path,
     find_latest_checkpoint,
     load_resume_state,
+    previous_genotype,
     prune_checkpoints,
+    restore_schedule,
     stop_path,
 )
 from autodeeplab.engine.search_cost import CostTerm
 from autodeeplab.engine.search_data import SearchData, check_search_crop
-from autodeeplab.engine.search_epoch import EpochTally, arch_record, epoch_record, margin_warning
+from autodeeplab.engine.search_epoch import (
+    TENSORBOARD_TAGS,
+    EpochTally,
+    arch_record,
+    epoch_record,
+    margin_warning,
+)
 from autodeeplab.engine.search_step import all_finite, validate_supernet
 from autodeeplab.engine.strategies import check_strategy
 from autodeeplab.genotype import Genotype
@@ -81,12 +85,6 @@ __all__ = [
     "margin_warning",
     "supernet",
 ]
-
-#: The epoch record's keys that go to TensorBoard, as ``search/<key>``.
-_SCALARS = (
-    "train_loss", "arch_loss", "val_loss", "val_miou", "val_pixel_acc", "lr", "expected_madds",
-    "decoded_madds",
-)  # fmt: skip
 
 
 def supernet(
@@ -194,7 +192,7 @@ class _Search:
             check_same_model(state, cfg, self.resume_path)
         device = self.device = run.device
         # Before the run folder is written: an amp mode the device lacks is refused up front.
-        self.amp_dtype = resolve_amp(loop.amp, device, "search.amp")
+        self.amp_dtype = amp_dtype = resolve_amp(loop.amp, device, "search.amp")
         check_search_crop(cfg)
         seed_everything(loop.seed)
         run.write_folder(cfg)
@@ -225,12 +223,7 @@ class _Search:
         )
         self.cost = CostTerm(cfg, model, self.num_classes) if loop.target_madds else None
         self.strategy = make_strategy(
-            model,
-            loop,
-            device=device,
-            amp_dtype=self.amp_dtype,
-            guard=self.guard,
-            penalty=self.cost,
+            model, loop, device=device, amp_dtype=amp_dtype, guard=self.guard, penalty=self.cost
         )
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.strategy.w_optimizer, T_max=loop.epochs, eta_min=loop.lr_min
@@ -252,14 +245,8 @@ class _Search:
             self.run.restart_log(None)
         else:
             check_state_dict(self.resume_path, self.model.state_dict(), state["model"], "model")
-            if state.get("previous_genotype") is not None:
-                self.previous_genotype = Genotype.from_dict(state["previous_genotype"])
-            elif state.get("genotype") is not None and "partial" not in state:
-                self.previous_genotype = Genotype.from_dict(state["genotype"])
-            if "arch_schedule" in state:
-                self.schedule.load(state["arch_schedule"])
-            elif state["epoch"] > self.cfg.search.arch_start_epoch:  # a run from before it
-                self.schedule.started_epoch = self.cfg.search.arch_start_epoch
+            self.previous_genotype = previous_genotype(state)
+            restore_schedule(self.schedule, state, self.cfg.search.arch_start_epoch)
             self.model.load_state_dict(state["model"])
             self.strategy.load_state_dict(state)
             self.w_sched.load_state_dict(state["w_scheduler"])
@@ -372,7 +359,7 @@ class _Search:
         self.previous_genotype = genotype
         if self.run.main and self.cost is not None:
             record.update(self.cost.report(genotype))
-        self.run.log(record, epoch + 1, {key: f"search/{key}" for key in _SCALARS})
+        self.run.log(record, epoch + 1, TENSORBOARD_TAGS)
         self.run.log_text("search/genotype", genotype.to_json(), epoch + 1)
         self.record = record
         self.last_checkpoint = epoch_end_path(self.run.ckpt_dir, epoch + 1)

@@ -27,6 +27,7 @@ import torch
 
 from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint
 from autodeeplab.config import SearchConfig, SearchModelConfig, config_from_dict, config_to_dict
+from autodeeplab.engine.arch_schedule import ArchSchedule
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.decode import decode, path_margin
 from autodeeplab.search.network import beta_probabilities, cell_decode_weights
@@ -39,6 +40,8 @@ __all__ = [
     "find_latest_checkpoint",
     "load_resume_state",
     "check_same_model",
+    "previous_genotype",
+    "restore_schedule",
     "decode_checkpoint",
 ]
 
@@ -149,6 +152,23 @@ def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None
             f"{path}: checkpoint was made with model {config_to_dict(saved.model)}, not the "
             "configured one; resume with the run's own config.yaml"
         )
+
+
+def previous_genotype(state: dict[str, Any]) -> Genotype | None:
+    """The genotype of the epoch before the checkpoint's position (for the changes count)."""
+    if state.get("previous_genotype") is not None:
+        return Genotype.from_dict(state["previous_genotype"])
+    if state.get("genotype") is not None and "partial" not in state:  # before round 2
+        return Genotype.from_dict(state["genotype"])
+    return None
+
+
+def restore_schedule(schedule: ArchSchedule, state: dict[str, Any], arch_start_epoch: int) -> None:
+    """Load the architecture schedule a checkpoint saved (or infer it for an older run)."""
+    if "arch_schedule" in state:
+        schedule.load(state["arch_schedule"])
+    elif state["epoch"] > arch_start_epoch:  # a run from before the schedule was saved
+        schedule.started_epoch = arch_start_epoch
 
 
 def decode_checkpoint(

@@ -19,7 +19,16 @@ from autodeeplab.search.decode import path_margin
 from autodeeplab.search.diagnostics import search_diagnostics
 from autodeeplab.search.network import SearchNetwork
 
-__all__ = ["EpochTally", "arch_record", "epoch_record", "margin_warning"]
+__all__ = ["TENSORBOARD_TAGS", "EpochTally", "arch_record", "epoch_record", "margin_warning"]
+
+#: The epoch record's keys that go to TensorBoard, and their tags.
+TENSORBOARD_TAGS = {
+    key: f"search/{key}"
+    for key in (
+        "train_loss", "arch_loss", "val_loss", "val_miou", "val_pixel_acc", "lr",
+        "expected_madds", "decoded_madds",
+    )
+}  # fmt: skip
 
 
 def margin_warning(margin: float, threshold: float) -> str | None:
