@@ -61,10 +61,8 @@ class Run:
     def start(cls, out: Path, section: str, device: str, stop: StopRequest, log_name: str) -> Run:
         """Join torchrun (a no-op in one process) on ``device`` (``auto``, ``cpu``, ``cuda``)."""
         info = init_distributed(select_device(device))
-        return cls(
-            out, section, info.device, info.world_size, info.rank, info.is_main, stop,
-            out / log_name,
-        )  # fmt: skip
+        rank, world = info.rank, info.world_size
+        return cls(out, section, info.device, world, rank, info.is_main, stop, out / log_name)
 
     @property
     def ckpt_dir(self) -> Path:

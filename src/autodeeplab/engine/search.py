@@ -264,9 +264,9 @@ class _Search:
         """Epochs up to ``last_epoch``, each checkpointed; True if a signal stopped them."""
         run, loop, guard, data = self.run, self.cfg.search, self.guard, self.data
         steps = data.steps_per_epoch
-        done_before = self.first_epoch * steps + (self.partial["steps"] if self.partial else 0)
-        run.open_outputs(loop.tensorboard, self.first_epoch + 1, progress, loop.epochs * steps,
-                         done_before)  # fmt: skip
+        total, done = loop.epochs * steps, self.first_epoch * steps
+        done += self.partial["steps"] if self.partial else 0
+        run.open_outputs(loop.tensorboard, self.first_epoch + 1, progress, total, done)
         for epoch in range(self.first_epoch, last_epoch):
             epoch_start = time.perf_counter()
             arch_on = self._arch_on(epoch)
@@ -274,7 +274,7 @@ class _Search:
             self.model.set_aux_skip(self.aux_weight)
             self.model.train()
             tally = EpochTally.start(self.device, self.partial, self.num_classes)
-            batches_a = data.epoch(epoch, tally.steps, arch_on)
+            batches_a = data.start_epoch(epoch, tally.steps, arch_on)
             if self.partial is not None:  # resumed mid-epoch: the loader seeds are drawn
                 assert self.saved_rng is not None  # a partial state comes from a checkpoint
                 set_rng_state(self.saved_rng)
@@ -352,8 +352,8 @@ class _Search:
         genotype = self.strategy.decode(loop.path_decode)
         # The schedule's start condition reads this epoch's train loss and label counts.
         self.schedule.end_epoch(tally.losses(arch_on)["train_loss"], tally.class_counts)
-        arch = arch_record(model, genotype, self.previous_genotype, self.schedule, loop, arch_on,
-                           self.aux_weight)  # fmt: skip
+        previous, aux = self.previous_genotype, self.aux_weight
+        arch = arch_record(model, genotype, previous, self.schedule, loop, arch_on, aux)
         seconds = time.perf_counter() - started
         record = epoch_record(epoch, self.step, tally, metrics, lr, arch_on, seconds, arch, loop)
         self.previous_genotype = genotype

@@ -167,7 +167,7 @@ class SearchData:
         """The split, as a checkpoint keeps it."""
         return {"train_a": list(self.train_a), "train_b": list(self.train_b)}
 
-    def epoch(self, epoch: int, steps_done: int, arch_on: bool) -> Iterator[Batch]:
+    def start_epoch(self, epoch: int, steps_done: int, arch_on: bool) -> Iterator[Batch]:
         """trainA's batches of ``epoch`` after its first ``steps_done``; trainB placed to match.
 
         Making the iterators draws loader seeds from the global RNG: a resumed epoch must

@@ -207,8 +207,8 @@ def _run_train(
 
     def checkpoint(name: str, iteration: int, metrics: dict[str, Any]) -> None:
         """Write ``checkpoints/<name>`` (every rank takes part)."""
-        save_train_state(run, ckpt_dir / name, iteration, (best_miou, best_iter), metrics, model,
-                         optimizer, scheduler, scaler, guard, window, cfg, info)  # fmt: skip
+        parts = (model, optimizer, scheduler, scaler, guard, window, cfg, info)
+        save_train_state(run, ckpt_dir / name, iteration, (best_miou, best_iter), metrics, *parts)
 
     # -- the loop: batch, step, log, evaluate and checkpoint ---------------------------------
     model.train()
