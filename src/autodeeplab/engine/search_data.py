@@ -26,7 +26,7 @@ from autodeeplab.distributed import call_on_main, rank_indices
 from autodeeplab.engine.guards import ignore_sigint
 from autodeeplab.engine.runtime import rng_state, set_rng_state
 from autodeeplab.engine.sampling import EpochSampler, TrainBCycle
-from autodeeplab.engine.strategies.base import Batch
+from autodeeplab.engine.search_step import Batch
 from autodeeplab.search.network import min_search_crop
 
 __all__ = ["SearchData", "check_search_crop"]

@@ -12,8 +12,8 @@ from torch import Tensor
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.distributed import all_reduce_mean, is_distributed
 from autodeeplab.engine.arch_schedule import ArchSchedule, class_prior_entropy
-from autodeeplab.engine.search_step import bn_running_stats
-from autodeeplab.engine.strategies.base import Batch, StepResult
+from autodeeplab.engine.search_step import Batch, bn_running_stats
+from autodeeplab.engine.strategies.base import StepResult
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.decode import path_margin
 from autodeeplab.search.diagnostics import search_diagnostics

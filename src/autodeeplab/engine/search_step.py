@@ -44,6 +44,7 @@ from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
 from autodeeplab.search.network import SearchNetwork
 
 __all__ = [
+    "Batch",
     "IGNORE_INDEX",
     "search_step",
     "bn_running_stats",
@@ -53,9 +54,13 @@ __all__ = [
 ]
 
 
+#: An (images (N, 3, H, W), labels (N, H, W)) pair, as the search's loaders yield it.
+Batch = tuple[Tensor, Tensor]
+
+
 def search_step(
     model: SearchNetwork,
-    batch: tuple[Tensor, Tensor],
+    batch: Batch,
     params: list[Tensor],
     frozen: list[Tensor],
     optimizer: torch.optim.Optimizer,

@@ -19,13 +19,11 @@ from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.engine.guards import NonFiniteGuard
+from autodeeplab.engine.search_step import Batch
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.network import SearchNetwork
 
 __all__ = ["Batch", "Penalty", "SearchStrategy", "StepResult", "StrategyFactory"]
-
-#: An (images (N, 3, H, W), labels (N, H, W)) pair, as the loaders yield it.
-Batch = tuple[Tensor, Tensor]
 
 
 class Penalty(Protocol):
