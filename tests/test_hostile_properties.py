@@ -288,7 +288,11 @@ def test_property_duplicate_json_keys_are_errors(capsys, key: str, reps: int) ->
     writer=st.sampled_from(["save_config", "save_split"]),
 )
 def test_property_os_errors_are_one_line_naming_the_path(capsys, code: int, writer: str) -> None:
-    import autodeeplab.engine.search as search_engine
+    import autodeeplab.engine.run as run_scaffold
+    import autodeeplab.engine.search_data as search_data
+
+    # The modules the search writes these files through.
+    module = {"save_config": run_scaffold, "save_split": search_data}[writer]
 
     def fail(*args: Any, **kwargs: Any) -> None:
         raise OSError(
@@ -296,7 +300,7 @@ def test_property_os_errors_are_one_line_naming_the_path(capsys, code: int, writ
         )
 
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(search_engine, writer, fail)
+        patch.setattr(module, writer, fail)
         out = Path(tmp) / "s"
         line = _one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
         assert f"{out}/" in line and os.strerror(code).lower() in line, line

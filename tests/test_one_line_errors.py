@@ -99,12 +99,12 @@ OS_ERRORS = {
 def test_os_errors_name_the_path_and_the_fix(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
-    import autodeeplab.engine.search as search_engine
+    import autodeeplab.engine.run as run_scaffold  # the search writes config.yaml through it
 
     def fail(cfg: object, path: Path) -> None:
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(search_engine, "save_config", fail)
+    monkeypatch.setattr(run_scaffold, "save_config", fail)
     out = tmp_path / "s"
     line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
     reason = os.strerror(code).lower()

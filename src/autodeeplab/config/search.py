@@ -53,6 +53,10 @@ def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
 class SearchLoopConfig:
     """The first-order bi-level search (paper §4.2, §5.1)."""
 
+    # How w and alpha/beta are updated: a name in engine.strategies.STRATEGIES ("darts":
+    # first-order bi-level DARTS, the paper's). The engine checks it against that registry,
+    # which this layer cannot see, so that a strategy is added with one module and one line.
+    strategy: str = "darts"
     epochs: int = 40
     batch_size: int = 2
     # alpha/beta learn from this epoch on (0-based: 20 = after 20 epochs of w alone)...

@@ -38,7 +38,8 @@ from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.data import DATASETS, dataset_info, parse_spec
 from autodeeplab.engine.evaluate import evaluate_checkpoint
-from autodeeplab.engine.train import build_train_model, run_train, with_genotype
+from autodeeplab.engine.train import run_train
+from autodeeplab.engine.train_model import build_train_model, with_genotype
 from autodeeplab.genotype import (
     PAPER_GENOTYPE,
     Genotype,

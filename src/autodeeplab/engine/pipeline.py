@@ -27,7 +27,8 @@ from autodeeplab.engine.predict import predict_samples
 from autodeeplab.engine.report import write_report
 from autodeeplab.engine.runtime import read_jsonl, select_device
 from autodeeplab.engine.search import find_latest_checkpoint, run_search
-from autodeeplab.engine.train import run_train, with_genotype
+from autodeeplab.engine.train import run_train
+from autodeeplab.engine.train_model import with_genotype
 from autodeeplab.model import count_multiply_adds, count_parameters, load_trained_model
 from autodeeplab.viz.run_report import plot_training_curves, prediction_strip
 

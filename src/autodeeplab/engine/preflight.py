@@ -18,8 +18,10 @@ from autodeeplab.data.transforms import train_transform, val_transform
 from autodeeplab.distributed import get_world_size
 from autodeeplab.engine.guards import check_loop_options, resolve_amp
 from autodeeplab.engine.runtime import compile_backend, select_device
-from autodeeplab.engine.search import check_search_crop, supernet
-from autodeeplab.engine.train import build_train_model
+from autodeeplab.engine.search import supernet
+from autodeeplab.engine.search_data import check_search_crop
+from autodeeplab.engine.strategies import check_strategy
+from autodeeplab.engine.train_model import build_train_model
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.cost import parse_madds_target
 from autodeeplab.search.memory import device_memory_bytes
@@ -68,6 +70,7 @@ def check_search_settings(cfg: SearchConfig) -> int:
     """
     loop, d, m = cfg.search, cfg.data, cfg.model
     check_loop_options("search", loop.nonfinite, loop.max_skipped, loop.amp)
+    check_strategy(loop.strategy)
     check_search_crop(cfg)
     world = get_world_size()
     _check_batch("search", loop.batch_size, world)

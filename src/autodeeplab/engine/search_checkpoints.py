@@ -3,6 +3,18 @@ decoding a genotype from one.
 
 A search writes ``checkpoints/epoch_EEEE.pt`` at the end of epoch E and, when a signal stops
 it mid-epoch, ``checkpoints/epoch_EEEE_step_SSSSSS.pt`` (step S of epoch E, both 1-based).
+
+Stopping mid-epoch: SIGINT/SIGTERM finish the current w step + arch step pair, then write
+the step checkpoint and return with ``stopped=True``; nothing else is written (no
+genotype.json, no report). That checkpoint holds the epoch's position: the steps done, the
+partial loss sums, the RNG states, and (through the step count) the trainB position, since
+trainB yields one batch per step from the start of the epoch. A resume rebuilds both data
+iterators, skips the indices already used (without loading them), and restores the RNG state
+after making the iterators, because making a DataLoader iterator draws a seed from the
+global RNG. The epoch then continues exactly where it stopped, and its record is written
+once, when it completes. (With ``data.num_workers`` > 0 the workers of the resumed epoch get
+new seeds and a shifted batch -> worker assignment; only augmentation of real data draws
+from them, the synthetic data does not.)
 """
 
 from __future__ import annotations
@@ -14,7 +26,14 @@ from typing import Any
 import torch
 
 from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint
-from autodeeplab.config import SearchConfig, config_from_dict, supernet_kwargs
+from autodeeplab.config import (
+    SearchConfig,
+    SearchModelConfig,
+    config_from_dict,
+    config_to_dict,
+    supernet_kwargs,
+)
+from autodeeplab.engine.arch_schedule import ArchSchedule
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.decode import decode, path_margin
 from autodeeplab.search.network import beta_probabilities, cell_decode_weights
@@ -26,6 +45,9 @@ __all__ = [
     "prune_checkpoints",
     "find_latest_checkpoint",
     "load_resume_state",
+    "check_same_model",
+    "previous_genotype",
+    "restore_schedule",
     "decode_checkpoint",
 ]
 
@@ -133,6 +155,39 @@ def _model_kwargs(path: str | Path, state: dict[str, Any], cfg: SearchConfig) ->
             "primitives; use a checkpoint written by 'autodeeplab search'"
         )
     return kwargs
+
+
+def _model_identity(mcfg: SearchModelConfig) -> dict[str, Any]:
+    """The model config less the switches that change no result (``checkpoint_cells``)."""
+    return {k: v for k, v in config_to_dict(mcfg).items() if k != "checkpoint_cells"}
+
+
+def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None) -> None:
+    """Refuse to resume a checkpoint made with another supernet than ``cfg.model``."""
+    saved = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    # checkpoint_cells trades time for memory and changes no result: it may differ.
+    if _model_identity(saved.model) != _model_identity(cfg.model):
+        raise CheckpointError(
+            f"{path}: checkpoint was made with model {config_to_dict(saved.model)}, not the "
+            "configured one; resume with the run's own config.yaml"
+        )
+
+
+def previous_genotype(state: dict[str, Any]) -> Genotype | None:
+    """The genotype of the epoch before the checkpoint's position (for the changes count)."""
+    if state.get("previous_genotype") is not None:
+        return Genotype.from_dict(state["previous_genotype"])
+    if state.get("genotype") is not None and "partial" not in state:  # before round 2
+        return Genotype.from_dict(state["genotype"])
+    return None
+
+
+def restore_schedule(schedule: ArchSchedule, state: dict[str, Any], arch_start_epoch: int) -> None:
+    """Load the architecture schedule a checkpoint saved (or infer it for an older run)."""
+    if "arch_schedule" in state:
+        schedule.load(state["arch_schedule"])
+    elif state["epoch"] > arch_start_epoch:  # a run from before the schedule was saved
+        schedule.started_epoch = arch_start_epoch
 
 
 def decode_checkpoint(

@@ -1,5 +1,33 @@
 """One step of the bi-level search (a weight step or an architecture step) and validation of
-the supernet: the per-iteration math of :mod:`autodeeplab.engine.search`."""
+the supernet: the per-iteration math of :mod:`autodeeplab.engine.search`.
+
+Under torchrun (``torchrun --nproc-per-node N -m autodeeplab search ...``) every rank runs
+the search loop on its slice of each global batch (``search.batch_size`` / N images; the
+ranks' slices, in rank order, are exactly the batch of one process) and the gradients are averaged
+over ranks before every optimiser step. The supernet is *not* wrapped in
+DistributedDataParallel: DDP's reducer expects the same parameters to produce gradients in
+every backward, while the bi-level loop alternates two disjoint sets (w, then alpha/beta) with
+the other set frozen (``requires_grad`` off) and ``backward(inputs=...)``. DDP would need
+``find_unused_parameters`` (a graph walk per step, and the whole weight bucket all-reduced as
+zeros on every architecture step) or two wrappers on private ignore lists. Instead
+:func:`search_step` keeps its freezing and, after the
+backward, averages the gradients of the set it steps with one flat all-reduce. So:
+
+- alpha and beta stay bitwise identical on every rank: they start equal (rank 0's tensors are
+  broadcast after construction or resume), every rank applies the same Adam update to the
+  same all-reduced gradient (a collective returns the same bytes everywhere), and the weights
+  they are trained against are kept identical the same way. Each epoch checks it and stops
+  with an error if the ranks ever disagree.
+- The result equals one process with the same global batch, to float rounding: the loss is
+  normalised by the pixel count of the *global* batch (``distributed.sharded_mean``), and
+  BatchNorm sees the global batch with ``search.sync_bn`` (CUDA). With plain BN each rank
+  normalises over its own slice, as in any data-parallel run; the running statistics (used
+  by validation only) are averaged over ranks at the end of every epoch.
+- Validation is sharded over ranks and its confusion matrix summed; only rank 0 writes files
+  (config, split, log, TensorBoard, checkpoints, genotype, figures). Rank 0 decides what to
+  resume from and the trainA/trainB split, and sends them to the others, so a multi-node run
+  needs no shared disk.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +44,7 @@ from autodeeplab.metrics import IGNORE_INDEX, ConfusionMatrix
 from autodeeplab.search.network import SearchNetwork
 
 __all__ = [
+    "Batch",
     "IGNORE_INDEX",
     "search_step",
     "bn_running_stats",
@@ -25,9 +54,13 @@ __all__ = [
 ]
 
 
+#: An (images (N, 3, H, W), labels (N, H, W)) pair, as the search's loaders yield it.
+Batch = tuple[Tensor, Tensor]
+
+
 def search_step(
     model: SearchNetwork,
-    batch: tuple[Tensor, Tensor],
+    batch: Batch,
     params: list[Tensor],
     frozen: list[Tensor],
     optimizer: torch.optim.Optimizer,
@@ -155,12 +188,21 @@ def validate_supernet(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     batch_stats: bool = False,
+    recalibrate: list[Tensor] | None = None,
+    average_bn: bool = True,
 ) -> dict[str, float]:
     """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks).
 
     ``batch_stats``: BatchNorm normalises with each validation batch's own statistics, as in
     the training and architecture steps, and the running statistics are left as they were.
+    ``recalibrate``: first recompute the running statistics over these image batches (this
+    rank's share), and under torchrun average them over ranks if ``average_bn`` (not needed
+    with SyncBatchNorm, which saw every rank's images).
     """
+    if recalibrate is not None:
+        recalibrate_bn(model, recalibrate, device, amp_dtype)
+        if average_bn:
+            all_reduce_mean(bn_running_stats(model))
     saved = [t.clone() for t in bn_running_stats(model)] if batch_stats else []
     model.train(batch_stats)
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device)
