@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import random
 import statistics
 import sys
 import time
@@ -35,21 +34,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from autodeeplab.checkpoint import atomic_write
-from autodeeplab.config import SearchConfig, TrainConfig, load_config
+from autodeeplab.config import TrainConfig, load_config
 from autodeeplab.data import DATASETS, dataset_info, parse_spec
+from autodeeplab.engine.compare_plan import CompareEntry, handmade_path, plan_compare
 from autodeeplab.engine.evaluate import evaluate_checkpoint
 from autodeeplab.engine.train import run_train
 from autodeeplab.engine.train_model import build_train_model, with_genotype
 from autodeeplab.genotype import (
-    PAPER_GENOTYPE,
-    Genotype,
     load_genotype,
-    random_genotype,
     save_genotype,
 )
 from autodeeplab.model.complexity import count_parameters
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.search.cost import CostModel
 from autodeeplab.viz.compare import plot_compare
 
 __all__ = [
@@ -60,21 +55,6 @@ __all__ = [
     "run_compare",
     "summarise",
 ]
-
-#: How many random genotypes to draw, at most, to find each one within the tolerance.
-MAX_DRAWS_PER_GENOTYPE = 400
-_COST_MODELS: dict[Any, CostModel] = {}
-
-
-@dataclass(frozen=True)
-class CompareEntry:
-    """One network to retrain: its name, kind, genotype, seed and cost."""
-
-    name: str
-    kind: str  # searched | random | handmade | paper
-    genotype: Genotype
-    seed: int
-    madds: int
 
 
 @dataclass
@@ -87,100 +67,8 @@ class CompareResult:
     stopped: bool = False
 
 
-def handmade_path(num_layers: int, num_levels: int) -> tuple[int, ...]:
-    """DeepLabv3's layout on the trellis: stride 4 for 3 layers, 8 for one, then 16 on.
-
-    [0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2] for L=12 (the issue's reference); clipped to the
-    levels there are.
-    """
-    shape = [0, 0, 0, 1] + [2] * max(num_layers - 4, 0)
-    return tuple(min(level, num_levels - 1) for level in shape[:num_layers])
-
-
-def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[int, int]) -> int:
-    """Multi-Adds of the retrain network of ``genotype`` at ``size``.
-
-    The closed form of :class:`~autodeeplab.search.cost.CostModel` (about a millisecond,
-    equal to PyTorch's FLOP counter on the built network; tests/search/test_cost.py): the
-    random genotypes are drawn by rejection, hundreds of them.
-    """
-    levels = max(4, max(genotype.path) + 1)
-    key = (genotype.num_layers, genotype.num_blocks, levels, num_classes, tcfg.model, size)
-    model = _COST_MODELS.get(key)
-    if model is None:
-        m = tcfg.model
-        model = CostModel(
-            genotype.num_layers,
-            genotype.num_blocks,
-            PRIMITIVES,
-            levels,
-            num_classes,
-            m.filter_multiplier or 20,
-            size,
-            aspp_channels=m.aspp_channels,
-            decoder_channels=m.decoder_channels,
-        )
-        _COST_MODELS[key] = model
-    return model.of_genotype(genotype)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
-
-
-def plan_compare(
-    searched: Genotype,
-    search_cfg: SearchConfig,
-    tcfg: TrainConfig,
-    num_classes: int,
-    size: tuple[int, int],
-    num_random: int = 5,
-    searched_seeds: int = 2,
-    tolerance: float = 0.1,
-    seed: int = 0,
-) -> list[CompareEntry]:
-    """The networks to retrain, in order: searched (each seed), random, hand-made, paper.
-
-    Random genotypes come from a ``random.Random(seed)`` and are kept when their
-    Multi-Adds are within ``tolerance`` of the searched network's; the plan is the same
-    every time for the same arguments.
-    """
-    base = tcfg.train.seed
-    target = _madds(searched, num_classes, tcfg, size)
-    entries = [
-        CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, target)
-        for k in range(searched_seeds)
-    ]
-    rng = random.Random(seed)
-    levels = len(search_cfg.model.strides)
-    draws = 0
-    while len(entries) < searched_seeds + num_random:
-        draws += 1
-        if draws > MAX_DRAWS_PER_GENOTYPE * num_random:
-            found = len(entries) - searched_seeds
-            raise ValueError(
-                f"found only {found} of {num_random} random genotypes within "
-                f"{tolerance:.0%} of the searched network's {target / 1e9:.3g}G Multi-Adds "
-                f"in {draws - 1} draws; widen --tolerance or ask for fewer with --random"
-            )
-        g = random_genotype(
-            rng,
-            search_cfg.model.num_layers,
-            search_cfg.model.num_blocks,
-            levels,
-            search_cfg.model.primitives,
-        )
-        cost = _madds(g, num_classes, tcfg, size)
-        if abs(cost - target) <= tolerance * target:
-            name = f"random{len(entries) - searched_seeds}"
-            entries.append(CompareEntry(name, "random", g, base, cost))
-    hand = Genotype(searched.cell, handmade_path(searched.num_layers, levels))
-    entries.append(
-        CompareEntry("handmade", "handmade", hand, base, _madds(hand, num_classes, tcfg, size))
-    )
-    paper = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
-    entries.append(CompareEntry("paper", "paper", PAPER_GENOTYPE, base, paper))
-    return entries
 
 
 def _report_split(spec: str) -> str:
