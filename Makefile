@@ -29,9 +29,10 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# The unit tests only: no search or training runs, subprocesses or torchrun (under 60 s on 2 cores).
+# The unit tests only: no search or training runs, subprocesses or torchrun (under 60 s on 2
+# cores): one pytest-xdist worker a core, one torch thread a worker.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2
 
 bench: setup
 	$(BIN)/python benchmarks/search_step.py

@@ -126,6 +126,7 @@ INFERENCE_OPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(INFERENCE_OPTIONS))
 def test_the_estimate_tracks_the_real_peak_of_live_tensors(name: str) -> None:
     """The meta-device estimate against the same count on a real CPU run (same code path)."""
@@ -144,6 +145,7 @@ def test_the_estimate_tracks_the_real_peak_of_live_tensors(name: str) -> None:
     assert low * real <= estimate <= high * real, (estimate, real)
 
 
+@pytest.mark.slow
 def test_predict_and_eval_refuse_what_would_not_fit(
     tiny_checkpoint: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,7 @@ def _spoiled(src: Path, tmp: Path, spoil: Callable[[dict[str, Any]], None]) -> P
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE_TRAIN))
 def test_hostile_train_checkpoint_contents_are_refused_by_eval_and_predict(
     runs: dict[str, Path], tmp_path: Path, capsys, name: str

@@ -51,6 +51,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     entries=st.lists(st.sampled_from(RUN_ENTRIES), min_size=1, max_size=4, unique=True),
@@ -89,6 +90,7 @@ LATE_SETTINGS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(setting=LATE_SETTINGS, dry_run=st.booleans())
 def test_property_run_refuses_a_late_setting_before_the_search(
@@ -197,6 +199,7 @@ def _spoil(state: dict[str, Any], how: str, arg: Any) -> bool:
     return True
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(spoil=SPOILS, command=st.sampled_from(["eval", "predict", "export"]))
 def test_property_checkpoint_contents_are_checked(

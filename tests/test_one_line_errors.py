@@ -62,6 +62,7 @@ SPOILED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["search", "train"])
 @pytest.mark.parametrize("name", sorted(SPOILED))
 def test_a_worker_error_reads_as_the_same_line_as_without_workers(

@@ -329,6 +329,7 @@ def test_run_checks_the_training_settings_before_the_search(
     assert message in line and not out.exists()
 
 
+@pytest.mark.slow
 def test_dry_run_accepts_what_the_run_accepts(tmp_path: Path, capsys) -> None:
     out = tmp_path / "s"
     assert main(["search", "--out", str(out), *TINY_SEARCH, "--dry-run"]) == 0

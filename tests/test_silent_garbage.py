@@ -126,6 +126,7 @@ def test_wide_image_modes_are_reported_and_refused(tmp_path: Path, capsys, mode:
 # -- a genotype from untouched alpha and beta ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_search_without_architecture_steps_warns(tmp_path: Path, capsys) -> None:
     out = tmp_path / "s"
     assert main(["search", "--out", str(out), *TINY_SEARCH, "--set", "arch_start_epoch=1"]) == 0
