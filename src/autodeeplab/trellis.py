@@ -31,6 +31,9 @@ from torch import Tensor, nn
 from autodeeplab.ops import ReLUConvBN, resize
 
 __all__ = [
+    "ASPP_CHANNELS",
+    "DECODER_CHANNELS",
+    "LOW_LEVEL_CHANNELS",
     "PAPER_STEM",
     "STEM_LEVEL",
     "Node",
@@ -44,6 +47,11 @@ __all__ = [
 ]
 
 STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
+
+#: The retrain network's heads (DeepLabv3+, paper §5.2): the ASPP branches' width, the
+#: decoder's low-level projection and its refinement width. The retrain network
+#: (``model/heads.py``) and the cost model (``search/cost.py``) both read them.
+ASPP_CHANNELS, LOW_LEVEL_CHANNELS, DECODER_CHANNELS = 256, 48, 256
 
 
 def halve(size: tuple[int, int]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import torch
 
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
 from autodeeplab.search.diagnostics import (
+    PARAMETER_FREE_OPS,
     alpha_entropy,
     beta_entropy,
     logit_shift,
@@ -77,3 +78,8 @@ def test_search_diagnostics_record() -> None:
         beta_mask(12, 4),
     )
     assert first["genotype_changed"] is None and "alpha_shift_max" not in first
+
+
+def test_parameter_free_ops_are_read_from_the_op_profiles() -> None:
+    # The DARTS op set's weightless ops; a new op is classed by its OpSpec.weights.
+    assert set(PARAMETER_FREE_OPS) == {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"}

@@ -30,6 +30,7 @@ from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
 from autodeeplab.model.backbone import Backbone
 from autodeeplab.model.heads import ASPP, Decoder
 from autodeeplab.ops import resize
+from autodeeplab.trellis import ASPP_CHANNELS, DECODER_CHANNELS, LOW_LEVEL_CHANNELS
 
 __all__ = [
     "MODELS",
@@ -84,9 +85,9 @@ class AutoDeepLab(nn.Module):
         num_classes: int,
         filter_multiplier: int = 20,
         aspp_rates: Sequence[int] | None = None,
-        aspp_channels: int = 256,
-        decoder_channels: int = 256,
-        low_level_channels: int = 48,
+        aspp_channels: int = ASPP_CHANNELS,
+        decoder_channels: int = DECODER_CHANNELS,
+        low_level_channels: int = LOW_LEVEL_CHANNELS,
         dropout: float = 0.1,
         drop_path_keep_prob: float = 1.0,
         total_training_steps: int = 500_000,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autodeeplab.ops import resize
+from autodeeplab.trellis import ASPP_CHANNELS, DECODER_CHANNELS, LOW_LEVEL_CHANNELS
 
 __all__ = ["ASPP", "ConvBNReLU", "Decoder", "PooledBatchNorm2d"]
 
@@ -102,7 +103,7 @@ class ASPP(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        out_channels: int = 256,
+        out_channels: int = ASPP_CHANNELS,
         rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.1,
         projection_gamma: float = 1.0,
@@ -141,8 +142,8 @@ class Decoder(nn.Module):
         self,
         in_channels: int,
         low_level_in_channels: int,
-        low_level_channels: int = 48,
-        channels: int = 256,
+        low_level_channels: int = LOW_LEVEL_CHANNELS,
+        channels: int = DECODER_CHANNELS,
     ) -> None:
         super().__init__()
         self.project_low_level = ConvBNReLU(low_level_in_channels, low_level_channels, 1)

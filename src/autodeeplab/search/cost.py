@@ -33,11 +33,15 @@ from torch import Tensor
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import op_spec
 from autodeeplab.search.cell import edge_index, num_edges
-from autodeeplab.trellis import Trellis, level_sizes
+from autodeeplab.trellis import (
+    ASPP_CHANNELS,
+    DECODER_CHANNELS,
+    LOW_LEVEL_CHANNELS,
+    Trellis,
+    level_sizes,
+)
 
 __all__ = ["CostModel", "parse_madds_target", "MaddsTarget"]
-
-_ASPP, _LOW, _DECODER = 256, 48, 256
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,8 @@ class CostModel:
         num_classes: int,
         filter_multiplier: int,
         size: tuple[int, int],
-        aspp_channels: int = _ASPP,
-        decoder_channels: int = _DECODER,
+        aspp_channels: int = ASPP_CHANNELS,
+        decoder_channels: int = DECODER_CHANNELS,
     ) -> None:
         self.num_layers, self.num_blocks, self.num_levels = num_layers, num_blocks, num_levels
         self.primitives = tuple(primitives)
@@ -124,8 +128,8 @@ class CostModel:
         a, d = self.aspp_channels, self.decoder_channels
         # 1x1 + three 3x3 atrous branches, the 5a -> a projection, the pooled 1x1 branch.
         aspp = (c * a + 27 * c * a + 5 * a * a) * p + c * a
-        low = self.num_blocks * self.F * _LOW
-        decoder = low + 9 * (a + _LOW) * d + 9 * d * d
+        low = self.num_blocks * self.F * LOW_LEVEL_CHANNELS
+        decoder = low + 9 * (a + LOW_LEVEL_CHANNELS) * d + 9 * d * d
         return aspp + (decoder + d * self.num_classes) * p0
 
     def _cell_ops(self, alpha_weights: Tensor) -> Tensor:
@@ -198,7 +202,7 @@ class CostModel:
         total = total + (final * heads).sum()
         # Without a level-0 cell the decoder's low-level input is stem1 (128 channels).
         low_extra = self.trellis.stem.stem1_channels - self.num_blocks * self.F
-        shift = low_extra * _LOW * self.pixels[0]
+        shift = low_extra * LOW_LEVEL_CHANNELS * self.pixels[0]
         return total + never_level0.sum() * shift
 
     def of_genotype(self, genotype: Genotype) -> int:

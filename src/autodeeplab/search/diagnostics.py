@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from autodeeplab.genotype import Genotype
+from autodeeplab.ops import OPS, OpSpec
 
 __all__ = [
     "PARAMETER_FREE_OPS",
@@ -32,8 +33,11 @@ __all__ = [
     "search_diagnostics",
 ]
 
-#: Ops with no weights: the ones the DARTS collapse favours.
-PARAMETER_FREE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
+#: Ops with no weights, the ones the DARTS collapse favours: read from each op's profile
+#: (``OpSpec.weights``), so an op added to the table is counted by what it is.
+PARAMETER_FREE_OPS = tuple(
+    name for name, spec in OPS.items() if isinstance(spec, OpSpec) and spec.weights(8) == 0
+)
 
 
 def _entropy(p: Tensor) -> Tensor:
