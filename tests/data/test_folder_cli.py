@@ -60,11 +60,3 @@ def test_search_train_eval_on_a_folder_dataset(tmp_path, capsys):
     metrics = json.loads(next((tmp_path / "e").rglob("metrics.json")).read_text())
     assert 0.0 <= metrics["miou"] <= 1.0
     assert list(metrics["per_class"]) == ["background", "box", "corner"]
-
-
-def test_data_check_reports_a_size_mismatch_and_fails(tmp_path, capsys):
-    root = _folder_dataset(tmp_path / "data")
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "labels" / "train" / "train3.png")
-    assert main(["data", "check", f"folder:{root}"]) == 1
-    out = capsys.readouterr().out
-    assert "train3.png" in out
