@@ -176,6 +176,20 @@ TINY_TRAIN = tiny_train_argv()
 #: A one-iteration tiny training on 2 + 1 synthetic samples, evaluated after it.
 TINY_TRAIN_ONE_ITER = tiny_train_argv(iters=1, samples=(2, 1), eval_every=1)
 
+#: The same tiny stages as YAML presets for ``autodeeplab run`` (--search-config and
+#: --train-config): a one-epoch search, then a two-iteration training.
+TINY_RUN_SEARCH = {
+    "model": {"num_layers": 2, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
+    "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
+    "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
+}
+TINY_RUN_TRAIN = {
+    "model": {"filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8},
+    "data": {"crop": 32, "scale": [0.75, 1.25], "train_samples": 4, "val_samples": 2},
+    "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
+    "eval": {"batch_size": 2},
+}
+
 
 def error_line(err: str, absent: tuple[str, ...] = ("Traceback",)) -> str:
     """The one ``: error:`` line of stderr ``err``; none of ``absent`` may appear in ``err``."""

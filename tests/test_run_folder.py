@@ -26,19 +26,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from autodeeplab.cli import main
 from autodeeplab.data.split import load_split, save_split
-from conftest import TINY_SEARCH, TINY_TRAIN, one_error
-
-RUN_SEARCH = {
-    "model": {"num_layers": 2, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
-    "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
-    "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
-}
-RUN_TRAIN = {
-    "model": {"filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8},
-    "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
-    "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
-    "eval": {"batch_size": 2},
-}
+from conftest import TINY_RUN_SEARCH, TINY_RUN_TRAIN, TINY_SEARCH, TINY_TRAIN, one_error
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -52,8 +40,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 def _run_argv(tmp: Path, out: Path, *extra: str) -> list[str]:
     search, train = tmp / "run_search.yaml", tmp / "run_train.yaml"
-    search.write_text(yaml.safe_dump(RUN_SEARCH))
-    train.write_text(yaml.safe_dump(RUN_TRAIN))
+    search.write_text(yaml.safe_dump(TINY_RUN_SEARCH))
+    train.write_text(yaml.safe_dump(TINY_RUN_TRAIN))
     return ["run", "--out", str(out), "--search-config", str(search),
             "--train-config", str(train), "--no-progress", *extra]  # fmt: skip
 

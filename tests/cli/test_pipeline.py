@@ -15,18 +15,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from autodeeplab.checkpoint import load_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
-
-TINY_SEARCH = {
-    "model": {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
-    "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
-    "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
-}
-TINY_TRAIN = {
-    "model": {"filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8},
-    "data": {"crop": 32, "scale": [0.75, 1.25], "train_samples": 4, "val_samples": 2},
-    "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
-    "eval": {"batch_size": 2},
-}
+from conftest import TINY_RUN_SEARCH as TINY_SEARCH
+from conftest import TINY_RUN_TRAIN as TINY_TRAIN
 
 
 @pytest.mark.slow
