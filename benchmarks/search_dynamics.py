@@ -67,7 +67,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
         for head in net.heads:
             head.classifier.reset_parameters()
     if variant == "aux-skip":
-        net.set_aux_skip(1.0)
+        net.set_skip_remedies(aux_skip=1.0)
     arch = net.arch_parameters()
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)

@@ -252,6 +252,7 @@ def test_paper_preset_has_the_paper_settings() -> None:
         ("search.lr=1" + "0" * 400, "key 'search.lr': 1000.*0000 is too large for a number"),
         ("search.grad_clip=0", "key 'search.grad_clip': 0.0 is out of range"),
         ("search.split_fraction=1.5", "key 'search.split_fraction': 1.5 is out of range"),
+        ("search.skip_dropout=1.0", "key 'search.skip_dropout': 1.0 is out of range"),
         ("search.arch_betas=[0.5, 1.0]", r"key 'search.arch_betas': 1.0 is out of range"),
         ("data.scale=[2.0, 0.5]", r"key 'data.scale': \[2.0, 0.5\] is not a \(low, high\) range"),
         ("data.scale=[0.0, 0.5]", "key 'data.scale': 0.0 is out of range"),

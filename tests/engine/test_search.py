@@ -69,6 +69,24 @@ def test_resumed_search_equals_uninterrupted(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
+def test_skip_dropout_is_applied_and_resumes_exactly(tmp_path, tiny_config):
+    # P-DARTS's skip dropout draws from the run's RNG: it changes the search, and a resumed
+    # search still equals the uninterrupted one.
+    cfg = tiny_config("search.skip_dropout=0.5", "search.epochs=2")
+    run_search(tiny_config("search.epochs=2"), tmp_path / "plain", progress=False)
+    full = run_search(cfg, tmp_path / "full", progress=False)
+    run_search(cfg, tmp_path / "part", progress=False, stop_after=1)
+    run_search(cfg, tmp_path / "part", progress=False, resume=True)
+    a, b, c = (
+        load_checkpoint(tmp_path / name / "checkpoints" / "epoch_0002.pt", "search")["model"]
+        for name in ("full", "part", "plain")
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["alpha"], c["alpha"])
+    assert full.genotype == load_genotype(tmp_path / "part" / "genotype.json")
+
+
+@pytest.mark.slow
 def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.

@@ -155,6 +155,26 @@ def test_aux_skip_adds_the_input_to_every_edge() -> None:
     torch.testing.assert_close(mixed(x, w), base + 0.4 * x.unsqueeze(1))
 
 
+def test_skip_dropout_drops_only_the_skip_and_only_in_training() -> None:
+    # P-DARTS: out = w_skip * dropout(x) + w_sep * sep(x); the sep_conv part is untouched.
+    mixed = MixedOp(C, ("skip_connect", "sep_conv_3x3"), 2)
+    x, w = torch.randn(2, C, 5, 6), torch.softmax(torch.randn(2, 2), -1)
+    base = mixed(x, w)  # training mode (BN on batch statistics)
+    mixed.skip_dropout = 0.5
+    torch.manual_seed(3)
+    dropped = mixed(x, w)
+    torch.manual_seed(3)
+    mask = torch.nn.functional.dropout(torch.ones_like(x), 0.5)  # the same draw: 0 or 2
+    assert (mask == 0).any() and (mask == 2).any()
+    w_skip = w[:, 0].view(1, 2, 1, 1, 1)
+    expected = base + w_skip * ((mask - 1) * x).unsqueeze(1)
+    torch.testing.assert_close(dropped, expected, rtol=1e-5, atol=1e-5)
+    mixed.eval()  # evaluation: no dropout
+    kept = mixed(x, w)
+    mixed.skip_dropout = 0.0
+    torch.testing.assert_close(kept, mixed(x, w))
+
+
 # -- SearchCell -------------------------------------------------------------------------------
 
 

@@ -72,6 +72,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "arch_logit_budget": (1e-3, 1e3),
     "min_path_margin": (0.0, 1e3),
     "aux_skip": (0.0, 10.0),
+    "skip_dropout": (0.0, 0.99),
     "iters": (1, 10**10),
     "eval_every": (1, 10**10),
     "log_every": (1, 10**10),

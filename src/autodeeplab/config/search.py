@@ -96,6 +96,10 @@ class SearchLoopConfig:
     # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
     # architecture epochs, against the collapse onto parameter-free ops. 0 = off.
     aux_skip: float = 0.0
+    # P-DARTS (Chen et al., ICCV 2019; beyond the paper): dropout at this rate on the output
+    # of every skip_connect in the search's training passes (w and alpha/beta steps), against
+    # the collapse onto skip connections. 0 = off.
+    skip_dropout: float = 0.0
     split_fraction: float = 0.5
     seed: int = 0
     device: str = "auto"

@@ -269,7 +269,7 @@ class _Search:
             epoch_start = time.perf_counter()
             arch_on = self._arch_on(epoch)
             self.aux_weight = self.schedule.aux_skip(loop, epoch)
-            self.model.set_aux_skip(self.aux_weight)
+            self.model.set_skip_remedies(self.aux_weight, loop.skip_dropout)
             self.model.train()
             tally = EpochTally.start(self.device, self.partial, self.num_classes)
             batches_a = data.start_epoch(epoch, tally.steps, arch_on)

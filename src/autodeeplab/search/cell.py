@@ -117,8 +117,13 @@ class MixedOp(nn.Module):
         # edge, outside the softmax, so a skip's benefit to training no longer has to win
         # it alpha. The search loop sets it (decaying to 0); 0 is the paper's mixed op.
         self.aux_skip = 0.0
+        # P-DARTS's dropout on skip_connect (Chen et al., ICCV 2019): in training, the skip
+        # op's output is dropped at this rate, so skip cannot win alpha by making the
+        # supernet easy to train alone. 0 (the paper's) leaves the mixed op as it was.
+        self.skip_dropout = 0.0
         self.ops = nn.ModuleList(ops)
         self.columns = columns
+        self._skip = [primitives[k] == "skip_connect" for k in columns]
         self._pre_relu = [bool(getattr(op, "pre_relu", False)) for op in ops]
         self._shared = [bool(getattr(op, "shared_across_edges", False)) for op in ops]
 
@@ -153,10 +158,12 @@ class MixedOp(nn.Module):
         e = self.num_edges
         xr = F.relu(x) if any(self._pre_relu) else x
         out: Tensor | None = None
-        for op, k, pre_relu, shared in zip(
-            self.ops, self.columns, self._pre_relu, self._shared, strict=True
+        for op, k, pre_relu, shared, skip in zip(
+            self.ops, self.columns, self._pre_relu, self._shared, self._skip, strict=True
         ):
             y = op.forward_relu(xr) if pre_relu else op(x)
+            if skip and self.skip_dropout and self.training:
+                y = F.dropout(y, self.skip_dropout)
             y = y.view(n, 1, c, h, w) if shared else y.view(n, e, c, h, w)
             wk = weights[:, k].view(1, e, 1, 1, 1)
             # The first product broadcasts a shared op's output over the edges.

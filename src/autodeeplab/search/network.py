@@ -290,11 +290,11 @@ class SearchNetwork(nn.Module):
                 path_decode,
             )
 
-    def set_aux_skip(self, weight: float) -> None:
-        """DARTS-'s auxiliary skip weight on every mixed op (0 = off, the paper's)."""
+    def set_skip_remedies(self, aux_skip: float = 0.0, skip_dropout: float = 0.0) -> None:
+        """On every mixed op: DARTS-'s auxiliary skip weight, P-DARTS's skip dropout (0: off)."""
         for m in self.modules():
             if isinstance(m, MixedOp):
-                m.aux_skip = float(weight)
+                m.aux_skip, m.skip_dropout = float(aux_skip), float(skip_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> logits (N, num_classes, H, W); any H, W."""
