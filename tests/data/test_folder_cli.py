@@ -39,7 +39,7 @@ def _folder_dataset(root: Path) -> Path:
 def test_search_train_eval_on_a_folder_dataset(tmp_path, capsys):
     spec = f"folder:{_folder_dataset(tmp_path / 'data')}"
     search = ["search", "--data", spec, "--out", str(tmp_path / "s"), "--crop", "32",
-              "--epochs", "1", "--no-progress", "--set", "model.num_layers=3",
+              "--epochs", "1", "--batch-size", "2", "--no-progress", "--set", "model.num_layers=3",
               "--set", "num_blocks=2", "--set", "filter_multiplier=2",
               "--set", "arch_start_epoch=0", "--set", "tensorboard=false",
               "--set", "model.strides=[4,8]"]  # fmt: skip

@@ -22,6 +22,7 @@ TINY_SEARCH = (
     "data.train_samples=8",
     "data.val_samples=4",
     "search.epochs=2",
+    "search.batch_size=2",
     "search.arch_start_epoch=1",
     "search.tensorboard=false",
     "search.device=cpu",

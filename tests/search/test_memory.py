@@ -278,7 +278,7 @@ def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys)
     argv = ["search", "--dry-run", "--out", str(out), "--crop", "48", "--set", "device=cpu"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "estimated peak memory (RSS): " in err and "(crop 48, batch 2; " in err
+    assert "estimated peak memory (RSS): " in err and "(crop 48, batch 8; " in err
     assert not out.exists()
 
 
