@@ -33,11 +33,16 @@ __all__ = [
     "search_diagnostics",
 ]
 
-#: Ops with no weights, the ones the DARTS collapse favours: read from each op's profile
-#: (``OpSpec.weights``), so an op added to the table is counted by what it is.
-PARAMETER_FREE_OPS = tuple(
-    name for name, spec in OPS.items() if isinstance(spec, OpSpec) and spec.weights(8) == 0
-)
+
+def _parameter_free(name: str) -> bool:
+    """Whether op ``name`` has no weights, read from its profile (``OpSpec.weights``)."""
+    spec = OPS.get(name)
+    return isinstance(spec, OpSpec) and spec.weights(8) == 0
+
+
+#: The built-in table's ops with no weights, the ones the DARTS collapse favours. The share
+#: below reads each op's profile when it is called, so an op added later counts too.
+PARAMETER_FREE_OPS = tuple(name for name in OPS if _parameter_free(name))
 
 
 def _entropy(p: Tensor) -> Tensor:
@@ -75,7 +80,7 @@ def logit_shift(now: Tensor, start: Tensor, mask: Tensor | None = None) -> tuple
 def parameter_free_share(genotype: Genotype) -> float:
     """Fraction of the cell's branches whose op has no weights (pools, skip)."""
     ops = [op for block in genotype.cell for op, _ in block]
-    return sum(op in PARAMETER_FREE_OPS for op in ops) / len(ops)
+    return sum(_parameter_free(op) for op in ops) / len(ops)
 
 
 def search_diagnostics(
