@@ -32,7 +32,11 @@ import torch.nn.functional as F
 
 from autodeeplab.engine.runtime import peak_memory_mib
 from autodeeplab.search import SearchNetwork
-from autodeeplab.search.memory import device_memory_bytes, resolve_checkpoint_cells
+from autodeeplab.search.memory import (
+    device_memory_bytes,
+    estimate_search_memory,
+    resolve_checkpoint_cells,
+)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -144,6 +148,23 @@ def measure(args: argparse.Namespace) -> dict:
         "checkpoint_cells_mode": args.checkpoint_cells,
         "checkpoint_cells": resolved_checkpoint_cells(args),
     }
+    # The estimate the engine weighs (search/memory.py), beside the measured peak, so one run
+    # on a device checks the memory model there. On CUDA it counts the context, which
+    # max_memory_allocated does not: the allocator's share is the comparable figure.
+    est = estimate_search_memory(
+        args.crop,
+        args.batch_size,
+        args.classes,
+        num_layers=args.layers,
+        num_blocks=args.blocks,
+        filter_multiplier=args.filter_multiplier,
+        checkpoint_cells=record["checkpoint_cells"],
+        partial_channels=args.partial_channels,
+        amp=args.amp,
+        device=device.type,
+    )
+    record["estimated_peak_mib"] = round(est.total / 2**20, 1)
+    record["estimated_allocator_mib"] = round((est.total - est.fixed) / 2**20, 1)
     net = SearchNetwork(
         args.classes,
         num_layers=args.layers,

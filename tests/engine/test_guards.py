@@ -163,6 +163,29 @@ def test_lazy_guard_names_the_first_bad_step() -> None:
     guard.check()  # the flags were reset
 
 
+def test_check_state_reads_every_tensor() -> None:
+    guard = NonFiniteGuard("stop", 0, torch.device("cpu"), "search")
+    good = {"w": torch.ones(2), "opt": {"state": {0: {"step": torch.tensor(3.0)}}}}
+    guard.check_state(good, "the checkpoint")
+    bad = {"w": torch.ones(2), "opt": {"state": {0: {"step": torch.tensor(float("nan"))}}}}
+    with pytest.raises(NonFiniteError, match="the checkpoint"):
+        guard.check_state(bad, "the checkpoint")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_check_state_on_a_state_that_mixes_devices() -> None:
+    # On CUDA, Adam keeps its step counters on the CPU beside the weights on the GPU: a state
+    # stacked as one device's tensors failed at the first checkpoint of every GPU run.
+    guard = NonFiniteGuard("stop", 0, torch.device("cuda"), "search")
+    w = torch.ones(2, device="cuda")
+    guard.check_state({"w": w, "step": torch.tensor(3.0)}, "the checkpoint")
+    with pytest.raises(NonFiniteError):
+        guard.check_state({"w": w, "step": torch.tensor(float("inf"))}, "the checkpoint")
+    with pytest.raises(NonFiniteError):
+        guard.check_state({"w": w / 0 * 0, "step": torch.tensor(3.0)}, "the checkpoint")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [

@@ -204,3 +204,19 @@ def test_search_on_cuda_with_amp_and_checkpointed_cells(tmp_path, tiny_config):
     # The checkpoint loads on CPU and decodes to the run's genotype.
     genotype, _ = decode_checkpoint(tmp_path / "checkpoints" / "epoch_0002.pt")
     assert genotype == result.genotype
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_search_on_cuda_stops_and_resumes(tmp_path, tiny_config):
+    # A CUDA run's checkpoint holds device tensors beside CPU ones (Adam's step counters, the
+    # RNG states): writing it, and resuming from it, must work there as on the CPU.
+    cfg = tiny_config("search.device=cuda", "search.amp=off")
+    part = run_search(cfg, tmp_path, progress=False, stop_after=1)
+    assert part.epochs == 1
+    resumed = run_search(cfg, tmp_path, progress=False, resume=True)
+    log = (tmp_path / "search_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
+    state = load_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt", "search")
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert decode_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt")[0] == resumed.genotype

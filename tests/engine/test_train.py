@@ -229,3 +229,15 @@ def test_aspp_gamma_init(train_config) -> None:
         train_config("model.aspp_gamma_init=0.0")
     with pytest.raises(ValueError, match="projection_gamma must be positive"):
         build_model("auto-deeplab-s", 8, filter_multiplier=4, aspp_gamma_init=0.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_stops_and_resumes(tmp_path: Path, train_config) -> None:
+    cfg = train_config("train.device=cuda", "train.amp=off", "train.iters=4")
+    run_train(cfg, tmp_path, progress=False, stop_after=2)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
+    run_train(cfg, tmp_path, resume=True, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["iteration"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

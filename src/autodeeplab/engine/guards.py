@@ -242,7 +242,13 @@ class NonFiniteGuard:
         tensors = list(_floating_tensors(state))
         if not tensors:
             return
-        ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        # A state mixes devices on a GPU (Adam keeps its step counters on the CPU): reduce
+        # per device, then on the accelerator's, where a NCCL collective needs the flag.
+        per_device: dict[torch.device, list[torch.Tensor]] = {}
+        for t in tensors:
+            per_device.setdefault(t.device, []).append(torch.isfinite(t).all())
+        home = next((d for d in per_device if d.type != "cpu"), torch.device("cpu"))
+        ok = torch.stack([torch.stack(v).all().to(home) for v in per_device.values()]).all()
         if not self._agree(ok):
             raise NonFiniteError(self._message(what))
 
