@@ -141,5 +141,10 @@ def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
     assert "[1/4] searched_seed0: another compare process is retraining it; going on" in err
     # It went on with the others first, then retrained the one the other process left.
     assert err.index("[4/4] paper") < err.index("[1/4] searched_seed0 (searched")
+    # The time left divides by the processes retraining now: two while the other holds one.
+    lines = {ln.split("] ")[1].split(" ")[0]: ln for ln in err.splitlines() if "time left" in ln}
+    assert lines["random0"].endswith("time left: unknown")  # nothing timed yet
+    assert lines["handmade"].endswith("(2 processes)")
+    assert "processes" not in lines["searched_seed0"]  # the other one had gone
     assert [r["kind"] for r in result.results] == ["searched", "random", "handmade", "paper"]
     assert (first / "result.json").is_file() and not result.stopped

@@ -211,6 +211,19 @@ def _network_lock(folder: Path, *, wait: bool) -> Iterator[bool]:
         handle.close()
 
 
+def _is_locked(folder: Path) -> bool:
+    """Whether a compare process (this one included) holds ``folder``'s lock now."""
+    if not (folder / "lock").is_file():
+        return False
+    with open(folder / "lock", "a", encoding="utf-8") as handle:
+        try:  # a second open file description conflicts even with this process's own lock
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def _retrain(
     i: int,
     entry: CompareEntry,
@@ -224,8 +237,17 @@ def _retrain(
 ) -> bool:
     """Retrain one network with a progress line; False if a signal stopped it."""
     folder = out / "runs" / entry.name
-    left = sum(not (out / "runs" / e.name / "result.json").is_file() for e in entries)
-    eta = f"{statistics.fmean(spent) * left / 60:.0f} min" if spent else "unknown"
+    unfinished = [out / "runs" / e.name for e in entries]
+    unfinished = [f for f in unfinished if not (f / "result.json").is_file()]
+    # The networks left are shared by every compare process on this --out: those retraining
+    # one now (this one included, which holds its lock) divide the time.
+    workers = max(1, sum(_is_locked(f) for f in unfinished))
+    eta = (
+        f"{statistics.fmean(spent) * len(unfinished) / workers / 60:.0f} min"
+        + (f" ({workers} processes)" if workers > 1 else "")
+        if spent
+        else "unknown"
+    )
     print(
         f"compare [{i}/{len(entries)}] {entry.name} ({entry.kind}, seed {entry.seed}, "
         f"{entry.madds / 1e9:.3f}G Multi-Adds); time left: {eta}",
