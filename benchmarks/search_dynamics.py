@@ -21,6 +21,17 @@ init for the head classifiers, as before round 2); ``aux-skip`` (DARTS-, weight 
 ``partial-channels`` (PC-DARTS, K=4).
 
     OMP_NUM_THREADS=2 python benchmarks/search_dynamics.py --variant default --variant no-pool-bn
+
+``--checkpoint CKPT`` measures a saved search instead (a synthetic-data run): the gradients
+of the architecture loss in alpha and beta on ``--batches`` trainB batches of
+``--batch-size`` images, and, for batch sizes of 1, 2 and 4 times that (gradients averaged
+over consecutive batches), each entry's signal-to-noise ratio |mean| / std over batches.
+Adam moves a logit by about lr x SNR a step on average and by about lr at random, so the
+SNR says how many architecture steps a decision needs before its signal outgrows the noise.
+One JSON line per (parameter, batch size):
+
+    OMP_NUM_THREADS=1 python benchmarks/search_dynamics.py \
+        --checkpoint runs/search/checkpoints/epoch_0006.pt --batches 16
 """
 
 from __future__ import annotations
@@ -121,6 +132,51 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     }
 
 
+def checkpoint_snr(args: argparse.Namespace) -> list[dict]:
+    """Per-entry gradient SNR of alpha and beta at a saved search, per architecture batch."""
+    from autodeeplab.checkpoint import load_checkpoint
+
+    torch.manual_seed(args.seed)
+    state = load_checkpoint(args.checkpoint, "search")
+    net = SearchNetwork(**state["model_kwargs"])
+    net.load_state_dict(state["model"])
+    net.train()  # as in the architecture step: batch statistics, skip dropout off (not set)
+    crop = int(state["config"]["data"]["crop"])
+    weights = net.weight_parameters()
+    for p in weights:
+        p.requires_grad_(False)
+    grads: dict[str, list[torch.Tensor]] = {"alpha": [], "beta": []}
+    for x, y in _batches(args.seed + 1000, args.batches, args.batch_size, crop):
+        loss = F.cross_entropy(net(x), y, ignore_index=255)
+        ga, gb = torch.autograd.grad(loss, [net.alpha, net.beta])
+        grads["alpha"].append(ga.flatten())
+        grads["beta"].append(gb.flatten())
+    records = []
+    for name, gs in grads.items():
+        g = torch.stack(gs)
+        g = g[:, g.abs().sum(0) > 0]  # beta's impossible transitions have no gradient
+        for k in (1, 2, 4):
+            n = g.shape[0] // k
+            if n < 2:
+                continue
+            m = g[: n * k].reshape(n, k, -1).mean(1)
+            snr = m.mean(0).abs() / m.std(0).clamp_min(1e-12)
+            records.append(
+                {
+                    "benchmark": "search_dynamics_snr",
+                    "checkpoint": str(args.checkpoint),
+                    "epoch": state["epoch"],
+                    "parameter": name,
+                    "entries": int(g.shape[1]),
+                    "batch_size": args.batch_size * k,
+                    "batches": n,
+                    "snr_median": round(float(snr.median()), 3),
+                    "snr_upper_quartile": round(float(snr.quantile(0.75)), 3),
+                }
+            )
+    return records
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", action="append", choices=VARIANTS)
@@ -130,7 +186,13 @@ def main() -> None:
     p.add_argument("--warmup-steps", type=int, default=40)
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="a synthetic-data search checkpoint: gradient SNR mode")
+    p.add_argument("--batch-size", type=int, default=8, help="--checkpoint mode's batch")
     args = p.parse_args()
+    if args.checkpoint:
+        for record in checkpoint_snr(args):
+            print(json.dumps(record), flush=True)
+        return
     for variant in args.variant or ["default", "no-pool-bn", "torch-head-init"]:
         record = measure(variant, args)
         print(json.dumps(record), flush=True)
