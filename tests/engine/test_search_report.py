@@ -215,3 +215,15 @@ def test_missing_or_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "search_log.jsonl").write_text('{"epoch": 1, "alph', encoding="utf-8")
     with pytest.raises(ValueError, match="holds no complete epoch record yet"):
         render_search_report(tmp_path)
+
+
+def test_margin_warning_gives_the_fix_that_applies() -> None:
+    from autodeeplab.engine.search_epoch import margin_warning
+
+    assert margin_warning(0.6, 0.5) is None
+    low = margin_warning(0.01, 0.5, arch_lr=0.01)
+    assert low is not None and "raise search.arch_lr" in low
+    # At auto's cap, raising the lr is no longer the advice: a longer search or larger batches.
+    capped = margin_warning(0.01, 0.5, arch_lr=0.03)
+    assert capped is not None and "raise search.arch_lr" not in capped
+    assert "--epochs" in capped and "--batch-size" in capped and "already 0.03" in capped

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.distributed import all_reduce_mean, is_distributed
-from autodeeplab.engine.arch_schedule import ArchSchedule, class_prior_entropy
+from autodeeplab.engine.arch_schedule import ARCH_LR_RANGE, ArchSchedule, class_prior_entropy
 from autodeeplab.engine.search_step import Batch, bn_running_stats
 from autodeeplab.engine.strategies.base import StepResult
 from autodeeplab.genotype import Genotype
@@ -31,14 +31,25 @@ TENSORBOARD_TAGS = {
 }  # fmt: skip
 
 
-def margin_warning(margin: float, threshold: float) -> str | None:
-    """The one-line warning for a decoded path that barely beats its runner-up, or None."""
+def margin_warning(margin: float, threshold: float, arch_lr: float | None = None) -> str | None:
+    """The one-line warning for a decoded path that barely beats its runner-up, or None.
+
+    ``arch_lr``: the architecture lr the search ended with; at or above auto's cap, raising
+    it is no longer the advice (Adam's steps would follow single batches).
+    """
     if margin >= threshold:
         return None
+    if arch_lr is not None and arch_lr >= ARCH_LR_RANGE[1]:
+        fix = (
+            f"search longer (--epochs) or with larger batches (--batch-size); search.arch_lr "
+            f"is already {arch_lr:g}, the most that search.arch_lr=auto uses"
+        )
+    else:
+        fix = "search longer (--epochs) or raise search.arch_lr (or use search.arch_lr=auto)"
     return (
         f"the decoded path beats its runner-up by only {margin:.3f} nats (< "
         f"search.min_path_margin={threshold:g}): beta has not learnt enough to choose a path; "
-        "search longer (--epochs) or raise search.arch_lr (or use search.arch_lr=auto)"
+        + fix
     )
 
 
@@ -199,7 +210,7 @@ def epoch_record(
         **arch,
     }
     if epoch + 1 == loop.epochs:
-        warning = margin_warning(record["path_margin"], loop.min_path_margin)
+        warning = margin_warning(record["path_margin"], loop.min_path_margin, record.get("arch_lr"))
         if warning is not None:
             record["warning"] = warning
     if loop.nonfinite == "skip":
