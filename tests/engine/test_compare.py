@@ -32,16 +32,33 @@ def test_plan_matches_cost_and_is_reproducible() -> None:
     tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
     searched = _searched()
     plan = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
-    assert [e.kind for e in plan] == ["searched"] * 2 + ["random"] * 4 + ["handmade", "paper"]
-    assert [e.seed for e in plan[:2]] == [0, 1] and all(e.seed == 0 for e in plan[2:])
+    kinds = ["searched"] * 2 + ["random"] * 4 + ["handmade"] * 2 + ["paper"] * 2
+    assert [e.kind for e in plan] == kinds
+    # The references get the searched network's seeds; each random genotype one seed.
+    assert [e.seed for e in plan] == [0, 1] + [0] * 4 + [0, 1, 0, 1]
+    assert [e.name for e in plan[6:]] == ["handmade", "handmade_seed1", "paper", "paper_seed1"]
     target = plan[0].madds
     for e in plan[2:6]:
         assert abs(e.madds - target) <= 0.1 * target
         assert e.genotype != searched and e.genotype.num_layers == 6 and max(e.genotype.path) <= 2
-    assert plan[6].genotype.cell == searched.cell and plan[6].genotype.path == handmade_path(6, 3)
-    assert plan[7].genotype == PAPER_GENOTYPE
+    for e in plan[6:8]:
+        assert e.genotype.cell == searched.cell and e.genotype.path == handmade_path(6, 3)
+    assert plan[8].genotype == plan[9].genotype == PAPER_GENOTYPE
     again = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
     assert again == plan
+    one = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, reference_seeds=1)
+    assert [e.name for e in one[6:]] == ["handmade", "paper"] and one[:6] == plan[:6]
+
+
+def test_summary_averages_the_references_over_their_seeds() -> None:
+    from autodeeplab.engine.compare import summarise
+
+    rows = [("searched", 0.25), ("searched", 0.23), ("random", 0.2), ("random", 0.22)]
+    rows += [("handmade", 0.26), ("handmade", 0.22), ("paper", 0.1), ("paper", 0.12)]
+    summary = summarise([{"kind": k, "miou": m, "split": "test"} for k, m in rows])
+    assert summary["handmade"] == pytest.approx(0.24) and summary["paper"] == pytest.approx(0.11)
+    assert summary["reference_seeds"] == 2
+    assert summary["searched_minus_handmade"] == pytest.approx(0.0)
 
 
 def test_plan_says_when_no_random_genotype_fits() -> None:

@@ -32,6 +32,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--searched-seeds", type=int, default=2, help="seeds of the searched one (default 2)"
     )
     p.add_argument(
+        "--reference-seeds",
+        type=int,
+        help="seeds of each reference, the searched one's (default: --searched-seeds)",
+    )
+    p.add_argument(
         "--tolerance",
         type=float,
         default=0.1,
@@ -53,6 +58,9 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
 
     if args.random < 0 or args.searched_seeds < 1:
         raise ValueError("--random must be >= 0 and --searched-seeds >= 1")
+    ref_seeds = args.searched_seeds if args.reference_seeds is None else args.reference_seeds
+    if ref_seeds < 1:
+        raise ValueError("--reference-seeds must be >= 1")
     if not 0 < args.tolerance <= 10:
         raise ValueError(f"--tolerance {args.tolerance}: give a fraction, e.g. 0.1 for 10%")
     overrides = [f"data.spec={json.dumps(args.data)}"] if args.data else []
@@ -65,7 +73,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     out = Path(args.out)
     print(
         f"compare {args.search_run} on {cfg.data.spec}: {args.searched_seeds} searched seed(s), "
-        f"{args.random} random, 2 references; {cfg.train.iters} iterations each -> {out}",
+        f"{args.random} random, 2 references x {ref_seeds} seed(s); {cfg.train.iters} "
+        f"iterations each -> {out}",
         file=sys.stderr,
     )
     result = run_compare(
@@ -74,6 +83,7 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         out,
         num_random=args.random,
         searched_seeds=args.searched_seeds,
+        reference_seeds=ref_seeds,
         tolerance=args.tolerance,
         size=args.size,
         progress=not args.no_progress,

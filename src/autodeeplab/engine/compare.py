@@ -7,8 +7,9 @@ searching. :func:`run_compare` retrains, under one schedule:
 - ``num_random`` random genotypes (:func:`~autodeeplab.genotype.random_genotype`: cells
   without 'none', paths uniform over the valid ones) whose Multi-Adds at ``size`` are within
   ``tolerance`` of the searched network's, so that a win is not bought with compute;
-- two references: the searched cell on a hand-made DeepLabv3-like path (down to stride 16
-  by the fourth layer, then staying there: [0, 0, 0, 1, 2, 2, ...]) and the paper's genotype.
+- two references, with the searched network's seeds: the searched cell on a hand-made
+  DeepLabv3-like path (down to stride 16 by the fourth layer, then staying there:
+  [0, 0, 0, 1, 2, 2, ...]) and the paper's genotype.
 
 Each network is chosen on val (the best checkpoint of its retraining) and reported on the
 test split (val where the dataset has none). Each retraining is its own run folder under
@@ -139,8 +140,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "random_mean": statistics.fmean(randoms) if randoms else None,
         "random_std": statistics.stdev(randoms) if len(randoms) > 1 else None,
         "random_best": max(randoms) if randoms else None,
-        "handmade": (mious("handmade") or [None])[0],
-        "paper": (mious("paper") or [None])[0],
+        # Means over the references' seeds (the searched network's).
+        "handmade": statistics.fmean(mious("handmade")) if mious("handmade") else None,
+        "paper": statistics.fmean(mious("paper")) if mious("paper") else None,
+        "reference_seeds": len(mious("handmade")),
     }
     if out["searched_mean"] is not None and out["random_mean"] is not None:
         out["searched_minus_random"] = out["searched_mean"] - out["random_mean"]
@@ -175,7 +178,12 @@ def _markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: st
         f"- random: mean {pct(summary['random_mean'])}, std {pct(summary['random_std'])}, "
         f"best {pct(summary['random_best'])}",
         f"- hand-made path with the searched cell: {pct(summary['handmade'])}; "
-        f"the paper's genotype: {pct(summary['paper'])}",
+        f"the paper's genotype: {pct(summary['paper'])}"
+        + (
+            f" (means over {summary['reference_seeds']} seeds)"
+            if summary["reference_seeds"] > 1
+            else ""
+        ),
     ]
     if "searched_minus_random" in summary:
         lines.append(
@@ -282,6 +290,7 @@ def run_compare(
     tolerance: float = 0.1,
     size: tuple[int, int] | None = None,
     progress: bool = True,
+    reference_seeds: int | None = None,
 ) -> CompareResult:
     """Retrain and evaluate every network of :func:`plan_compare`; write the comparison."""
     search_dir, out = Path(search_dir), Path(out_dir)
@@ -297,7 +306,15 @@ def run_compare(
     size = size or (tcfg.data.crop, tcfg.data.crop)
     split = _report_split(tcfg.data.spec)
     entries = plan_compare(
-        searched, search_cfg, tcfg, num_classes, size, num_random, searched_seeds, tolerance
+        searched,
+        search_cfg,
+        tcfg,
+        num_classes,
+        size,
+        num_random,
+        searched_seeds,
+        tolerance,
+        reference_seeds=reference_seeds,
     )
     out.mkdir(parents=True, exist_ok=True)
     spent: list[float] = []

@@ -84,12 +84,15 @@ def plan_compare(
     searched_seeds: int = 2,
     tolerance: float = 0.1,
     seed: int = 0,
+    reference_seeds: int | None = None,
 ) -> list[CompareEntry]:
     """The networks to retrain, in order: searched (each seed), random, hand-made, paper.
 
     Random genotypes come from a ``random.Random(seed)`` and are kept when their
     Multi-Adds are within ``tolerance`` of the searched network's; the plan is the same
-    every time for the same arguments.
+    every time for the same arguments. The two references get ``reference_seeds`` seeds
+    (default: as many as the searched network), the same ones, so that searched against
+    hand-made compares paths, not seeds; the first keeps the plain name (``handmade``).
     """
     base = tcfg.train.seed
     target = _madds(searched, num_classes, tcfg, size)
@@ -121,9 +124,14 @@ def plan_compare(
             name = f"random{len(entries) - searched_seeds}"
             entries.append(CompareEntry(name, "random", g, base, cost))
     hand = Genotype(searched.cell, handmade_path(searched.num_layers, levels))
-    entries.append(
-        CompareEntry("handmade", "handmade", hand, base, _madds(hand, num_classes, tcfg, size))
-    )
-    paper = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
-    entries.append(CompareEntry("paper", "paper", PAPER_GENOTYPE, base, paper))
+    hand_cost = _madds(hand, num_classes, tcfg, size)
+    paper_cost = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
+    seeds = searched_seeds if reference_seeds is None else reference_seeds
+    for kind, genotype, cost in (
+        ("handmade", hand, hand_cost),
+        ("paper", PAPER_GENOTYPE, paper_cost),
+    ):
+        for k in range(seeds):
+            name = kind if k == 0 else f"{kind}_seed{base + k}"
+            entries.append(CompareEntry(name, kind, genotype, base + k, cost))
     return entries
