@@ -105,23 +105,28 @@ def tensor_peak_mib(run: Callable[[], object], live: list[torch.Tensor]) -> tupl
     return (before + peak) / 2**20, running / 2**20
 
 
+def memory_model_args(args: argparse.Namespace) -> dict:
+    """The flags as arguments of the memory model (search/memory.py), checkpointing aside."""
+    return {
+        "crop": args.crop,
+        "batch_size": args.batch_size,
+        "num_classes": args.classes,
+        "num_layers": args.layers,
+        "num_blocks": args.blocks,
+        "filter_multiplier": args.filter_multiplier,
+        "partial_channels": args.partial_channels,
+        "amp": args.amp,
+        "device": torch.device(args.device).type,
+    }
+
+
 def resolved_checkpoint_cells(args: argparse.Namespace) -> bool:
     """``--checkpoint-cells`` as the search engine would resolve it (``auto``: the estimate)."""
     if args.checkpoint_cells != "auto":
         return args.checkpoint_cells == "on"
-    device = torch.device(args.device).type
+    kwargs = memory_model_args(args)
     return resolve_checkpoint_cells(
-        args.crop,
-        args.batch_size,
-        args.classes,
-        num_layers=args.layers,
-        num_blocks=args.blocks,
-        filter_multiplier=args.filter_multiplier,
-        checkpoint_cells="auto",
-        partial_channels=args.partial_channels,
-        amp=args.amp,
-        device=device,
-        available=device_memory_bytes(device),
+        **kwargs, checkpoint_cells="auto", available=device_memory_bytes(kwargs["device"])
     )
 
 
@@ -152,16 +157,7 @@ def measure(args: argparse.Namespace) -> dict:
     # on a device checks the memory model there. On CUDA it counts the context, which
     # max_memory_allocated does not: the allocator's share is the comparable figure.
     est = estimate_search_memory(
-        args.crop,
-        args.batch_size,
-        args.classes,
-        num_layers=args.layers,
-        num_blocks=args.blocks,
-        filter_multiplier=args.filter_multiplier,
-        checkpoint_cells=record["checkpoint_cells"],
-        partial_channels=args.partial_channels,
-        amp=args.amp,
-        device=device.type,
+        **memory_model_args(args), checkpoint_cells=record["checkpoint_cells"]
     )
     record["estimated_peak_mib"] = round(est.total / 2**20, 1)
     record["estimated_allocator_mib"] = round((est.total - est.fixed) / 2**20, 1)
