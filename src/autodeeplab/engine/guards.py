@@ -243,11 +243,11 @@ class NonFiniteGuard:
         if not tensors:
             return
         # A state mixes devices on a GPU (Adam keeps its step counters on the CPU): reduce
-        # per device, then on the accelerator's, where a NCCL collective needs the flag.
+        # per device, then on the run's device, where a NCCL collective needs the flag.
         per_device: dict[torch.device, list[torch.Tensor]] = {}
         for t in tensors:
             per_device.setdefault(t.device, []).append(torch.isfinite(t).all())
-        home = next((d for d in per_device if d.type != "cpu"), torch.device("cpu"))
+        home = self._first.device
         ok = torch.stack([torch.stack(v).all().to(home) for v in per_device.values()]).all()
         if not self._agree(ok):
             raise NonFiniteError(self._message(what))
