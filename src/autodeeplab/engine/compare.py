@@ -134,6 +134,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         return [r["miou"] for r in results if r["kind"] == kind]
 
     searched, randoms = mious("searched"), mious("random")
+    handmade, paper = mious("handmade"), mious("paper")
     out: dict[str, Any] = {
         "split": results[0]["split"] if results else None,
         "searched_mean": statistics.fmean(searched) if searched else None,
@@ -141,9 +142,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "random_std": statistics.stdev(randoms) if len(randoms) > 1 else None,
         "random_best": max(randoms) if randoms else None,
         # Means over the references' seeds (the searched network's).
-        "handmade": statistics.fmean(mious("handmade")) if mious("handmade") else None,
-        "paper": statistics.fmean(mious("paper")) if mious("paper") else None,
-        "reference_seeds": len(mious("handmade")),
+        "handmade": statistics.fmean(handmade) if handmade else None,
+        "paper": statistics.fmean(paper) if paper else None,
+        "reference_seeds": len(handmade),
     }
     if out["searched_mean"] is not None and out["random_mean"] is not None:
         out["searched_minus_random"] = out["searched_mean"] - out["random_mean"]
@@ -223,13 +224,10 @@ def _is_locked(folder: Path) -> bool:
     """Whether a compare process (this one included) holds ``folder``'s lock now."""
     if not (folder / "lock").is_file():
         return False
-    with open(folder / "lock", "a", encoding="utf-8") as handle:
-        try:  # a second open file description conflicts even with this process's own lock
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    # _network_lock opens the file anew, and a second open file description conflicts even
+    # with this process's own lock.
+    with _network_lock(folder, wait=False) as taken:
+        return not taken
 
 
 def _retrain(
@@ -245,8 +243,8 @@ def _retrain(
 ) -> bool:
     """Retrain one network with a progress line; False if a signal stopped it."""
     folder = out / "runs" / entry.name
-    unfinished = [out / "runs" / e.name for e in entries]
-    unfinished = [f for f in unfinished if not (f / "result.json").is_file()]
+    folders = (out / "runs" / e.name for e in entries)
+    unfinished = [f for f in folders if not (f / "result.json").is_file()]
     # The networks left are shared by every compare process on this --out: those retraining
     # one now (this one included, which holds its lock) divide the time.
     workers = max(1, sum(_is_locked(f) for f in unfinished))
