@@ -87,6 +87,23 @@ def test_skip_dropout_is_applied_and_resumes_exactly(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
+def test_skip_dropout_can_wait_for_the_architecture_updates(tmp_path, tiny_config):
+    # With skip_dropout_in_warmup=false the warm-up epoch (alpha/beta frozen) trains w
+    # exactly as without dropout; the epochs with architecture updates get the dropout.
+    def weights(name: str, *overrides: str) -> list[dict[str, torch.Tensor]]:
+        run_search(tiny_config("search.epochs=2", *overrides), tmp_path / name, progress=False)
+        ckpts = sorted((tmp_path / name / "checkpoints").glob("*.pt"))
+        return [load_checkpoint(p, "search")["model"] for p in ckpts]
+
+    plain = weights("plain")
+    late = weights("late", "search.skip_dropout=0.5", "search.skip_dropout_in_warmup=false")
+    always = weights("always", "search.skip_dropout=0.5")
+    assert all(torch.equal(plain[0][k], late[0][k]) for k in plain[0])  # epoch 1: warm-up
+    assert not all(torch.equal(plain[0][k], always[0][k]) for k in plain[0])
+    assert not torch.equal(plain[1]["alpha"], late[1]["alpha"])  # epoch 2: dropout on
+
+
+@pytest.mark.slow
 def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.

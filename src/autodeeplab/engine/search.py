@@ -269,7 +269,8 @@ class _Search:
             epoch_start = time.perf_counter()
             arch_on = self._arch_on(epoch)
             self.aux_weight = self.schedule.aux_skip(loop, epoch)
-            self.model.set_skip_remedies(self.aux_weight, loop.skip_dropout)
+            dropout = loop.skip_dropout if arch_on or loop.skip_dropout_in_warmup else 0.0
+            self.model.set_skip_remedies(self.aux_weight, dropout)
             self.model.train()
             tally = EpochTally.start(self.device, self.partial, self.num_classes)
             batches_a = data.start_epoch(epoch, tally.steps, arch_on)
