@@ -28,7 +28,7 @@ of the architecture loss in alpha and beta on ``--batches`` trainB batches of
 over consecutive batches), each entry's signal-to-noise ratio |mean| / std over batches.
 Adam moves a logit by about lr x SNR a step on average and by about lr at random, so the
 SNR says how many architecture steps a decision needs before its signal outgrows the noise.
-One JSON line per (parameter, batch size):
+One JSON line per (parameter, batch size), after one with beta's mean |gradient| per layer:
 
     OMP_NUM_THREADS=1 python benchmarks/search_dynamics.py \
         --checkpoint runs/search/checkpoints/epoch_0006.pt --batches 16
@@ -151,7 +151,25 @@ def checkpoint_snr(args: argparse.Namespace) -> list[dict]:
         ga, gb = torch.autograd.grad(loss, [net.alpha, net.beta])
         grads["alpha"].append(ga.flatten())
         grads["beta"].append(gb.flatten())
-    records = []
+    # Where beta's gradient lives: the mean |gradient| per layer. Every node output passes a
+    # BatchNorm (the next cell's preprocessing, the heads) before it is used, so its scale
+    # is lost: beta's only signal is the ratio of the inputs of nodes with two or more, and
+    # a node with one input (each of layer 1's) gives its beta none.
+    beta_abs = torch.stack(grads["beta"]).abs().mean(0).view_as(net.beta)
+    alpha_abs = float(torch.stack(grads["alpha"]).abs().mean())
+    records = [
+        {
+            "benchmark": "search_dynamics_beta_by_layer",
+            "checkpoint": str(args.checkpoint),
+            "epoch": state["epoch"],
+            "batch_size": args.batch_size,
+            "batches": args.batches,
+            "alpha_mean_abs_grad": alpha_abs,
+            "beta_mean_abs_grad_by_layer": [
+                float(layer[net.beta_mask[i]].mean()) for i, layer in enumerate(beta_abs)
+            ],
+        }
+    ]
     for name, gs in grads.items():
         g = torch.stack(gs)
         g = g[:, g.abs().sum(0) > 0]  # beta's impossible transitions have no gradient

@@ -134,19 +134,21 @@ class SearchConfig:
     search: SearchLoopConfig = field(default_factory=SearchLoopConfig)
 
 
-#: The default of ``autodeeplab search``: a smaller space than the paper's (L=8, strides 4-16)
+#: The default of ``autodeeplab search``: a smaller space than the paper's (L=4, strides 4-16)
 #: on the built-in data, sized for 2 CPU cores (about 10 minutes) so that the supernet learns
 #: and the search does not collapse onto skips (README). Equal to configs/search/synthetic.yaml.
 CPU_SEARCH_PRESET: dict[str, Any] = {
-    "model": {"num_layers": 8, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
+    "model": {"num_layers": 4, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
     "data": {"spec": "synthetic", "crop": 64, "train_samples": 768, "val_samples": 32},
     "search": {
-        "epochs": 6,
+        "epochs": 10,
         "batch_size": 8,
         "lr": 0.05,
         "arch_start_epoch": 2,
         "arch_start_loss": "prior",
         "arch_lr": "auto",
+        "arch_betas": [0.9, 0.999],
         "skip_dropout": 0.5,
+        "skip_dropout_in_warmup": False,
     },
 }
