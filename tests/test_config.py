@@ -218,7 +218,7 @@ def test_shipped_cpu_preset_equals_the_builtin_default() -> None:
     shipped = load_config(root / "configs" / "search" / "synthetic.yaml")
     assert shipped == config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
     # A smaller space than the paper's, whose crop leaves the coarsest level 3x3.
-    assert (shipped.model.num_layers, shipped.model.num_blocks) == (8, 5)
+    assert (shipped.model.num_layers, shipped.model.num_blocks) == (4, 5)
     assert shipped.data.crop >= 3 * max(shipped.model.strides)
 
 
