@@ -13,6 +13,7 @@ from autodeeplab.engine.arch_schedule import (
     ArchSchedule,
     auto_arch_lr,
     class_prior_entropy,
+    cosine_factor,
 )
 
 
@@ -71,6 +72,28 @@ def test_auto_lr_is_set_from_the_steps_left() -> None:
     s.start(loop, 2, 25, torch.zeros(1), torch.zeros(1), optimizer)
     assert s.lr == pytest.approx(2.0 / (8 * 25))  # 8 epochs of 25 architecture steps
     assert optimizer.param_groups[0]["lr"] == s.lr
+
+
+def test_cosine_lr_anneals_and_keeps_the_logit_budget() -> None:
+    assert cosine_factor(0, 8) == 1.0 and cosine_factor(4, 8) == pytest.approx(0.5)
+    s, loop = (
+        ArchSchedule(2),
+        _loop(arch_lr="auto", arch_logit_budget=2.0, arch_lr_schedule="cosine"),
+    )
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s.start(loop, 2, 25, torch.zeros(1), torch.zeros(1), optimizer)
+    lrs = [s.epoch_lr(loop, e) for e in range(2, 10)]
+    assert lrs[0] == s.lr == optimizer.param_groups[0]["lr"]
+    assert all(a > b > 0 for a, b in zip(lrs, lrs[1:], strict=False))
+    assert sum(lr * 25 for lr in lrs) == pytest.approx(2.0, rel=0.01)  # the same 2 logits
+    assert s.epoch_lr(loop, 1) is None  # before the updates
+    s.set_epoch_lr(loop, 9, optimizer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[-1])
+    # A fixed lr anneals from itself; the constant schedule (the paper's) does not.
+    fixed = _loop(arch_lr=0.01, arch_lr_schedule="cosine")
+    s.start(fixed, 2, 25, torch.zeros(1), torch.zeros(1), optimizer)
+    assert s.epoch_lr(fixed, 2) == 0.01 and s.epoch_lr(fixed, 6) == pytest.approx(0.005)
+    assert s.epoch_lr(_loop(arch_lr=0.01), 9) == 0.01
 
 
 def test_aux_skip_decays_over_the_architecture_epochs() -> None:

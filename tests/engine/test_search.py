@@ -104,6 +104,27 @@ def test_skip_dropout_can_wait_for_the_architecture_updates(tmp_path, tiny_confi
 
 
 @pytest.mark.slow
+def test_cosine_architecture_lr_is_logged_and_resumes_exactly(tmp_path, tiny_config):
+    cfg = tiny_config("search.arch_lr=0.01", "search.arch_lr_schedule=cosine")
+    run_search(cfg, tmp_path / "full", progress=False)
+    run_search(cfg, tmp_path / "part", progress=False, stop_after=2)
+    run_search(cfg, tmp_path / "part", progress=False, resume=True)
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "full" / "search_log.jsonl").read_text().splitlines()
+    ]
+    # Epochs 2 and 3 learn alpha/beta: the k-th of 2 gets 0.01 x (1 + cos(pi k / 2)) / 2.
+    assert [r["arch_lr"] for r in records] == [None, 0.01, pytest.approx(0.005)]
+    a, b = (
+        load_checkpoint(tmp_path / name / "checkpoints" / "epoch_0003.pt", "search")
+        for name in ("full", "part")
+    )
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    lr = a["arch_optimizer"]["param_groups"][0]["lr"]
+    assert lr == b["arch_optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.005)
+
+
+@pytest.mark.slow
 def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.

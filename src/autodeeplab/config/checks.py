@@ -103,6 +103,7 @@ RANGES: dict[str, tuple[float, float]] = {
 CHOICES: dict[str, tuple[Any, ...]] = {
     "checkpoint_cells": (True, False, "auto"),
     "path_decode": ("relative", "literal"),
+    "arch_lr_schedule": ("constant", "cosine"),
     "val_bn": ("batch", "recalibrate", "running"),
 }
 # Keys that take a number or one of a few words (checked after the type and the range).

@@ -77,6 +77,11 @@ class SearchLoopConfig:
     # move beta past the decode's margin (README, "The schedule").
     arch_lr: float | str = 3e-3
     arch_logit_budget: float = 3.0
+    # The architecture lr over the epochs with updates: "constant" (the paper's), or
+    # "cosine": lr x (1 + cos(pi k / n)) / 2 in the k-th of n such epochs, so the last epochs
+    # move alpha/beta little and the decoded genotype can settle. With arch_lr=auto the lr
+    # is scaled so that the schedule still allows arch_logit_budget logits of movement.
+    arch_lr_schedule: str = "constant"
     arch_weight_decay: float = 1e-3
     arch_betas: tuple[float, float] = (0.5, 0.999)
     # How the Viterbi scores the path: "relative" to a uniform choice among each node's

@@ -17,6 +17,10 @@ architecture schedule, written so that it works at any budget (README, "The sche
   ``arch_logit_budget`` / n when the updates start (n: the steps left in the schedule),
   within :data:`ARCH_LR_RANGE`: never slower than the paper, and never above 3e-2, where
   Adam's sign-like steps make the architecture jump from batch to batch.
+- **Annealing** (``search.arch_lr_schedule=cosine``): the lr of the k-th of n epochs with
+  updates is lr x (1 + cos(pi k / n)) / 2, set at the start of each epoch (so a resumed
+  epoch gets the same one); with ``auto`` the base lr is raised so that the n epochs still
+  allow ``arch_logit_budget`` logits in all.
 - **Auxiliary skip** (DARTS-, ``search.aux_skip``): its weight is ``aux_skip`` until the
   updates start, then decays linearly, reaching aux_skip / (epochs left) in the last epoch.
 """
@@ -31,7 +35,7 @@ from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
 
-__all__ = ["ARCH_LR_RANGE", "ArchSchedule", "auto_arch_lr", "class_prior_entropy"]
+__all__ = ["ARCH_LR_RANGE", "ArchSchedule", "auto_arch_lr", "class_prior_entropy", "cosine_factor"]
 
 #: The range ``arch_lr=auto`` keeps to: the paper's lr, and ten times it.
 ARCH_LR_RANGE = (3e-3, 3e-2)
@@ -41,6 +45,11 @@ def auto_arch_lr(budget: float, arch_steps: int) -> float:
     """``budget`` / ``arch_steps``, clamped to :data:`ARCH_LR_RANGE`."""
     lo, hi = ARCH_LR_RANGE
     return min(hi, max(lo, budget / max(arch_steps, 1)))
+
+
+def cosine_factor(k: int, n: int) -> float:
+    """The annealed lr's factor in the k-th (0-based) of n epochs: (1 + cos(pi k / n)) / 2."""
+    return 0.5 * (1.0 + math.cos(math.pi * k / max(n, 1)))
 
 
 def class_prior_entropy(counts: Tensor) -> float | None:
@@ -111,10 +120,31 @@ class ArchSchedule:
         if loop.arch_lr == "auto":
             steps = (loop.epochs - epoch) * steps_per_epoch
             self.lr = auto_arch_lr(loop.arch_logit_budget, steps)
+            if loop.arch_lr_schedule == "cosine":
+                # The same budget under the annealed lr: steps x the mean factor.
+                span = loop.epochs - epoch
+                mean = sum(cosine_factor(k, span) for k in range(span)) / max(span, 1)
+                self.lr = auto_arch_lr(loop.arch_logit_budget, round(steps * mean))
         else:
             self.lr = float(loop.arch_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = self.lr
+        self.set_epoch_lr(loop, epoch, optimizer)
+
+    def epoch_lr(self, loop: SearchLoopConfig, epoch: int) -> float | None:
+        """The architecture lr of ``epoch`` (None before the updates start)."""
+        if self.lr is None or self.started_epoch is None or epoch < self.started_epoch:
+            return None
+        if loop.arch_lr_schedule == "constant":
+            return self.lr
+        return self.lr * cosine_factor(epoch - self.started_epoch, loop.epochs - self.started_epoch)
+
+    def set_epoch_lr(
+        self, loop: SearchLoopConfig, epoch: int, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Give the architecture optimiser ``epoch``'s lr."""
+        lr = self.epoch_lr(loop, epoch)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def aux_skip(self, loop: SearchLoopConfig, epoch: int) -> float:
         """DARTS-'s auxiliary skip weight for ``epoch``."""

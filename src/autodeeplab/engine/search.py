@@ -305,6 +305,7 @@ class _Search:
         """Whether alpha/beta learn in ``epoch``; starts them (lr, snapshot) when it is time."""
         schedule, loop = self.schedule, self.cfg.search
         if schedule.started_epoch is not None:
+            schedule.set_epoch_lr(loop, epoch, self.strategy.arch_optimizer)
             return epoch >= schedule.started_epoch
         if self.partial is not None:  # resuming mid-epoch: the epoch began without them
             return False
@@ -352,7 +353,7 @@ class _Search:
         # The schedule's start condition reads this epoch's train loss and label counts.
         self.schedule.end_epoch(tally.losses(arch_on)["train_loss"], tally.class_counts)
         previous, aux = self.previous_genotype, self.aux_weight
-        arch = arch_record(model, genotype, previous, self.schedule, loop, arch_on, aux)
+        arch = arch_record(model, genotype, previous, self.schedule, loop, arch_on, aux, epoch)
         seconds = time.perf_counter() - started
         record = epoch_record(epoch, self.step, tally, metrics, lr, arch_on, seconds, arch, loop)
         self.previous_genotype = genotype

@@ -155,6 +155,7 @@ def arch_record(
     loop: SearchLoopConfig,
     arch_on: bool,
     aux_weight: float,
+    epoch: int,
 ) -> dict[str, Any]:
     """The epoch record's view of what the search has learnt (search/diagnostics.py)."""
     with torch.no_grad():
@@ -179,7 +180,7 @@ def arch_record(
         "genotype": genotype.to_dict(),
         **diag,
         "path_decode": loop.path_decode,
-        "arch_lr": schedule.lr if arch_on else None,
+        "arch_lr": schedule.epoch_lr(loop, epoch) if arch_on else None,
         "arch_start_forced": schedule.forced or None,
         "aux_skip": aux_weight,
         "class_prior_entropy": class_prior_entropy(schedule.class_counts),
