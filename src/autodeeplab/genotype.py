@@ -82,6 +82,13 @@ class Genotype:
         """The output stride of each layer (4, 8, 16, 32 for levels 0..3)."""
         return tuple(4 * 2**level for level in self.path)
 
+    def same_network(self, other: Genotype) -> bool:
+        """Whether ``other`` decodes to the same network: a block sums its branches, so
+        their order within a block does not matter (the decode lists the stronger first)."""
+        return self.path == other.path and [sorted(b) for b in self.cell] == [
+            sorted(b) for b in other.cell
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {

@@ -48,6 +48,28 @@ def test_parameter_free_share() -> None:
     assert parameter_free_share(g) == 0.5
 
 
+def test_genotype_changed_ignores_the_order_of_a_blocks_branches() -> None:
+    # The CPU preset's last epochs reordered [dil5(1), sep3(3)] to [sep3(3), dil5(1)]: the
+    # same network (a block sums its branches), which the log had counted as a change.
+    a = Genotype(((("dil_conv_5x5", 1), ("sep_conv_3x3", 0)),), (0, 1))
+    swapped = Genotype(((("sep_conv_3x3", 0), ("dil_conv_5x5", 1)),), (0, 1))
+    other_op = Genotype(((("dil_conv_3x3", 1), ("sep_conv_3x3", 0)),), (0, 1))
+    other_path = Genotype(((("dil_conv_5x5", 1), ("sep_conv_3x3", 0)),), (0, 0))
+    assert a.same_network(swapped) and a != swapped
+    assert not a.same_network(other_op) and not a.same_network(other_path)
+    alpha, beta = torch.zeros(2, 8), torch.zeros(2, 2, 3)
+
+    def changed(previous: Genotype, now: Genotype) -> bool:
+        probs = beta_probabilities(beta, 2)
+        rec = search_diagnostics(
+            torch.softmax(alpha, -1), probs, now, 0.0, previous, None, alpha, beta, beta_mask(2, 2)
+        )
+        return rec["genotype_changed"]
+
+    assert changed(a, swapped) is False
+    assert changed(a, other_op) is True and changed(a, other_path) is True
+
+
 def test_search_diagnostics_record() -> None:
     alpha, beta = torch.zeros(20, 8), torch.zeros(12, 4, 3)
     beta2 = beta.clone()

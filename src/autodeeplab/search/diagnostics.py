@@ -108,7 +108,8 @@ def search_diagnostics(
         "beta_entropy_mean": sum(nodes) / len(nodes),
         "path_margin": margin,
         "param_free_share": parameter_free_share(genotype),
-        "genotype_changed": None if previous is None else previous != genotype,
+        # Two branches trading strength within a block reorder it without changing the network.
+        "genotype_changed": None if previous is None else not previous.same_network(genotype),
     }
     if arch_start is not None:
         record["alpha_shift_max"], record["alpha_shift_mean"] = logit_shift(alpha, arch_start[0])
