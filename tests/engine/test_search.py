@@ -125,6 +125,17 @@ def test_cosine_architecture_lr_is_logged_and_resumes_exactly(tmp_path, tiny_con
 
 
 @pytest.mark.slow
+def test_margin_warning_reads_the_base_lr_of_an_annealed_schedule(tmp_path, tiny_config):
+    # The cosine schedule's last epoch runs at half the cap here; the lr is still at auto's
+    # cap, so the warning must not advise raising it.
+    cfg = tiny_config("search.arch_lr=0.03", "search.arch_lr_schedule=cosine")
+    run_search(cfg, tmp_path, progress=False)
+    last = json.loads((tmp_path / "search_log.jsonl").read_text().splitlines()[-1])
+    assert last["arch_lr"] == pytest.approx(0.015)
+    assert "already 0.03" in last["warning"] and "raise search.arch_lr" not in last["warning"]
+
+
+@pytest.mark.slow
 def test_checkpointed_cells_change_no_result_and_may_differ_on_resume(tmp_path, tiny_config):
     # Checkpointing only trades time for memory: a run that resumes with it switched on
     # (e.g. after running out of memory) ends where the plain run ends, BN statistics too.

@@ -118,13 +118,12 @@ class ArchSchedule:
         self.start_alpha = alpha.detach().cpu().clone()
         self.start_beta = beta.detach().cpu().clone()
         if loop.arch_lr == "auto":
-            steps = (loop.epochs - epoch) * steps_per_epoch
-            self.lr = auto_arch_lr(loop.arch_logit_budget, steps)
+            span = loop.epochs - epoch
+            steps = span * steps_per_epoch
             if loop.arch_lr_schedule == "cosine":
-                # The same budget under the annealed lr: steps x the mean factor.
-                span = loop.epochs - epoch
-                mean = sum(cosine_factor(k, span) for k in range(span)) / max(span, 1)
-                self.lr = auto_arch_lr(loop.arch_logit_budget, round(steps * mean))
+                # The same budget under the annealed lr: each epoch's steps count by its factor.
+                steps = round(steps_per_epoch * sum(cosine_factor(k, span) for k in range(span)))
+            self.lr = auto_arch_lr(loop.arch_logit_budget, steps)
         else:
             self.lr = float(loop.arch_lr)
         self.set_epoch_lr(loop, epoch, optimizer)

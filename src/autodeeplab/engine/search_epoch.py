@@ -174,7 +174,7 @@ def arch_record(
             model.beta.cpu(),
             model.beta_mask.cpu(),
         )
-    return {
+    record = {
         "alpha": alpha_w.tolist(),
         "beta": beta_w.tolist(),
         "genotype": genotype.to_dict(),
@@ -186,6 +186,13 @@ def arch_record(
         "class_prior_entropy": class_prior_entropy(schedule.class_counts),
         "arch_start_loss": schedule.loss_threshold(loop),
     }
+    if epoch + 1 == loop.epochs:
+        # The schedule's base lr, not the last epoch's: an annealed lr ends far below the
+        # cap even when its base is at it, and raising it would then be the wrong advice.
+        warning = margin_warning(diag["path_margin"], loop.min_path_margin, schedule.lr)
+        if warning is not None:
+            record["warning"] = warning
+    return record
 
 
 def epoch_record(
@@ -208,12 +215,8 @@ def epoch_record(
         "lr": lr,
         "arch_updates": arch_on,
         "seconds": seconds,
-        **arch,
+        **arch,  # with the last epoch's margin warning, if any
     }
-    if epoch + 1 == loop.epochs:
-        warning = margin_warning(record["path_margin"], loop.min_path_margin, record.get("arch_lr"))
-        if warning is not None:
-            record["warning"] = warning
     if loop.nonfinite == "skip":
         record["skipped_steps"] = tally.skipped_w
         record["skipped_arch_steps"] = tally.skipped_arch
