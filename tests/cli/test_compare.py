@@ -17,6 +17,7 @@ from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
         (["--random", "-1"], "--random must be >= 0"),
         (["--tolerance", "0"], "give a fraction, e.g. 0.1"),
         (["--set", "train.amp=fp16"], "train.amp=fp16 needs CUDA"),
+        (["--reuse", "nosuch"], "nosuch: no runs/ folder; --reuse takes the --out folder"),
     ],
 )
 def test_compare_refuses_bad_input_before_any_write(tmp_path, capsys, extra, message) -> None:

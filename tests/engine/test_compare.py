@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,82 @@ def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
     assert "processes" not in lines["searched_seed0"]  # the other one had gone
     assert [r["kind"] for r in result.results] == ["searched", "random", "handmade", "paper"]
     assert (first / "result.json").is_file() and not result.stopped
+
+
+def _finished_compare(out: Path, entries: list, tcfg: TrainConfig) -> None:
+    """Fake finished runs of ``entries`` under ``out``/runs, as a compare leaves them."""
+    from autodeeplab.config import save_config
+    from autodeeplab.engine.compare import _entry_config
+
+    for k, entry in enumerate(entries):
+        folder = out / "runs" / f"other_{k}"  # another comparison's names
+        cfg = _entry_config(entry, tcfg, folder)
+        (folder / "train").mkdir()
+        save_config(cfg, folder / "train" / "config.yaml")
+        result = {"name": f"other_{k}", "kind": "random", "seed": entry.seed, "madds": 1,
+                  "genotype": entry.genotype.to_dict(), "parameters": 10 + k,
+                  "val_miou": 0.1 + k / 100, "miou": 0.2 + k / 100, "test_miou": 0.2 + k / 100,
+                  "split": "test", "best_iteration": 4, "seconds": 1.0}  # fmt: skip
+        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
+        (folder / "metrics_test.json").write_text('{"miou": 0.5}', encoding="utf-8")
+
+
+def test_compare_reuses_finished_runs_of_the_same_network_and_config(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """--reuse: a run with the same genotype, seed and training config stands in; no retraining."""
+    import autodeeplab.engine.compare as compare
+    from autodeeplab.engine.compare import _entry_config, find_reusable
+
+    search = tmp_path / "search"
+    search.mkdir()
+    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
+    (search / "config.yaml").write_text(
+        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
+    )
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    search_cfg = load_config(search / "config.yaml")
+    entries = plan_compare(_searched(layers=3, levels=2), search_cfg, tcfg, 8, (64, 64), 1, 1, 0.5)
+    earlier = tmp_path / "earlier"
+    _finished_compare(earlier, entries, tcfg)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a reusable network was retrained")
+
+    monkeypatch.setattr(compare, "run_train", no_training)
+    result = run_compare(
+        search, tcfg, tmp_path / "cmp", num_random=1, searched_seeds=1, tolerance=0.5,
+        progress=False, reuse=[earlier],
+    )  # fmt: skip
+    assert [r["name"] for r in result.results] == [e.name for e in entries]
+    # This comparison's names, kinds and costs; the earlier run's scores, and where from.
+    for k, (r, e) in enumerate(zip(result.results, entries, strict=True)):
+        assert (r["kind"], r["madds"], r["seed"]) == (e.kind, e.madds, e.seed)
+        assert r["miou"] == pytest.approx(0.2 + k / 100)
+        assert r["reused_from"] == str(earlier / "runs" / f"other_{k}")
+        assert (tmp_path / "cmp" / "runs" / e.name / "metrics_test.json").is_file()
+    assert "reused " + str(earlier / "runs" / "other_0") in capsys.readouterr().err
+    assert "taken from earlier comparisons" in (tmp_path / "cmp" / "compare.md").read_text()
+    # Another seed, another schedule or another genotype is another retraining.
+    folder = tmp_path / "probe"
+    first = entries[0]
+    assert find_reusable(first, _entry_config(first, tcfg, folder), [earlier], "test")
+    other_seed = replace(first, seed=5)
+    assert (
+        find_reusable(other_seed, _entry_config(other_seed, tcfg, folder / "s"), [earlier], "test")
+        is None
+    )
+    longer = load_config(None, [*TINY_TRAIN, "data.crop=64", "train.iters=5"], base=TrainConfig())
+    assert (
+        find_reusable(first, _entry_config(first, longer, folder / "l"), [earlier], "test") is None
+    )
+    assert find_reusable(first, _entry_config(first, tcfg, folder / "v"), [earlier], "val") is None
+    import random
+
+    unseen = replace(first, genotype=random_genotype(random.Random(99), 3, 5, 2))
+    assert unseen.genotype not in [e.genotype for e in entries]
+    assert (
+        find_reusable(unseen, _entry_config(unseen, tcfg, folder / "g"), [earlier], "test") is None
+    )
+    with pytest.raises(FileNotFoundError, match="--reuse takes the --out folder"):
+        run_compare(search, tcfg, tmp_path / "cmp2", num_random=1, reuse=[tmp_path / "nope"])

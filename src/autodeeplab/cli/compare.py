@@ -45,6 +45,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--size", type=parse_size, help="HxW at which Multi-Adds are matched (default: the crop)"
     )
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an earlier compare's --out (repeatable): a network with the same genotype, "
+        "seed and training config takes its finished result instead of retraining",
+    )
     add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
@@ -87,6 +95,7 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         tolerance=args.tolerance,
         size=args.size,
         progress=not args.no_progress,
+        reuse=args.reuse,
     )
     if result.stopped:  # the retraining in progress wrote its checkpoint
         return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")

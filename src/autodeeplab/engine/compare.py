@@ -19,6 +19,12 @@ Several ``compare`` processes may share one ``out`` (one per core or GPU): each 
 folder is locked while it retrains, a process skips the locked ones and, at the end, waits
 for them (or retrains one whose process died). ``out`` gets compare.json, compare.md and
 compare.png (mIoU against Multi-Adds).
+
+Comparisons on the same data retrain many of the same networks: the random genotypes and
+the paper's depend on the searched network only through its Multi-Adds, and a retraining is
+fixed by its genotype, seed and config. ``reuse`` names earlier comparisons' ``out``
+folders; a network whose genotype, seed and whole training config match a finished run
+there takes that run's result (marked ``reused_from``) instead of retraining.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shutil
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +58,7 @@ from autodeeplab.viz.compare import plot_compare
 __all__ = [
     "CompareEntry",
     "CompareResult",
+    "find_reusable",
     "handmade_path",
     "plan_compare",
     "run_compare",
@@ -77,15 +85,8 @@ def _report_split(spec: str) -> str:
     return "test" if "test" in DATASETS[parse_spec(spec)[0]].splits else "val"
 
 
-def _run_entry(
-    entry: CompareEntry,
-    tcfg: TrainConfig,
-    folder: Path,
-    split: str,
-    num_classes: int,
-    progress: bool,
-) -> dict[str, Any] | None:
-    """Retrain, evaluate and record one network; None if a signal stopped its training."""
+def _entry_config(entry: CompareEntry, tcfg: TrainConfig, folder: Path) -> TrainConfig:
+    """``entry``'s retraining config: its genotype, written to ``folder``, and its seed."""
     folder.mkdir(parents=True, exist_ok=True)
     genotype_path = folder / "genotype.json"
     if not genotype_path.is_file():
@@ -96,7 +97,67 @@ def _run_entry(
             "compare into a new --out, or remove that folder"
         )
     cfg = with_genotype(tcfg, genotype_path)
-    cfg = replace(cfg, train=replace(cfg.train, seed=entry.seed))
+    return replace(cfg, train=replace(cfg.train, seed=entry.seed))
+
+
+def _placeless(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` without where its genotype file lives (the genotype itself is compared apart)."""
+    return replace(cfg, model=replace(cfg.model, genotype=None))
+
+
+def find_reusable(
+    entry: CompareEntry, cfg: TrainConfig, reuse: Sequence[Path], split: str
+) -> Path | None:
+    """A finished run folder under ``reuse``/runs with ``entry``'s genotype, seed and config.
+
+    The seed is part of ``cfg``. Folders that are not a finished compare run (no
+    result.json, unreadable files) are passed over: they are another comparison's business.
+    """
+    want = _placeless(cfg)
+    for out in reuse:
+        runs = out / "runs"
+        for folder in sorted(runs.iterdir()) if runs.is_dir() else ():
+            try:
+                result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+                if result.get("split") != split or load_genotype(folder / "genotype.json") != (
+                    entry.genotype
+                ):
+                    continue
+                other = load_config(folder / "train" / "config.yaml", base=TrainConfig())
+            except (OSError, ValueError, AttributeError):
+                continue
+            if _placeless(other) == want:
+                return folder
+    return None
+
+
+def _reuse_entry(entry: CompareEntry, folder: Path, source: Path, split: str) -> None:
+    """Record ``source``'s result as ``entry``'s, with where it came from."""
+    result = json.loads((source / "result.json").read_text(encoding="utf-8"))
+    # The name, kind and cost are this comparison's (the same network may be, say, a
+    # random one here and a reference there; Multi-Adds may be matched at another size).
+    result.update(
+        name=entry.name,
+        kind=entry.kind,
+        madds=entry.madds,
+        reused_from=str(source),
+    )
+    metrics = source / f"metrics_{split}.json"
+    if metrics.is_file():
+        shutil.copyfile(metrics, folder / metrics.name)
+    _write_bytes(folder / "result.json", json.dumps(result, indent=2).encode())
+
+
+def _run_entry(
+    entry: CompareEntry,
+    tcfg: TrainConfig,
+    folder: Path,
+    split: str,
+    num_classes: int,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Retrain, evaluate and record one network; None if a signal stopped its training."""
+    cfg = _entry_config(entry, tcfg, folder)
     train_dir = folder / "train"
     resume = (train_dir / "checkpoints" / "last.pt").is_file()
     start = time.perf_counter()
@@ -194,6 +255,12 @@ def _markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: st
         lines.append(
             f"- searched minus hand-made: {100 * summary['searched_minus_handmade']:+.2f} points"
         )
+    reused = [r["name"] for r in results if r.get("reused_from")]
+    if reused:
+        lines.append(
+            "- taken from earlier comparisons (the same genotype, seed and training config): "
+            + ", ".join(reused)
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -240,9 +307,23 @@ def _retrain(
     split: str,
     num_classes: int,
     progress: bool,
+    reuse: Sequence[Path] = (),
 ) -> bool:
-    """Retrain one network with a progress line; False if a signal stopped it."""
+    """Retrain one network (or reuse an earlier run of it) with a progress line.
+
+    False if a signal stopped it.
+    """
     folder = out / "runs" / entry.name
+    if reuse:
+        source = find_reusable(entry, _entry_config(entry, tcfg, folder), reuse, split)
+        if source is not None:
+            _reuse_entry(entry, folder, source, split)
+            print(
+                f"compare [{i}/{len(entries)}] {entry.name}: reused {source} (the same "
+                "genotype, seed and training config)",
+                file=sys.stderr,
+            )
+            return True
     folders = (out / "runs" / e.name for e in entries)
     unfinished = [f for f in folders if not (f / "result.json").is_file()]
     # The networks left are shared by every compare process on this --out: those retraining
@@ -289,9 +370,20 @@ def run_compare(
     size: tuple[int, int] | None = None,
     progress: bool = True,
     reference_seeds: int | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> CompareResult:
-    """Retrain and evaluate every network of :func:`plan_compare`; write the comparison."""
+    """Retrain and evaluate every network of :func:`plan_compare`; write the comparison.
+
+    ``reuse``: earlier comparisons' output folders whose finished runs may stand in for
+    retrainings here (see the module's docstring).
+    """
     search_dir, out = Path(search_dir), Path(out_dir)
+    reused_outs = [Path(d) for d in reuse]
+    for d in reused_outs:
+        if not (d / "runs").is_dir():
+            raise FileNotFoundError(
+                f"{d}: no runs/ folder; --reuse takes the --out folder of an earlier compare"
+            )
     genotype_file = search_dir / "genotype.json"
     if not genotype_file.is_file():
         raise FileNotFoundError(
@@ -332,14 +424,18 @@ def run_compare(
                 )
                 busy.append((i, entry))
                 continue
-            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
+            if not _retrain(
+                i, entry, entries, spent, tcfg, out, split, num_classes, progress, reused_outs
+            ):
                 return _stopped(out, entries)
     for i, entry in busy:  # wait for the other process; retrain what it left unfinished
         folder = out / "runs" / entry.name
         with _network_lock(folder, wait=True):
             if (folder / "result.json").is_file():
                 continue
-            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
+            if not _retrain(
+                i, entry, entries, spent, tcfg, out, split, num_classes, progress, reused_outs
+            ):
                 return _stopped(out, entries)
     results = _results(out, entries)
     summary = summarise(results)
