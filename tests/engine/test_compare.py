@@ -245,3 +245,44 @@ def test_compare_reuses_finished_runs_of_the_same_network_and_config(
     )
     with pytest.raises(FileNotFoundError, match="--reuse takes the --out folder"):
         run_compare(search, tcfg, tmp_path / "cmp2", num_random=1, reuse=[tmp_path / "nope"])
+
+
+def test_compare_reuses_first_and_then_retrains_the_rest(tmp_path: Path, monkeypatch, capsys):
+    """Every reusable network is taken before the first retraining: the rest are what is left."""
+    import shutil
+
+    import autodeeplab.engine.compare as compare
+
+    search = tmp_path / "search"
+    search.mkdir()
+    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
+    (search / "config.yaml").write_text(
+        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
+    )
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    entries = plan_compare(
+        _searched(layers=3, levels=2), load_config(search / "config.yaml"), tcfg, 8, (64, 64),
+        1, 1, 0.5,
+    )  # fmt: skip
+    earlier = tmp_path / "earlier"
+    _finished_compare(earlier, entries, tcfg)
+    shutil.rmtree(earlier / "runs" / "other_1")  # the random network was never run there
+    retrained = []
+
+    def fake_run(entry, tcfg, folder, split, num_classes, progress):
+        retrained.append(entry.name)
+        result = {"name": entry.name, "kind": entry.kind, "seed": entry.seed, "miou": 0.3,
+                  "genotype": entry.genotype.to_dict(), "madds": entry.madds, "split": split,
+                  "parameters": 1, "val_miou": 0.3}  # fmt: skip
+        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
+        return result
+
+    monkeypatch.setattr(compare, "_run_entry", fake_run)
+    result = run_compare(
+        search, tcfg, tmp_path / "cmp", num_random=1, searched_seeds=1, tolerance=0.5,
+        progress=False, reuse=[earlier],
+    )  # fmt: skip
+    assert retrained == ["random0"]
+    assert [bool(r.get("reused_from")) for r in result.results] == [True, False, True, True]
+    err = capsys.readouterr().err
+    assert err.index("[4/4] paper: reused") < err.index("[2/4] random0 (random")

@@ -24,7 +24,8 @@ Comparisons on the same data retrain many of the same networks: the random genot
 the paper's depend on the searched network only through its Multi-Adds, and a retraining is
 fixed by its genotype, seed and config. ``reuse`` names earlier comparisons' ``out``
 folders; a network whose genotype, seed and whole training config match a finished run
-there takes that run's result (marked ``reused_from``) instead of retraining.
+there takes that run's result (marked ``reused_from``) instead of retraining. These are
+taken before the first retraining, so the time left counts only real retrainings.
 """
 
 from __future__ import annotations
@@ -307,23 +308,9 @@ def _retrain(
     split: str,
     num_classes: int,
     progress: bool,
-    reuse: Sequence[Path] = (),
 ) -> bool:
-    """Retrain one network (or reuse an earlier run of it) with a progress line.
-
-    False if a signal stopped it.
-    """
+    """Retrain one network with a progress line; False if a signal stopped it."""
     folder = out / "runs" / entry.name
-    if reuse:
-        source = find_reusable(entry, _entry_config(entry, tcfg, folder), reuse, split)
-        if source is not None:
-            _reuse_entry(entry, folder, source, split)
-            print(
-                f"compare [{i}/{len(entries)}] {entry.name}: reused {source} (the same "
-                "genotype, seed and training config)",
-                file=sys.stderr,
-            )
-            return True
     folders = (out / "runs" / e.name for e in entries)
     unfinished = [f for f in folders if not (f / "result.json").is_file()]
     # The networks left are shared by every compare process on this --out: those retraining
@@ -345,6 +332,30 @@ def _retrain(
         return False
     spent.append(time.perf_counter() - started)
     return True
+
+
+def _reuse_earlier(
+    entries: list[CompareEntry], tcfg: TrainConfig, out: Path, split: str, reuse: list[Path]
+) -> None:
+    """Give every unfinished network that an earlier comparison ran its result.
+
+    Before any retraining, so that the time-left estimate counts only real retrainings.
+    """
+    for i, entry in enumerate(entries, 1):
+        folder = out / "runs" / entry.name
+        if (folder / "result.json").is_file():
+            continue
+        with _network_lock(folder, wait=False) as locked:
+            if not locked or (folder / "result.json").is_file():
+                continue  # another compare process has it
+            source = find_reusable(entry, _entry_config(entry, tcfg, folder), reuse, split)
+            if source is not None:
+                _reuse_entry(entry, folder, source, split)
+                print(
+                    f"compare [{i}/{len(entries)}] {entry.name}: reused {source} (the same "
+                    "genotype, seed and training config)",
+                    file=sys.stderr,
+                )
 
 
 def _stopped(out: Path, entries: list[CompareEntry]) -> CompareResult:
@@ -407,6 +418,8 @@ def run_compare(
         reference_seeds=reference_seeds,
     )
     out.mkdir(parents=True, exist_ok=True)
+    if reused_outs:
+        _reuse_earlier(entries, tcfg, out, split, reused_outs)
     spent: list[float] = []
     busy: list[tuple[int, CompareEntry]] = []  # locked by another compare process
     for i, entry in enumerate(entries, 1):
@@ -424,18 +437,14 @@ def run_compare(
                 )
                 busy.append((i, entry))
                 continue
-            if not _retrain(
-                i, entry, entries, spent, tcfg, out, split, num_classes, progress, reused_outs
-            ):
+            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
                 return _stopped(out, entries)
     for i, entry in busy:  # wait for the other process; retrain what it left unfinished
         folder = out / "runs" / entry.name
         with _network_lock(folder, wait=True):
             if (folder / "result.json").is_file():
                 continue
-            if not _retrain(
-                i, entry, entries, spent, tcfg, out, split, num_classes, progress, reused_outs
-            ):
+            if not _retrain(i, entry, entries, spent, tcfg, out, split, num_classes, progress):
                 return _stopped(out, entries)
     results = _results(out, entries)
     summary = summarise(results)
