@@ -28,6 +28,17 @@ def _searched(layers: int = 6, levels: int = 3) -> Genotype:
     return random_genotype(random.Random(7), layers, 5, levels)
 
 
+def _tiny_search(tmp_path: Path) -> Path:
+    """A finished search's folder: its genotype (L=3, strides 4-8) and its config.yaml."""
+    search = tmp_path / "search"
+    search.mkdir()
+    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
+    (search / "config.yaml").write_text(
+        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
+    )
+    return search
+
+
 def test_plan_matches_cost_and_is_reproducible() -> None:
     search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
     tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
@@ -121,12 +132,7 @@ def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
     import subprocess
     import sys
 
-    search = tmp_path / "search"
-    search.mkdir()
-    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
-    (search / "config.yaml").write_text(
-        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
-    )
+    search = _tiny_search(tmp_path)
     out = tmp_path / "cmp"
     first = out / "runs" / "searched_seed0"
     first.mkdir(parents=True)
@@ -186,24 +192,25 @@ def _finished_compare(out: Path, entries: list, tcfg: TrainConfig) -> None:
         (folder / "metrics_test.json").write_text('{"miou": 0.5}', encoding="utf-8")
 
 
-def test_compare_reuses_finished_runs_of_the_same_network_and_config(
-    tmp_path: Path, monkeypatch, capsys
-) -> None:
-    """--reuse: a run with the same genotype, seed and training config stands in; no retraining."""
-    import autodeeplab.engine.compare as compare
-    from autodeeplab.engine.compare import _entry_config, find_reusable
-
-    search = tmp_path / "search"
-    search.mkdir()
-    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
-    (search / "config.yaml").write_text(
-        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
-    )
+def _earlier_compare(tmp_path: Path) -> tuple[Path, TrainConfig, list, Path]:
+    """A tiny search, its retraining config, its plan, and a faked earlier comparison of it."""
+    search = _tiny_search(tmp_path)
     tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
     search_cfg = load_config(search / "config.yaml")
     entries = plan_compare(_searched(layers=3, levels=2), search_cfg, tcfg, 8, (64, 64), 1, 1, 0.5)
     earlier = tmp_path / "earlier"
     _finished_compare(earlier, entries, tcfg)
+    return search, tcfg, entries, earlier
+
+
+def test_compare_reuses_finished_runs_of_the_same_network_and_config(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """--reuse: a run with the same genotype, seed and training config stands in; no retraining."""
+    import autodeeplab.engine.compare as compare
+    from autodeeplab.engine.compare import _entry_config, find_reusable, finished_runs
+
+    search, tcfg, entries, earlier = _earlier_compare(tmp_path)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a reusable network was retrained")
@@ -222,27 +229,21 @@ def test_compare_reuses_finished_runs_of_the_same_network_and_config(
         assert (tmp_path / "cmp" / "runs" / e.name / "metrics_test.json").is_file()
     assert "reused " + str(earlier / "runs" / "other_0") in capsys.readouterr().err
     assert "taken from earlier comparisons" in (tmp_path / "cmp" / "compare.md").read_text()
-    # Another seed, another schedule or another genotype is another retraining.
+    # Another seed, another schedule, another genotype or another split is another retraining.
     folder = tmp_path / "probe"
     first = entries[0]
-    assert find_reusable(first, _entry_config(first, tcfg, folder), [earlier], "test")
+    runs = finished_runs([earlier], "test")
+    assert find_reusable(first, _entry_config(first, tcfg, folder), runs)
     other_seed = replace(first, seed=5)
-    assert (
-        find_reusable(other_seed, _entry_config(other_seed, tcfg, folder / "s"), [earlier], "test")
-        is None
-    )
+    assert find_reusable(other_seed, _entry_config(other_seed, tcfg, folder / "s"), runs) is None
     longer = load_config(None, [*TINY_TRAIN, "data.crop=64", "train.iters=5"], base=TrainConfig())
-    assert (
-        find_reusable(first, _entry_config(first, longer, folder / "l"), [earlier], "test") is None
-    )
-    assert find_reusable(first, _entry_config(first, tcfg, folder / "v"), [earlier], "val") is None
+    assert find_reusable(first, _entry_config(first, longer, folder / "l"), runs) is None
+    assert finished_runs([earlier], "val") == []
     import random
 
     unseen = replace(first, genotype=random_genotype(random.Random(99), 3, 5, 2))
     assert unseen.genotype not in [e.genotype for e in entries]
-    assert (
-        find_reusable(unseen, _entry_config(unseen, tcfg, folder / "g"), [earlier], "test") is None
-    )
+    assert find_reusable(unseen, _entry_config(unseen, tcfg, folder / "g"), runs) is None
     with pytest.raises(FileNotFoundError, match="--reuse takes the --out folder"):
         run_compare(search, tcfg, tmp_path / "cmp2", num_random=1, reuse=[tmp_path / "nope"])
 
@@ -253,19 +254,7 @@ def test_compare_reuses_first_and_then_retrains_the_rest(tmp_path: Path, monkeyp
 
     import autodeeplab.engine.compare as compare
 
-    search = tmp_path / "search"
-    search.mkdir()
-    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
-    (search / "config.yaml").write_text(
-        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
-    )
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
-    entries = plan_compare(
-        _searched(layers=3, levels=2), load_config(search / "config.yaml"), tcfg, 8, (64, 64),
-        1, 1, 0.5,
-    )  # fmt: skip
-    earlier = tmp_path / "earlier"
-    _finished_compare(earlier, entries, tcfg)
+    search, tcfg, entries, earlier = _earlier_compare(tmp_path)
     shutil.rmtree(earlier / "runs" / "other_1")  # the random network was never run there
     retrained = []
 

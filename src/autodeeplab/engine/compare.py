@@ -49,10 +49,7 @@ from autodeeplab.engine.compare_plan import CompareEntry, handmade_path, plan_co
 from autodeeplab.engine.evaluate import evaluate_checkpoint
 from autodeeplab.engine.train import run_train
 from autodeeplab.engine.train_model import build_train_model, with_genotype
-from autodeeplab.genotype import (
-    load_genotype,
-    save_genotype,
-)
+from autodeeplab.genotype import Genotype, load_genotype, save_genotype
 from autodeeplab.model.complexity import count_parameters
 from autodeeplab.viz.compare import plot_compare
 
@@ -60,6 +57,7 @@ __all__ = [
     "CompareEntry",
     "CompareResult",
     "find_reusable",
+    "finished_runs",
     "handmade_path",
     "plan_compare",
     "run_compare",
@@ -106,30 +104,35 @@ def _placeless(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, model=replace(cfg.model, genotype=None))
 
 
-def find_reusable(
-    entry: CompareEntry, cfg: TrainConfig, reuse: Sequence[Path], split: str
-) -> Path | None:
-    """A finished run folder under ``reuse``/runs with ``entry``'s genotype, seed and config.
+def finished_runs(reuse: Sequence[Path], split: str) -> list[tuple[Path, Genotype, TrainConfig]]:
+    """The finished run folders under each ``reuse``/runs scored on ``split``.
 
-    The seed is part of ``cfg``. Folders that are not a finished compare run (no
-    result.json, unreadable files) are passed over: they are another comparison's business.
+    Each with its genotype and its training config without the genotype's place, read once
+    for every network of a comparison to be matched against. Folders that are not a finished
+    compare run (no result.json, unreadable files) are passed over: they are another
+    comparison's business.
     """
-    want = _placeless(cfg)
+    runs = []
     for out in reuse:
-        runs = out / "runs"
-        for folder in sorted(runs.iterdir()) if runs.is_dir() else ():
+        for folder in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else ():
             try:
                 result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-                if result.get("split") != split or load_genotype(folder / "genotype.json") != (
-                    entry.genotype
-                ):
+                if result.get("split") != split:
                     continue
-                other = load_config(folder / "train" / "config.yaml", base=TrainConfig())
+                genotype = load_genotype(folder / "genotype.json")
+                cfg = load_config(folder / "train" / "config.yaml", base=TrainConfig())
             except (OSError, ValueError, AttributeError):
                 continue
-            if _placeless(other) == want:
-                return folder
-    return None
+            runs.append((folder, genotype, _placeless(cfg)))
+    return runs
+
+
+def find_reusable(
+    entry: CompareEntry, cfg: TrainConfig, runs: list[tuple[Path, Genotype, TrainConfig]]
+) -> Path | None:
+    """The first of :func:`finished_runs` with ``entry``'s genotype and ``cfg`` (its seed too)."""
+    want = _placeless(cfg)
+    return next((f for f, g, c in runs if g == entry.genotype and c == want), None)
 
 
 def _reuse_entry(entry: CompareEntry, folder: Path, source: Path, split: str) -> None:
@@ -341,6 +344,7 @@ def _reuse_earlier(
 
     Before any retraining, so that the time-left estimate counts only real retrainings.
     """
+    runs = finished_runs(reuse, split)
     for i, entry in enumerate(entries, 1):
         folder = out / "runs" / entry.name
         if (folder / "result.json").is_file():
@@ -348,7 +352,7 @@ def _reuse_earlier(
         with _network_lock(folder, wait=False) as locked:
             if not locked or (folder / "result.json").is_file():
                 continue  # another compare process has it
-            source = find_reusable(entry, _entry_config(entry, tcfg, folder), reuse, split)
+            source = find_reusable(entry, _entry_config(entry, tcfg, folder), runs)
             if source is not None:
                 _reuse_entry(entry, folder, source, split)
                 print(
