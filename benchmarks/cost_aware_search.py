@@ -31,9 +31,9 @@ from autodeeplab.config import (
     config_from_dict,
     load_config,
 )
-from autodeeplab.engine.runtime import read_jsonl
-from autodeeplab.engine.search import run_search
-from autodeeplab.engine.train import run_train
+from autodeeplab.engine.logs import read_jsonl
+from autodeeplab.engine.search.loop import run_search
+from autodeeplab.engine.train.loop import run_train
 from autodeeplab.genotype import save_genotype
 from autodeeplab.model import build_model
 from autodeeplab.model.complexity import count_multiply_adds

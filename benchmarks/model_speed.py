@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from autodeeplab.engine.runtime import peak_memory_mib
+from autodeeplab.engine.device import peak_memory_mib
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NUM_CLASSES = 19

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from autodeeplab.data import build_dataset
-from autodeeplab.search.diagnostics import PARAMETER_FREE_OPS
-from autodeeplab.search.network import SearchNetwork
+from autodeeplab.space.diagnostics import PARAMETER_FREE_OPS
+from autodeeplab.space.network import SearchNetwork
 
 VARIANTS = ("default", "no-pool-bn", "torch-head-init", "aux-skip", "partial-channels")
 

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from autodeeplab.engine.runtime import peak_memory_mib
-from autodeeplab.search import SearchNetwork
-from autodeeplab.search.memory import (
+from autodeeplab.engine.device import peak_memory_mib
+from autodeeplab.space import SearchNetwork
+from autodeeplab.space.memory import (
     device_memory_bytes,
     estimate_search_memory,
     resolve_checkpoint_cells,
@@ -106,7 +106,7 @@ def tensor_peak_mib(run: Callable[[], object], live: list[torch.Tensor]) -> tupl
 
 
 def memory_model_args(args: argparse.Namespace) -> dict:
-    """The flags as arguments of the memory model (search/memory.py), checkpointing aside."""
+    """The flags as arguments of the memory model (space/memory.py), checkpointing aside."""
     return {
         "crop": args.crop,
         "batch_size": args.batch_size,
@@ -153,7 +153,7 @@ def measure(args: argparse.Namespace) -> dict:
         "checkpoint_cells_mode": args.checkpoint_cells,
         "checkpoint_cells": resolved_checkpoint_cells(args),
     }
-    # The estimate the engine weighs (search/memory.py), beside the measured peak, so one run
+    # The estimate the engine weighs (space/memory.py), beside the measured peak, so one run
     # on a device checks the memory model there. On CUDA it counts the context, which
     # max_memory_allocated does not: the allocator's share is the comparable figure.
     est = estimate_search_memory(

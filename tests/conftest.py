@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from autodeeplab.cli import main
-from autodeeplab.search.network import SearchNetwork
+from autodeeplab.space.network import SearchNetwork
 
 #: A stem much narrower than the paper's 64/64/128, so that supernet tests stay fast.
 TINY_STEM = (4, 4, 8)

@@ -42,15 +42,15 @@ from autodeeplab.distributed import (
     sharded_mean,
     torchrun_env,
 )
-from autodeeplab.engine import search as search_engine
-from autodeeplab.engine import train as train_engine
-from autodeeplab.engine.runtime import read_jsonl
-from autodeeplab.engine.sampling import EpochSampler
-from autodeeplab.engine.train import BatchSchedule
+from autodeeplab.engine.logs import read_jsonl
+from autodeeplab.engine.search import loop as search_engine
+from autodeeplab.engine.search.sampling import EpochSampler
+from autodeeplab.engine.train import loop as train_engine
+from autodeeplab.engine.train.loop import BatchSchedule
 from autodeeplab.genotype import Genotype, load_genotype
 
 WORLD = 2
-# The TINY search of tests/engine/test_search.py, 2 epochs; strides up to 8 because the search
+# The TINY search of tests/engine/search/test_loop.py, 2 epochs; strides up to 8 because the search
 # needs the coarsest level at least 3x3 (SPEC.md §12.12): at crop 32 stride 8 is 4x4.
 SEARCH = (
     "model.num_layers=3",
@@ -158,8 +158,8 @@ def test_batch_schedule_shards_keep_images_and_augmentation_keys():
 def _worker(base: Path) -> None:
     """One torchrun rank: search, search stopped and resumed, train, and the CLI."""
     from autodeeplab.cli import main
-    from autodeeplab.engine.search import run_search
-    from autodeeplab.engine.train import run_train
+    from autodeeplab.engine.search.loop import run_search
+    from autodeeplab.engine.train.loop import run_train
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])

@@ -47,7 +47,7 @@ def _tiny_model(genotype: Genotype = TINY_GENOTYPE, seed: int = 0) -> AutoDeepLa
 
 
 def _write_train_checkpoint(path: Path, model: AutoDeepLab, crop: int = 65) -> Path:
-    """A checkpoint in the format engine/train.py writes (the keys export reads, and more)."""
+    """A checkpoint in the format engine/train/loop.py writes (the keys export reads, and more)."""
     cfg = load_config(None, [f"data.crop={crop}"], base=TrainConfig())
     save_checkpoint(
         path,

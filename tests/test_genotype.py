@@ -24,7 +24,7 @@ from autodeeplab.genotype import (
     search_space_size,
 )
 from autodeeplab.ops import PRIMITIVES
-from autodeeplab.search.cell import edge_index
+from autodeeplab.space.cell import edge_index
 
 VALID_OPS = [op for op in PRIMITIVES if op != "none"]
 TINY = {"cell": [[["skip_connect", 0], ["sep_conv_3x3", 1]]], "path": [0, 1]}

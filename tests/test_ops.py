@@ -25,8 +25,8 @@ from autodeeplab.ops import (
     per_edge,
     resize,
 )
-from autodeeplab.search.cell import MixedOp
-from autodeeplab.search.network import SearchNetwork
+from autodeeplab.space.cell import MixedOp
+from autodeeplab.space.network import SearchNetwork
 
 C = 3
 PARAMETRIC = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")

@@ -10,7 +10,7 @@ from torch import nn
 from autodeeplab.genotype import PAPER_GENOTYPE
 from autodeeplab.model.backbone import Backbone, Stem
 from autodeeplab.model.complexity import count_multiply_adds
-from autodeeplab.search.network import SearchNetwork, SearchStem
+from autodeeplab.space.network import SearchNetwork, SearchStem
 from autodeeplab.trellis import (
     PAPER_STEM,
     Resample,

@@ -303,7 +303,7 @@ class OpMemory:
     """What autograd keeps for one op of a search mixed op, in units of one edge's input.
 
     One unit is the op's input, (N, C, H, W) at the op's channels. The mixed op adds what
-    its ops share (:mod:`autodeeplab.search.memory`): the ReLU of the ops that start with
+    its ops share (:mod:`autodeeplab.space.memory`): the ReLU of the ops that start with
     one, the input the pools read, and, with ``pool_bn``, the output of each pool.
     """
 

@@ -9,8 +9,8 @@
   H^{l-2} at the nearest level of layer l-2, brought there by stride-2 convs (NR#77).
 - Widths: a block at level s is F * 2**s channels wide; a cell's output is B blocks.
 
-The supernet (``search/network.py``), the memory estimate (``search/memory.py``), the cost
-model (``search/cost.py``) and the retrain backbone (``model/backbone.py``) read this module.
+The supernet (``space/network.py``), the memory estimate (``space/memory.py``), the cost
+model (``space/cost.py``) and the retrain backbone (``model/backbone.py``) read this module.
 It also holds :class:`Resample`, the module of a trellis edge, with its weight and memory
 profile, and the stem's, which the memory estimate and the cost model count.
 
@@ -50,7 +50,7 @@ STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
 
 #: The retrain network's heads (DeepLabv3+, paper §5.2): the ASPP branches' width, the
 #: decoder's low-level projection and its refinement width. The retrain network
-#: (``model/heads.py``) and the cost model (``search/cost.py``) both read them.
+#: (``model/heads.py``) and the cost model (``space/cost.py``) both read them.
 ASPP_CHANNELS, LOW_LEVEL_CHANNELS, DECODER_CHANNELS = 256, 48, 256
 
 

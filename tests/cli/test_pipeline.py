@@ -26,7 +26,7 @@ def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
     load_config(tmp_path / "search.yaml", base=SearchConfig())  # the presets are valid
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
-            "--train-config", str(tmp_path / "train.yaml"), "--set", "train.train.seed=3",
+            "--train-config", str(tmp_path / "train.yaml"), "--set", "train.seed=3",
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
@@ -56,7 +56,7 @@ def test_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path: Path, capsy
     def argv(out: Path, *extra: str) -> list[str]:
         return ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
                 "--train-config", str(tmp_path / "train.yaml"), "--no-progress",
-                "--set", "search.search.epochs=2", *extra]  # fmt: skip
+                "--set", "search.epochs=2", *extra]  # fmt: skip
 
     def stop_at(step: int) -> Any:
         calls = {"n": 0}

@@ -76,7 +76,7 @@ def train_config() -> Callable[..., TrainConfig]:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 4-iteration training run folder (best.pt, last.pt, log)."""
-    from autodeeplab.engine.train import run_train
+    from autodeeplab.engine.train.loop import run_train
 
     out = tmp_path_factory.mktemp("trained")
     run_train(_tiny_train_config(), out, progress=False)

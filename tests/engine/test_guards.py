@@ -14,11 +14,11 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from autodeeplab.checkpoint import load_checkpoint
 from autodeeplab.engine.guards import NonFiniteError, NonFiniteGuard, resolve_amp
-from autodeeplab.engine.runtime import read_jsonl
-from autodeeplab.engine.search import run_search
-from autodeeplab.engine.train import run_train
+from autodeeplab.engine.logs import read_jsonl
+from autodeeplab.engine.search.loop import run_search
+from autodeeplab.engine.train.loop import run_train
 from autodeeplab.model import AutoDeepLab
-from autodeeplab.search import SearchNetwork
+from autodeeplab.space import SearchNetwork
 
 
 @contextlib.contextmanager

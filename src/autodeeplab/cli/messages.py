@@ -48,8 +48,8 @@ def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
     """One line with the estimated peak memory; a warning if the device looks too small."""
     from autodeeplab.config import supernet_kwargs
     from autodeeplab.distributed import get_world_size
-    from autodeeplab.engine.runtime import select_device
-    from autodeeplab.search.memory import (
+    from autodeeplab.engine.device import select_device
+    from autodeeplab.space.memory import (
         device_memory_bytes,
         estimate_search_memory,
         format_estimate,
@@ -87,7 +87,7 @@ def resume_command(command: str, out: Path) -> str:
 
 def arch_never_updated(out: Path) -> bool:
     """Whether the finished search in ``out`` logged no architecture step at all."""
-    from autodeeplab.engine.runtime import read_jsonl
+    from autodeeplab.engine.logs import read_jsonl
 
     records = read_jsonl(out / "search_log.jsonl")
     return bool(records) and all(r.get("arch_loss") is None for r in records)

@@ -42,8 +42,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="STAGE.KEY=VALUE",
-        help="override a key of one stage, e.g. --set search.search.epochs=2 "
-        "--set train.train.iters=50 (repeatable)",
+        help="override a key of one stage, e.g. --set search.epochs=2 "
+        "--set train.iters=50 --set search.model.num_layers=4 (repeatable)",
     )
     again = p.add_mutually_exclusive_group()
     again.add_argument(

@@ -89,7 +89,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.preflight import check_train_settings
-    from autodeeplab.engine.train import run_train
+    from autodeeplab.engine.train.loop import run_train
 
     overrides = flag_overrides(
         args,
@@ -135,7 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from autodeeplab.engine.evaluate import evaluate_checkpoint
+    from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -162,7 +162,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from autodeeplab.engine.predict import predict_images
+    from autodeeplab.engine.infer.predict import predict_images
 
     result = predict_images(
         args.checkpoint,

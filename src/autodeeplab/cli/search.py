@@ -82,7 +82,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.preflight import check_search_settings
-    from autodeeplab.engine.search import run_search
+    from autodeeplab.engine.search.loop import run_search
 
     overrides = flag_overrides(
         args,
@@ -131,7 +131,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from autodeeplab.engine.search import decode_checkpoint
+    from autodeeplab.engine.search.loop import decode_checkpoint
     from autodeeplab.genotype import save_genotype
 
     genotype, meta = decode_checkpoint(args.checkpoint, args.path_decode)
@@ -169,7 +169,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from autodeeplab.engine.search_report import render_search_report
+    from autodeeplab.engine.search.report import render_search_report
 
     print(render_search_report(args.run_dir))
     return 0

@@ -20,7 +20,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SearchModelConfig:
-    """The supernet: :class:`autodeeplab.search.SearchNetwork` arguments."""
+    """The supernet: :class:`autodeeplab.space.SearchNetwork` arguments."""
 
     num_layers: int = 12
     num_blocks: int = 5
@@ -30,7 +30,7 @@ class SearchModelConfig:
     affine: bool = False
     stem_channels: tuple[int, int, int] = PAPER_STEM.channels  # the paper's (SPEC.md §6.1)
     # Activation checkpointing per cell: true, false, or auto (on where the peak without it
-    # would take over half the device's memory; autodeeplab.search.memory).
+    # would take over half the device's memory; autodeeplab.space.memory).
     checkpoint_cells: bool | str = "auto"
     # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
     # normalisation; 1 = off. K must divide filter_multiplier.

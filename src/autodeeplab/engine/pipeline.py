@@ -6,35 +6,43 @@ validation images with their ground truth and prediction, and ``OUT/report.md`` 
 together with the mIoU reached next to the chance level of the same labels.
 
 Overrides name their stage first: ``search.<key>`` goes to the search config and
-``train.<key>`` to the training config, e.g. ``search.search.epochs=2`` or
-``train.train.iters=50``.
+``train.<key>`` to the training config, e.g. ``search.epochs=2``, ``search.model.num_layers=4``
+or ``train.iters=50``. A bare key that the stage's own loop section holds means that one
+(``train.batch_size`` is the training batch, not the evaluation's); the long spelling
+``search.search.epochs=2`` still works.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autodeeplab.config import SearchConfig, TrainConfig
+from autodeeplab.config import SearchConfig, SearchLoopConfig, TrainConfig, TrainLoopConfig
 from autodeeplab.data import build_dataset
-from autodeeplab.engine.evaluate import chance_level, evaluate_checkpoint
-from autodeeplab.engine.predict import predict_samples
-from autodeeplab.engine.report import write_report
-from autodeeplab.engine.runtime import read_jsonl, select_device
-from autodeeplab.engine.search import find_latest_checkpoint, run_search
-from autodeeplab.engine.train import run_train
-from autodeeplab.engine.train_model import with_genotype
+from autodeeplab.engine.device import select_device
+from autodeeplab.engine.infer.evaluate import chance_level, evaluate_checkpoint
+from autodeeplab.engine.infer.predict import predict_samples
+from autodeeplab.engine.logs import read_jsonl
+from autodeeplab.engine.pipeline_report import write_report
+from autodeeplab.engine.search.loop import find_latest_checkpoint, run_search
+from autodeeplab.engine.train.loop import run_train
+from autodeeplab.engine.train.model import with_genotype
 from autodeeplab.model import count_multiply_adds, count_parameters, load_trained_model
 from autodeeplab.viz.run_report import plot_training_curves, prediction_strip
 
 __all__ = ["STAGES", "PipelineResult", "run_pipeline", "split_overrides"]
 
 STAGES = ("search", "train")
+# Each stage's loop section has the stage's name: its keys are what a bare key names first.
+_LOOP_KEYS = {
+    "search": {f.name for f in fields(SearchLoopConfig)},
+    "train": {f.name for f in fields(TrainLoopConfig)},
+}
 
 
 @dataclass
@@ -57,9 +65,10 @@ def split_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, list[st
         if stage not in routed or not dot or "=" not in rest:
             raise ValueError(
                 f"--set {text!r}: prefix the key with its stage, e.g. "
-                "--set search.search.epochs=2 or --set train.train.iters=50"
+                "--set search.epochs=2 or --set train.iters=50"
             )
-        routed[stage].append(rest)
+        key = rest.partition("=")[0].strip()
+        routed[stage].append(f"{stage}.{rest}" if key in _LOOP_KEYS[stage] else rest)
     return routed
 
 

@@ -16,15 +16,15 @@ from autodeeplab.data import build_dataset, dataset_info, parse_spec
 from autodeeplab.data.split import split_indices
 from autodeeplab.data.transforms import train_transform, val_transform
 from autodeeplab.distributed import get_world_size
+from autodeeplab.engine.device import compile_backend, select_device
 from autodeeplab.engine.guards import check_loop_options, resolve_amp
-from autodeeplab.engine.runtime import compile_backend, select_device
-from autodeeplab.engine.search import supernet
-from autodeeplab.engine.search_data import check_search_crop
-from autodeeplab.engine.strategies import check_strategy
-from autodeeplab.engine.train_model import build_train_model
+from autodeeplab.engine.search.data import check_search_crop
+from autodeeplab.engine.search.loop import supernet
+from autodeeplab.engine.search.strategies import check_strategy
+from autodeeplab.engine.train.model import build_train_model
 from autodeeplab.genotype import Genotype
-from autodeeplab.search.cost import parse_madds_target
-from autodeeplab.search.memory import device_memory_bytes
+from autodeeplab.space.cost import parse_madds_target
+from autodeeplab.space.memory import device_memory_bytes
 
 __all__ = ["check_search_settings", "check_train_settings", "placeholder_genotype"]
 

@@ -1,6 +1,6 @@
 """What the search learnt, epoch by epoch: the search report's dynamics figure.
 
-Four panels from the search log's diagnostic fields (:mod:`autodeeplab.search.diagnostics`):
+Four panels from the search log's diagnostic fields (:mod:`autodeeplab.space.diagnostics`):
 the mean entropy of alpha (per edge) and beta (per node); how far alpha and beta moved, in
 logits, since the architecture updates began; the decoded path's margin over its runner-up
 against the warning threshold; and the share of parameter-free ops in the decoded cell,

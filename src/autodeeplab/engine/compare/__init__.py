@@ -1,0 +1,1 @@
+"""The ``compare`` stage: the searched network against random ones of its cost."""

@@ -1,0 +1,137 @@
+"""The networks ``compare`` retrains: the searched one, random ones at its cost, references.
+
+Random genotypes (:func:`~autodeeplab.genotype.random_genotype`: cells without 'none', paths
+uniform over the valid ones) are drawn until their Multi-Adds at the comparison's size are
+within the tolerance of the searched network's, priced by the closed-form cost model, so a
+win is not bought with compute. The references: the searched cell on a hand-made
+DeepLabv3-like path and the paper's genotype.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from autodeeplab.config import SearchConfig, TrainConfig
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.space.cost import CostModel
+
+__all__ = ["MAX_DRAWS_PER_GENOTYPE", "CompareEntry", "handmade_path", "plan_compare"]
+
+#: How many random genotypes to draw, at most, to find each one within the tolerance.
+MAX_DRAWS_PER_GENOTYPE = 400
+
+_COST_MODELS: dict[Any, CostModel] = {}
+
+
+@dataclass(frozen=True)
+class CompareEntry:
+    """One network to retrain: its name, kind, genotype, seed and cost."""
+
+    name: str
+    kind: str  # searched | random | handmade | paper
+    genotype: Genotype
+    seed: int
+    madds: int
+
+
+def handmade_path(num_layers: int, num_levels: int) -> tuple[int, ...]:
+    """DeepLabv3's layout on the trellis: stride 4 for 3 layers, 8 for one, then 16 on.
+
+    [0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2] for L=12 (the issue's reference); clipped to the
+    levels there are.
+    """
+    shape = [0, 0, 0, 1] + [2] * max(num_layers - 4, 0)
+    return tuple(min(level, num_levels - 1) for level in shape[:num_layers])
+
+
+def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[int, int]) -> int:
+    """Multi-Adds of the retrain network of ``genotype`` at ``size``.
+
+    The closed form of :class:`~autodeeplab.space.cost.CostModel` (about a millisecond,
+    equal to PyTorch's FLOP counter on the built network; tests/space/test_cost.py): the
+    random genotypes are drawn by rejection, hundreds of them.
+    """
+    levels = max(4, max(genotype.path) + 1)
+    key = (genotype.num_layers, genotype.num_blocks, levels, num_classes, tcfg.model, size)
+    model = _COST_MODELS.get(key)
+    if model is None:
+        m = tcfg.model
+        model = CostModel(
+            genotype.num_layers,
+            genotype.num_blocks,
+            PRIMITIVES,
+            levels,
+            num_classes,
+            m.filter_multiplier or 20,
+            size,
+            aspp_channels=m.aspp_channels,
+            decoder_channels=m.decoder_channels,
+        )
+        _COST_MODELS[key] = model
+    return model.of_genotype(genotype)
+
+
+def plan_compare(
+    searched: Genotype,
+    search_cfg: SearchConfig,
+    tcfg: TrainConfig,
+    num_classes: int,
+    size: tuple[int, int],
+    num_random: int = 5,
+    searched_seeds: int = 2,
+    tolerance: float = 0.1,
+    seed: int = 0,
+    reference_seeds: int | None = None,
+) -> list[CompareEntry]:
+    """The networks to retrain, in order: searched (each seed), random, hand-made, paper.
+
+    Random genotypes come from a ``random.Random(seed)`` and are kept when their
+    Multi-Adds are within ``tolerance`` of the searched network's; the plan is the same
+    every time for the same arguments. The two references get ``reference_seeds`` seeds
+    (default: as many as the searched network), the same ones, so that searched against
+    hand-made compares paths, not seeds; the first keeps the plain name (``handmade``).
+    """
+    base = tcfg.train.seed
+    target = _madds(searched, num_classes, tcfg, size)
+    entries = [
+        CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, target)
+        for k in range(searched_seeds)
+    ]
+    rng = random.Random(seed)
+    levels = len(search_cfg.model.strides)
+    draws = 0
+    while len(entries) < searched_seeds + num_random:
+        draws += 1
+        if draws > MAX_DRAWS_PER_GENOTYPE * num_random:
+            found = len(entries) - searched_seeds
+            raise ValueError(
+                f"found only {found} of {num_random} random genotypes within "
+                f"{tolerance:.0%} of the searched network's {target / 1e9:.3g}G Multi-Adds "
+                f"in {draws - 1} draws; widen --tolerance or ask for fewer with --random"
+            )
+        g = random_genotype(
+            rng,
+            search_cfg.model.num_layers,
+            search_cfg.model.num_blocks,
+            levels,
+            search_cfg.model.primitives,
+        )
+        cost = _madds(g, num_classes, tcfg, size)
+        if abs(cost - target) <= tolerance * target:
+            name = f"random{len(entries) - searched_seeds}"
+            entries.append(CompareEntry(name, "random", g, base, cost))
+    hand = Genotype(searched.cell, handmade_path(searched.num_layers, levels))
+    hand_cost = _madds(hand, num_classes, tcfg, size)
+    paper_cost = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
+    seeds = searched_seeds if reference_seeds is None else reference_seeds
+    for kind, genotype, cost in (
+        ("handmade", hand, hand_cost),
+        ("paper", PAPER_GENOTYPE, paper_cost),
+    ):
+        for k in range(seeds):
+            name = kind if k == 0 else f"{kind}_seed{base + k}"
+            entries.append(CompareEntry(name, kind, genotype, base + k, cost))
+    return entries

@@ -1,0 +1,1 @@
+"""Inference on trained networks: evaluation, prediction and their memory check."""

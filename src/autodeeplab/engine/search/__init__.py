@@ -1,0 +1,2 @@
+"""The architecture search stage: its loop, step, data, schedule, strategies, checkpoints
+and report."""

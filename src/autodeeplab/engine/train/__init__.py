@@ -1,0 +1,1 @@
+"""The retraining stage: its loop, data, model and resumable state."""

@@ -1,0 +1,302 @@
+"""Peak memory of a search, estimated from the supernet's arguments before anything is built.
+
+The peak comes in the backward pass of the w step or of the architecture step, whichever
+needs more (the w step also trains the stem and builds the weights' gradients; the
+architecture step keeps every op's output for alpha's gradient). It is the sum of
+
+- a fixed overhead: the process (Python, the torch libraries; on CPU the peak is resident
+  memory, RSS) or, on CUDA, the context, which ``max_memory_allocated`` does not count;
+- the persistent state: the weights and SGD's momentum, i.e. 2x the weight bytes, plus
+  BatchNorm buffers and the architecture parameters with Adam's two moments. The gradients
+  are not kept: the engine's ``search_step`` frees them (``zero_grad(set_to_none=True)``) before
+  the forward pass and after the optimiser step, so they exist only during a step;
+- the activations autograd saves for the backward pass, counted from the network's
+  structure (:func:`~autodeeplab.space.footprint.saved_activation_bytes`, from the trellis
+  and the profiles each op declares): for every trellis node, its resampling edges,
+  and for every mixed op of its cell, the tensors each candidate op keeps (a sep conv 6 per
+  edge, a dil conv 1 per edge, a max pool its input and int64 indices...), at the node's
+  channel count and spatial size; then the heads, the stem and the loss;
+- a transient term, that of the step with the larger peak: the gradients in flight in the
+  backward pass (twice the largest single activation) and the allocator's slack (a fraction
+  of the saved bytes), and in the w step the weights' gradients, counted in full: they are
+  built while the saved tensors are freed, but few of the freed blocks fit them.
+
+With ``checkpoint_cells`` only the cells' inputs are kept, and one cell at a time is
+recomputed in the backward pass, so the cells' saved tensors count once (the largest), not
+once per node. The counts match what autograd saves, to a few percent (checked in the tests
+with ``saved_tensors_hooks`` on CPU). The two overhead constants were fitted on CPU peak RSS
+(calibration below), so the estimate holds for other crops, batches and widths, and for
+CUDA, where activations dominate.
+
+Calibration: one process per row (``OMP_NUM_THREADS=1``), 2 steps of each kind as
+the engine's ``search_step`` runs them (gradients set to None before the forward pass and after
+the optimiser step, the other parameter set frozen), peak RSS from ``VmHWM``; 2 shared CPU
+cores, torch 2.13, 19 classes, all 8 ops, B=5. The fixed overhead (390 MiB: 220 MiB of
+imported libraries, about 100 MiB that building the network leaves with the allocator, the
+rest the autograd graph's nodes and slack) and the slack fraction (6%) were fitted to these
+rows, all within 4%:
+
+===== ===== == == ===== ==== ======== ============= ===========
+crop  batch L  F  ckpt  PC K weights  measured MiB  estimate
+===== ===== == == ===== ==== ======== ============= ===========
+32    2     12 8  off   1    48.5M    999           1004
+64    2     12 8  off   1    48.5M    1156          1178
+96    2     12 8  off   1    48.5M    1436          1468
+128   2     12 8  off   1    48.5M    1948          1923
+64    4     12 8  off   1    48.5M    1360          1410
+160   1     8  8  off   1    30.6M    1210          1213
+64    2     6  4  off   1    5.7M     497           514
+64    2     12 8  on    1    48.5M    990           972
+128   2     12 8  on    1    48.5M    1080          1047
+64    2     12 8  off   4    7.3M     555           549
+128   2     12 8  off   4    7.3M     828           802
+===== ===== == == ===== ==== ======== ============= ===========
+
+(PC K: ``partial_channels``, PC-DARTS.) With L=12, F=8 the w step (weights, momentum and
+gradients) is the measured peak at crop 64, batch 2, the architecture step from crop 96 or
+batch 4; the estimate, counting the gradients in full, moves that switch to about crop 128,
+which costs it at most the 4% above. The saved-activation count alone matches
+``saved_tensors_hooks`` to within 5% (it misses only small tensors: BatchNorm statistics,
+the input batch). CUDA is not calibrated here (no GPU was at hand): there the estimate is
+the same count plus a 600 MiB context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.space.cell import num_edges
+from autodeeplab.space.footprint import saved_activation_bytes, search_parameter_count
+from autodeeplab.trellis import PAPER_STEM
+
+__all__ = [
+    "AUTO_CHECKPOINT_SHARE",
+    "MemoryEstimate",
+    "device_memory_bytes",
+    "estimate_search_memory",
+    "format_estimate",
+    "memory_warning",
+    "resolve_checkpoint_cells",
+    "saved_activation_bytes",
+    "search_parameter_count",
+]
+
+# Fitted on CPU (see the module docstring): the libraries' resident memory (220 MiB), what
+# building the network leaves behind (about 100 MiB of its temporaries, which the allocator
+# keeps), and the autograd graph's own nodes and the allocator's slack during a step.
+CPU_BASE_BYTES = 390 * 2**20
+CUDA_CONTEXT_BYTES = 600 * 2**20  # CUDA context + cuDNN/cuBLAS workspaces, outside the allocator
+TRANSIENT_LARGEST = 2.0  # gradient buffers in flight, in units of the largest activation
+TRANSIENT_FRACTION = 0.06  # allocator slack (fragmentation, caching), of the saved bytes
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The parts of a search's estimated peak memory, in bytes, and what it was estimated for."""
+
+    total: int
+    fixed: int
+    persistent: int
+    activations: int
+    transient: int
+    weight_params: int
+    device: str
+    checkpoint_cells: bool = False  # as resolved (``auto`` decided)
+    crop: int = 0
+    batch_size: int = 0  # of the whole step, over every process
+    partial_channels: int = 1
+    # Whether ``auto`` decided checkpoint_cells: for the message only, so an estimate under
+    # ``auto`` equals the one with the value ``auto`` picked.
+    auto: bool = field(default=False, compare=False)
+
+    @property
+    def gib(self) -> float:
+        """The total in GiB."""
+        return self.total / 2**30
+
+
+def estimate_search_memory(
+    crop: int,
+    batch_size: int,
+    num_classes: int = 19,
+    *,
+    num_layers: int = 12,
+    num_blocks: int = 5,
+    filter_multiplier: int = 8,
+    strides: Sequence[int] = (4, 8, 16, 32),
+    primitives: Sequence[str] = PRIMITIVES,
+    affine: bool = False,
+    stem_channels: Sequence[int] = PAPER_STEM.channels,
+    checkpoint_cells: bool | str = False,
+    partial_channels: int = 1,
+    pool_bn: bool = True,
+    amp: str = "off",
+    device: str = "cpu",
+    world_size: int = 1,
+    available: int | None = None,
+) -> MemoryEstimate:
+    """Estimated peak memory of a search of the supernet these arguments describe.
+
+    The keyword arguments from ``num_layers`` to ``pool_bn`` are SearchNetwork's (the config's
+    ``model`` section; ``checkpoint_cells`` may be ``auto``). ``crop``, ``batch_size`` (the
+    whole step's) and ``amp`` are the search's. ``device``: ``cpu`` (peak resident memory) or
+    ``cuda`` (peak device memory, context included). ``world_size``: processes under
+    torchrun; each holds batch_size / world_size images. ``available``: the device's memory
+    in bytes, which ``checkpoint_cells=auto`` weighs (:func:`resolve_checkpoint_cells`). Per
+    process; builds nothing, about a millisecond.
+    """
+    args = {k: v for k, v in locals().items() if k not in ("checkpoint_cells", "available")}
+    if isinstance(checkpoint_cells, bool):
+        return _estimate(checkpoint_cells, **args)
+    if checkpoint_cells != "auto":
+        raise ValueError(f"model.checkpoint_cells={checkpoint_cells!r}: use true, false or auto")
+    # auto: see resolve_checkpoint_cells.
+    off = _estimate(False, **args)
+    if available is None:  # memory unknown: save it where the activations are most of it
+        on = 2 * off.activations >= off.total
+    else:
+        on = off.total > AUTO_CHECKPOINT_SHARE * available
+    return replace(_estimate(True, **args) if on else off, auto=True)
+
+
+def _estimate(
+    checkpoint_cells: bool,
+    crop: int,
+    batch_size: int,
+    num_classes: int,
+    num_layers: int,
+    num_blocks: int,
+    filter_multiplier: int,
+    strides: Sequence[int],
+    primitives: Sequence[str],
+    affine: bool,
+    stem_channels: Sequence[int],
+    partial_channels: int,
+    pool_bn: bool,
+    amp: str,
+    device: str,
+    world_size: int,
+) -> MemoryEstimate:
+    """The estimate with checkpoint_cells decided."""
+    half = amp in ("bf16", "fp16") or (amp == "auto" and device == "cuda")
+    batch = max(1, batch_size // max(1, world_size))
+    common = {
+        "num_classes": num_classes,
+        "num_layers": num_layers,
+        "num_blocks": num_blocks,
+        "filter_multiplier": filter_multiplier,
+        "strides": strides,
+        "primitives": primitives,
+        "partial_channels": partial_channels,
+        "stem_channels": stem_channels,
+        "pool_bn": pool_bn,
+    }
+    weights, buffers = search_parameter_count(affine=affine, **common)
+    # alpha and beta, each with Adam's two moments.
+    arch = 3 * num_edges(num_blocks) * len(primitives) + 3 * 3 * (num_layers * len(strides) * 3)
+    # Between steps only the weights, SGD's momentum, the BatchNorm buffers and alpha/beta
+    # with Adam's two moments are kept: the engine frees the gradients (set_to_none) before
+    # the forward pass and after the optimiser step.
+    persistent = 4 * (2 * weights + buffers + arch)
+    act, peak = 0, 0
+    for arch_step in (False, True):  # the peak of the two steps
+        a, big = saved_activation_bytes(
+            crop,
+            batch,
+            checkpoint_cells=checkpoint_cells,
+            arch_step=arch_step,
+            bytes_per_element=2 if half else 4,
+            **common,
+        )
+        # Its backward pass: the gradients in flight and the allocator's slack; the w step
+        # also builds the weights' gradients (fp32, the weights' size) while it frees the
+        # saved tensors, which makes little room for them (few freed blocks fit a gradient).
+        step = a + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * a
+        if not arch_step:
+            step += 4 * weights
+        act, peak = max(act, a), max(peak, int(step))
+    batch_bytes = 2 * batch * crop * crop * (3 * 4 + 8)  # a trainA and a trainB batch
+    transient = peak - act + batch_bytes  # the peak step's, beyond the larger saved set
+    fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
+    total = fixed + persistent + act + transient
+    return MemoryEstimate(
+        total=int(total),
+        fixed=fixed,
+        persistent=persistent,
+        activations=act,
+        transient=transient,
+        weight_params=weights,
+        device=device,
+        checkpoint_cells=bool(checkpoint_cells),
+        crop=crop,
+        batch_size=batch_size,
+        partial_channels=partial_channels,
+    )
+
+
+def format_estimate(est: MemoryEstimate) -> str:
+    """One line, e.g. ``estimated peak memory (RSS): 1.2 GiB (crop 64, batch 2; ...)``."""
+    where = "GPU memory" if est.device == "cuda" else "memory (RSS)"
+    cells = "on" if est.checkpoint_cells else "off"
+    if est.auto:
+        cells += " (auto)"
+    return (
+        f"estimated peak {where}: {est.gib:.1f} GiB (crop {est.crop}, batch {est.batch_size}; "
+        f"checkpoint_cells {cells}; activations {est.activations / 2**30:.1f} GiB, "
+        f"weights {est.weight_params / 1e6:.1f}M)"
+    )
+
+
+def memory_warning(est: MemoryEstimate, available: int) -> str | None:
+    """A one-line warning when ``est`` exceeds ``available`` bytes, with what to change."""
+    if est.total <= available:
+        return None
+    fixes = [] if est.checkpoint_cells else ["--set model.checkpoint_cells=true"]
+    if est.partial_channels == 1:
+        fixes.append("--set model.partial_channels=4 (PC-DARTS, beyond the paper)")
+    fixes += [f"a smaller --crop (now {est.crop})", "a smaller --batch-size"]
+    return (
+        f"warning: the search may run out of memory: it needs about {est.gib:.1f} GiB, the "
+        f"{'GPU' if est.device == 'cuda' else 'machine'} has {available / 2**30:.1f} GiB; "
+        f"try {', or '.join(fixes)}"
+    )
+
+
+#: ``checkpoint_cells=auto`` turns checkpointing on where the search's estimated peak without
+#: it would exceed this share of the device's memory (the rest is left to the data loader,
+#: other processes and the estimate's error).
+AUTO_CHECKPOINT_SHARE = 0.5
+
+
+def resolve_checkpoint_cells(
+    crop: int, batch_size: int, num_classes: int = 19, **kwargs: Any
+) -> bool:
+    """``checkpoint_cells`` as a bool: ``auto`` decides from the memory estimate.
+
+    Takes the arguments of :func:`estimate_search_memory`. Checkpointing changes no result
+    (the recomputed forward is the same, and the BatchNorm statistics are not moved twice);
+    it trades one more forward pass of the cells for most of their saved activations: at
+    crop 128 (L=12, F=8, batch 2) 45% less peak RSS for 1.5-2x the step time on a CPU, at
+    321 80% less for about a third more (benchmarks/README.md). So ``auto`` turns it on only
+    where the peak without it would take more than ``AUTO_CHECKPOINT_SHARE`` of the
+    ``available`` memory; where that is unknown, where the activations are at least half of
+    that peak (from a crop of about 112 at the paper's settings).
+    """
+    return estimate_search_memory(crop, batch_size, num_classes, **kwargs).checkpoint_cells
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Memory of ``device`` in bytes: the GPU's total, or the machine's RAM; None if unknown."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
+        return None
