@@ -1,4 +1,4 @@
-"""Dataset tools: data check."""
+"""Dataset tools: data check, data prepare."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--max-files", type=int, help="check at most N pairs per split")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=_cmd_data_check)
+    prepare = data_sub.add_parser(
+        "prepare",
+        help="build a folder: dataset from a public archive (msrc21)",
+        description="Writes OUT/images/{train,val,test}/, labels/, the split lists and "
+        "classes.json; use it as --data folder:OUT.",
+    )
+    prepare.add_argument("dataset", choices=["msrc21"], help="which dataset the archive holds")
+    prepare.add_argument("archive", help="the MSRC-v2 zip archive, or its unpacked folder")
+    prepare.add_argument("out", help="a new (or empty) folder for the prepared dataset")
+    prepare.add_argument(
+        "--any-count",
+        action="store_true",
+        help="prepare an archive that does not give the full 276/58/257 images",
+    )
+    prepare.set_defaults(func=_cmd_data_prepare)
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -29,6 +44,17 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     report = check_dataset(args.spec, args.split, max_files=args.max_files)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    import sys
+
+    from autodeeplab.data.prepare import prepare_msrc21
+
+    counts = prepare_msrc21(args.archive, args.out, expect_counts=not args.any_count)
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items())
+    print(f"wrote {args.out} ({shown}); use --data folder:{args.out}", file=sys.stderr)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
