@@ -5,16 +5,19 @@
 - Levels: level s is stride 4 * 2**s. Layer 0 is ``stem1`` at level 0 (and layer -1
   ``stem0``, :data:`STEM_LEVEL`); layer l = 1..L has a node at every level
   0..min(l, num_levels - 1).
-- Edges: a node at level s reads H^{l-1} at the levels s-1, s, s+1 that exist (Eq. 6), and
-  H^{l-2} at the nearest level of layer l-2, brought there by stride-2 convs (NR#77).
+- Edges (:func:`edges`): a node at level s reads H^{l-1} at the levels s-1, s, s+1 that
+  exist (Eq. 6); beta[l, s, d] weighs the edge from level s of layer l in direction
+  d = target - source + 1 (:func:`direction`, :func:`beta_mask`). H^{l-2} comes from the
+  nearest level of layer l-2, brought there by stride-2 convs (NR#77).
+- Cell edges: alpha's rows, numbered as in DARTS (:func:`edge_index`, :func:`num_edges`).
 - Widths: a block at level s is F * 2**s channels wide; a cell's output is B blocks.
 
-The supernet (``space/network.py``), the memory estimate (``space/memory.py``), the cost
-model (``space/cost.py``) and the retrain backbone (``model/backbone.py``) read this module.
-It also holds :class:`Resample`, the module of a trellis edge, with its weight and memory
-profile, and the stem's, which the memory estimate and the cost model count.
+The supernet, its decoding, memory and cost models (``space/``), the figures (``viz/``)
+and the retrain backbone (``model/backbone.py``) read this module. It also holds
+:class:`Resample`, the module of a trellis edge, with its weight and memory profile, and
+the stem's, which the memory estimate and the cost model count.
 
-The stem's *modules* stay two (``search.network.SearchStem`` and ``model.backbone.Stem``):
+The stem's *modules* stay two (``space.network.SearchStem`` and ``model.backbone.Stem``):
 they compute the same thing, but their state-dict keys differ (``conv0.0.weight`` against
 ``conv0.weight`` / ``bn0.weight``) and saved search and train checkpoints rely on both.
 """
@@ -36,14 +39,20 @@ __all__ = [
     "LOW_LEVEL_CHANNELS",
     "PAPER_STEM",
     "STEM_LEVEL",
+    "Edge",
     "Node",
     "Resample",
     "StemSpec",
     "Trellis",
+    "beta_mask",
     "block_width",
+    "direction",
+    "edge_index",
+    "edges",
     "halve",
     "level_sizes",
     "levels_at",
+    "num_edges",
 ]
 
 STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
@@ -78,6 +87,63 @@ def levels_at(layer: int, num_levels: int) -> list[int]:
 def block_width(filter_multiplier: int, level: int) -> int:
     """Channels of a block at ``level``: F * 2**level."""
     return filter_multiplier * 2**level
+
+
+class Edge(NamedTuple):
+    """A trellis edge: the layer it leaves (0 = the stem), its source and target levels, and
+    its direction, beta's last index (``beta[layer, source, direction]`` weighs it)."""
+
+    layer: int
+    source: int
+    target: int
+    direction: int
+
+
+def direction(source: int, target: int) -> int:
+    """beta's direction index of the edge from level ``source`` to level ``target``.
+
+    ``target - source + 1``: 0 goes one level finer, 1 stays, 2 goes one level coarser;
+    outside 0..2 no edge joins the two levels.
+    """
+    return target - source + 1
+
+
+def edges(num_layers: int, num_levels: int) -> list[Edge]:
+    """Every edge of an L-layer trellis, by layer, source level and direction.
+
+    Layer l's edges (l = 0: the stem) lead into layer l + 1, to the levels s-1, s, s+1 of
+    their source s that layer l + 1 has (Eq. 6).
+    """
+    out = []
+    for layer in range(num_layers):
+        targets = levels_at(layer + 1, num_levels)
+        for source in levels_at(layer, num_levels):
+            for target in (source - 1, source, source + 1):
+                if target in targets:
+                    out.append(Edge(layer, source, target, direction(source, target)))
+    return out
+
+
+def beta_mask(num_layers: int, num_levels: int) -> Tensor:
+    """True where beta[l, source level, direction] is an edge of the trellis (L, levels, 3)."""
+    mask = torch.zeros(num_layers, num_levels, 3, dtype=torch.bool)
+    for edge in edges(num_layers, num_levels):
+        mask[edge.layer, edge.source, edge.direction] = True
+    return mask
+
+
+def num_edges(num_blocks: int) -> int:
+    """Edges of a cell with ``num_blocks`` blocks: 2 + 3 + ... + (B+1) (20 for B=5)."""
+    return num_blocks * (num_blocks + 3) // 2
+
+
+def edge_index(block: int, state: int) -> int:
+    """Row of alpha for the edge from hidden state ``state`` into block ``block`` (0-based).
+
+    Block i's edges follow those of blocks 0..i-1 and list the states 0..i+1 in order
+    (0 = H^{l-2}, 1 = H^{l-1}, k >= 2 = block k-1), as in DARTS.
+    """
+    return block * (block + 3) // 2 + state
 
 
 @dataclass(frozen=True)
@@ -165,15 +231,21 @@ class Trellis:
             return self.stem.stem1_channels
         return self.num_blocks * self.width(level)
 
+    def edges(self) -> list[Edge]:
+        """Every edge of the trellis; see :func:`edges`."""
+        return edges(self.num_layers, self.num_levels)
+
     def nodes(self) -> list[Node]:
         """Every node of layers 1..L, layer by layer, finest level first."""
+        into: dict[tuple[int, int], list[int]] = {}
+        for edge in self.edges():  # by source level: a node's sources come finest first
+            into.setdefault((edge.layer + 1, edge.target), []).append(edge.source)
         out = []
         for layer in range(1, self.num_layers + 1):
-            prev, prev2 = self.levels_at(layer - 1), self.levels_at(layer - 2)
+            prev2 = self.levels_at(layer - 2)
             for level in self.levels_at(layer):
-                sources = [s for s in (level - 1, level, level + 1) if s in prev]
                 pp = min(prev2, key=lambda s, lv=level: abs(s - lv))
-                out.append(Node(layer, level, sources, pp))
+                out.append(Node(layer, level, into[layer, level], pp))
         return out
 
 

@@ -45,16 +45,20 @@ from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import OPS, PRIMITIVES, resize
-from autodeeplab.space.cell import MixedOp, SearchCell, edge_softmax, num_edges, state_edges
+from autodeeplab.space.cell import MixedOp, SearchCell, edge_softmax, state_edges
 from autodeeplab.space.decode import decode
 from autodeeplab.space.head import SearchHead
-from autodeeplab.space.relaxation import (
+from autodeeplab.space.relaxation import beta_probabilities, cell_decode_weights, masked_softmax
+from autodeeplab.trellis import (
+    PAPER_STEM,
+    Resample,
+    StemSpec,
+    Trellis,
     beta_mask,
-    beta_probabilities,
-    cell_decode_weights,
-    masked_softmax,
+    direction,
+    halve,
+    num_edges,
 )
-from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve
 
 __all__ = [
     "SearchNetwork",
@@ -228,8 +232,8 @@ class SearchNetwork(nn.Module):
                         pool_bn,
                     )
                 )
-                # beta[layer-1, source level, direction] with direction = target - source + 1.
-                incoming += [((layer - 1) * nlev + s) * 3 + (level - s + 1) for s in sources]
+                # Flat indices of beta[layer - 1, source level, direction] of the edges in.
+                incoming += [((layer - 1) * nlev + s) * 3 + direction(s, level) for s in sources]
                 counts.append(len(sources))
             layers.append(nn.ModuleList(modules))
         self.layers = nn.ModuleList(layers)
