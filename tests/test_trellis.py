@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import fields
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autodeeplab.config import SearchModelConfig, config_to_dict
 from autodeeplab.genotype import PAPER_GENOTYPE
 from autodeeplab.model.backbone import Backbone, Stem
 from autodeeplab.model.complexity import count_multiply_adds
 from autodeeplab.space.network import SearchNetwork, SearchStem
 from autodeeplab.trellis import (
     PAPER_STEM,
+    PAPER_SUPERNET,
     Resample,
     StemSpec,
+    SupernetSpec,
     Trellis,
     beta_mask,
     direction,
@@ -96,6 +100,42 @@ def test_edge_index_numbers_the_cell_edges_as_darts() -> None:
     order = [(block, state) for block in range(6) for state in range(block + 2)]
     assert [edge_index(b, s) for b, s in order] == list(range(len(order)))
     assert [num_edges(b) for b in range(1, 6)] == [2, 5, 9, 14, 20]
+
+
+# -- the supernet's spec ----------------------------------------------------------------------
+
+
+def test_the_config_section_and_the_supernet_take_the_specs_fields_and_defaults() -> None:
+    spec_fields = [f.name for f in fields(SupernetSpec)]
+    model_fields = {f.name: f.default for f in fields(SearchModelConfig)}
+    assert set(model_fields) == {*spec_fields, "checkpoint_cells"}
+    for f in fields(SupernetSpec):
+        assert model_fields[f.name] == f.default == getattr(PAPER_SUPERNET, f.name), f.name
+    assert SearchModelConfig().supernet_spec() == PAPER_SUPERNET
+    assert list(config_to_dict(SearchModelConfig())) == [*spec_fields, "checkpoint_cells"]
+    with torch.device("meta"):  # the paper's supernet, without the memory
+        net = SearchNetwork(19)
+    assert net.spec == PAPER_SUPERNET and net.num_layers == 12 and net.strides == (4, 8, 16, 32)
+    assert net.model_kwargs == {
+        "num_classes": 19,
+        **PAPER_SUPERNET.kwargs(),
+        "checkpoint_cells": False,
+    }
+
+
+def test_the_supernet_takes_a_spec_or_its_fields() -> None:
+    spec = SupernetSpec(num_layers=2, num_blocks=2, filter_multiplier=2, strides=[4, 8])
+    assert spec.strides == (4, 8) and spec.num_levels == 2  # sequences kept as tuples
+    by_spec = SearchNetwork(3, spec=spec)
+    by_name = SearchNetwork(3, num_layers=2, num_blocks=2, filter_multiplier=2, strides=(4, 8))
+    by_position = SearchNetwork(3, 2, 2, 2, (4, 8))
+    for net in (by_name, by_position, SearchNetwork(**by_spec.model_kwargs)):
+        assert net.spec == spec and net.model_kwargs == by_spec.model_kwargs
+        assert net.state_dict().keys() == by_spec.state_dict().keys()
+    with pytest.raises(TypeError, match="spec or the spec's fields"):
+        SearchNetwork(3, spec=spec, num_layers=3)
+    with pytest.raises(TypeError):
+        SearchNetwork(3, bogus=1)
 
 
 def test_sizes_halve_up() -> None:

@@ -11,6 +11,7 @@
   nearest level of layer l-2, brought there by stride-2 convs (NR#77).
 - Cell edges: alpha's rows, numbered as in DARTS (:func:`edge_index`, :func:`num_edges`).
 - Widths: a block at level s is F * 2**s channels wide; a cell's output is B blocks.
+- :class:`SupernetSpec`: the supernet's arguments and their defaults.
 
 The supernet, its decoding, memory and cost models (``space/``), the figures (``viz/``)
 and the retrain backbone (``model/backbone.py``) read this module. It also holds
@@ -25,24 +26,26 @@ they compute the same thing, but their state-dict keys differ (``conv0.0.weight`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from autodeeplab.ops import ReLUConvBN, resize
+from autodeeplab.ops import PRIMITIVES, ReLUConvBN, resize
 
 __all__ = [
     "ASPP_CHANNELS",
     "DECODER_CHANNELS",
     "LOW_LEVEL_CHANNELS",
     "PAPER_STEM",
+    "PAPER_SUPERNET",
     "STEM_LEVEL",
     "Edge",
     "Node",
     "Resample",
     "StemSpec",
+    "SupernetSpec",
     "Trellis",
     "beta_mask",
     "block_width",
@@ -247,6 +250,67 @@ class Trellis:
                 pp = min(prev2, key=lambda s, lv=level: abs(s - lv))
                 out.append(Node(layer, level, into[layer, level], pp))
         return out
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """The supernet's arguments and their defaults (the paper's search space, §5.1), once.
+
+    :class:`~autodeeplab.space.network.SearchNetwork` is built from one, the config's
+    ``model`` section extends it (with ``checkpoint_cells``), the memory and cost models
+    read one. L, B, F; ``strides``: the levels, consecutive doublings from 4;
+    ``primitives``: op names, keys of ``autodeeplab.ops.OPS``; ``affine``: affine
+    BatchNorm in the ops and resampling edges; ``stem_channels``: :class:`StemSpec`'s;
+    ``partial_channels``: PC-DARTS's K (beyond the paper; 1 = off): the mixed ops run on
+    1/K of the channels, with edge normalisation ``gamma``, and K must divide F;
+    ``pool_bn``: BatchNorm (not affine) after the mixed op's pools (SPEC.md §12.11), so a
+    pool cannot win alpha by its output's scale. Checked where the supernet is built.
+    """
+
+    num_layers: int = 12
+    num_blocks: int = 5
+    filter_multiplier: int = 8
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    primitives: tuple[str, ...] = PRIMITIVES
+    affine: bool = False
+    stem_channels: tuple[int, int, int] = PAPER_STEM.channels
+    partial_channels: int = 1
+    pool_bn: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("strides", "primitives", "stem_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) and isinstance(value, Sequence):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def num_levels(self) -> int:
+        """Trellis levels: one per stride."""
+        return len(self.strides)
+
+    def supernet_spec(self) -> SupernetSpec:
+        """The supernet's fields alone (a config section that extends the spec drops the rest)."""
+        return SupernetSpec(**{f.name: getattr(self, f.name) for f in fields(SupernetSpec)})
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as JSON-ready keyword arguments (tuples as lists)."""
+        spec = self.supernet_spec()
+        return {f.name: _plain(getattr(spec, f.name)) for f in fields(spec)}
+
+    def trellis(self) -> Trellis:
+        """The trellis of this supernet, with its stem."""
+        stem = StemSpec(tuple(self.stem_channels))
+        return Trellis(
+            self.num_layers, self.num_levels, self.num_blocks, self.filter_multiplier, stem
+        )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+#: The paper's search space (§5.1): L = 12, B = 5, F = 8, strides 4-32, the eight ops.
+PAPER_SUPERNET = SupernetSpec()
 
 
 class Resample(nn.Module):

@@ -36,6 +36,7 @@ from autodeeplab.trellis import (
     ASPP_CHANNELS,
     DECODER_CHANNELS,
     LOW_LEVEL_CHANNELS,
+    SupernetSpec,
     Trellis,
     direction,
     edge_index,
@@ -117,6 +118,25 @@ class CostModel:
         self._pre: list[Tensor] | None = None
         # The trellis's edges as index tensors: (layer, source, target, direction).
         self._edges = torch.tensor(self.trellis.edges(), dtype=torch.long).T
+
+    @classmethod
+    def of_space(
+        cls,
+        spec: SupernetSpec,
+        num_classes: int,
+        filter_multiplier: int,
+        size: tuple[int, int],
+    ) -> CostModel:
+        """The cost model of the search space ``spec`` describes, priced at a retrain F."""
+        return cls(
+            spec.num_layers,
+            spec.num_blocks,
+            spec.primitives,
+            spec.num_levels,
+            num_classes,
+            filter_multiplier,
+            size,
+        )
 
     def width(self, level: int) -> int:
         """Block width F * 2**level."""
