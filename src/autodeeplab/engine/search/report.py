@@ -14,8 +14,12 @@ written by :func:`~autodeeplab.engine.search.loop.run_search`) and writes
 - ``curves.png``: losses and validation mIoU;
 - ``final_path.png``, ``final_cell.png``: the last decoded genotype (:mod:`autodeeplab.viz`).
 
-:mod:`autodeeplab.engine.search.figures` draws the figures. The name ``report_search``
-keeps clear of the ``report.md`` that ``autodeeplab run`` writes for the whole pipeline.
+- ``dynamics.png``: what the search learnt (entropies, logit movement, path margin).
+
+This module writes the text; :mod:`autodeeplab.viz.search_report` draws the figures (the
+run report is split the same way: :mod:`autodeeplab.engine.pipeline_report` and
+:mod:`autodeeplab.viz.run_report`). The name ``report_search`` keeps clear of the
+``report.md`` that ``autodeeplab run`` writes for the whole pipeline.
 """
 
 from __future__ import annotations
@@ -31,19 +35,19 @@ import numpy as np
 import yaml
 
 from autodeeplab.checkpoint import atomic_write
-from autodeeplab.engine.search.figures import (
+from autodeeplab.genotype import Genotype, save_genotype
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.trellis import num_edges
+from autodeeplab.viz import render_genotype
+from autodeeplab.viz.search_report import (
     as_float,
     path_changes,
     plot_alpha,
     plot_beta,
     plot_curves,
     plot_path,
+    plot_search_dynamics,
 )
-from autodeeplab.genotype import Genotype, save_genotype
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.space.cell import num_edges
-from autodeeplab.viz import render_genotype
-from autodeeplab.viz.search_dynamics import plot_search_dynamics
 
 __all__ = ["REPORT_NAME", "read_search_log", "render_search_report", "write_search_results"]
 
