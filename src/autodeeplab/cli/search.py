@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import OVERWRITE_HELP, flag_overrides, for_data
+from autodeeplab.cli.arguments import add_again_options, add_set, add_stage_options, flag_overrides
 from autodeeplab.cli.messages import (
     Stopped,
     arch_never_updated,
-    print_search_memory,
     resume_command,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.stage import run_stage, stage_config
 
 __all__ = ["register"]
 
@@ -27,36 +25,15 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         description="Hierarchical architecture search: writes genotype.json, search_log.jsonl, "
         "checkpoints/ and the path and cell figures into --out.",
     )
-    p.add_argument("--data", help="dataset spec, e.g. synthetic (default: the config's)")
-    p.add_argument("--out", default="runs/search", help="run directory (default: runs/search)")
-    p.add_argument("--config", help="YAML preset, e.g. configs/search/paper.yaml")
-    p.add_argument("--epochs", type=int, help="search epochs")
-    p.add_argument("--batch-size", type=int, help="images per step")
-    p.add_argument("--crop", type=int, help="crop (image) size in pixels")
-    p.add_argument("--seed", type=int, help="random seed")
+    add_stage_options(p, "search")
     p.add_argument(
         "--target-madds",
         metavar="BUDGET@HxW",
         help="cost-aware search: pull the found network (at retrain F=20) toward this "
         "Multi-Adds budget, e.g. 50G@1024x2048",
     )
-    again = p.add_mutually_exclusive_group()
-    again.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="CHECKPOINT",
-        help="resume from CHECKPOINT, or alone: the newest complete checkpoint in --out",
-    )
-    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set model.num_layers=8 (repeatable)",
-    )
+    add_again_options(p, "search")
+    add_set(p, "model.num_layers=8")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--dry-run",
@@ -79,7 +56,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
-    from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
+    from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.preflight import check_search_settings
     from autodeeplab.engine.search.loop import run_search
@@ -95,27 +72,26 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
             ("target_madds", "search.target_madds"),
         ),
     )
-    # Without --config the CPU preset applies, so the bare command finishes on a laptop.
-    base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
-    base = for_data(base, args.data)
-    cfg = load_config(args.config, [*overrides, *args.set], base=base)
+    cfg = stage_config(
+        SearchConfig(), CPU_SEARCH_PRESET, args.config, args.data, [*overrides, *args.set]
+    )
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)
-    # Before any work: every setting the run would refuse, and a folder that holds a run.
-    check_search_settings(cfg)
-    replaced = check_out_dir(out, "search", bool(args.resume), args.overwrite)
-    config_note = args.config or "built-in CPU preset"
-    print(
-        f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
-        f"B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} crop={cfg.data.crop} "
-        f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
-        file=sys.stderr,
+    check_search_settings(cfg)  # before any work: every setting the run would refuse
+    header = (
+        f"searching on {cfg.data.spec} ({args.config or 'built-in CPU preset'}): "
+        f"L={cfg.model.num_layers} B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} "
+        f"crop={cfg.data.crop} batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}"
     )
-    print_search_memory(cfg, info.num_classes)
-    if args.dry_run:
+    result = run_stage(
+        args,
+        "search",
+        header,
+        lambda: run_search(cfg, out, resume=args.resume, progress=not args.no_progress),
+        memory=(cfg, info.num_classes),
+    )
+    if result is None:  # --dry-run
         return 0
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
-        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
         how = f"resume with: {resume_command('search', out)}"
         return Stopped("", f"saved {result.checkpoint}", how)
