@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
@@ -14,6 +16,7 @@ __all__ = [
     "MIN_SCALE",
     "OVERWRITE_HELP",
     "add_again_options",
+    "add_command",
     "add_inference_options",
     "add_set",
     "add_stage_options",
@@ -32,6 +35,20 @@ MIN_SCALE, MAX_SCALE, MAX_SCALES, MAX_SIDE = 0.01, 100.0, 16, 65536
 
 #: The help of --overwrite, the same for search, train and run.
 OVERWRITE_HELP = "replace the run that --out holds (its checkpoints, logs and results)"
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], Any]
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, which runs ``func``; ``func``'s docstring is its help.
+
+    The docstring's first line is the command's line in ``autodeeplab --help``; the paragraph
+    after it, if any, the description in ``autodeeplab NAME --help`` (as click does).
+    """
+    summary, _, body = inspect.cleandoc(func.__doc__ or "").partition("\n\n")
+    p = sub.add_parser(name, help=summary, description=body or None)
+    p.set_defaults(func=func)
+    return p
 
 
 class _Stage(NamedTuple):

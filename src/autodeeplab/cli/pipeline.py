@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_again_options, add_set
+from autodeeplab.cli.arguments import add_again_options, add_command, add_set
 from autodeeplab.cli.messages import Stopped, arch_never_updated, pct, warn_untrained_genotype
 from autodeeplab.cli.stage import run_stage, stage_config
 
@@ -15,13 +15,7 @@ __all__ = ["register"]
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="search, retrain the found network, evaluate it, and write report.md",
-        description="The whole method on one folder: OUT/search, OUT/train, OUT/predictions "
-        "and OUT/report.md. Defaults: the CPU presets (configs/search/synthetic.yaml and "
-        "configs/train/synthetic.yaml), under 15 minutes on 2 cores.",
-    )
+    p = add_command(sub, "run", _cmd_run)
     p.add_argument("--out", default="runs/run", help="run directory (default: runs/run)")
     p.add_argument("--data", help="dataset spec for both stages (default: the presets')")
     p.add_argument(
@@ -40,10 +34,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         p, "run", "continue each stage from its newest checkpoint in --out (same flags as before)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int | Stopped:
+    """search, retrain the found network, evaluate it, and write report.md
+
+    The whole method on one folder: OUT/search, OUT/train, OUT/predictions and OUT/report.md.
+    Defaults: the CPU presets (configs/search/synthetic.yaml and configs/train/synthetic.yaml),
+    under 15 minutes on 2 cores.
+    """
     from autodeeplab.config import CPU_SEARCH_PRESET, CPU_TRAIN_PRESET, SearchConfig, TrainConfig
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides

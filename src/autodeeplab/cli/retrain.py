@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autodeeplab.cli.arguments import (
     add_again_options,
+    add_command,
     add_inference_options,
     add_set,
     add_stage_options,
@@ -23,12 +24,7 @@ __all__ = ["register"]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a discrete network (a searched genotype or a paper preset) from scratch",
-        description="Retrain with SGD + poly lr: writes config.yaml, genotype.json, "
-        "train_log.jsonl, tensorboard/ and checkpoints/best.pt + last.pt into --out.",
-    )
+    p = add_command(sub, "train", _cmd_train)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--genotype", metavar="FILE", help="genotype.json from a search")
     which.add_argument("--model", metavar="NAME", help="auto-deeplab-s, auto-deeplab-m, ...-l")
@@ -36,39 +32,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_again_options(p, "train")
     add_set(p, "train.lr=0.01")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="mIoU, per-class IoU and accuracies of a trained checkpoint",
-        description="Evaluate a train checkpoint; writes metrics.json next to it (or to --out).",
-    )
+    p = add_command(sub, "eval", _cmd_eval)
     p.add_argument("checkpoint", help="checkpoints/best.pt or last.pt of a train run")
     p.add_argument("--data", help="dataset spec (default: the one it was trained on)")
     p.add_argument("--split", default="val", help="dataset split (default: val)")
     add_inference_options(p, "default: the checkpoint's eval config")
     p.add_argument("--num-samples", type=int, help="evaluate on the first N images only")
     p.add_argument("--out", help="folder or .json path for metrics.json")
-    p.set_defaults(func=_cmd_eval)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="segment images: colour masks and overlays (PNG)",
-        description="Writes <name>_mask.png (palette PNG of class indices) and "
-        "<name>_overlay.png per image into --out.",
-    )
+    p = add_command(sub, "predict", _cmd_predict)
     p.add_argument("checkpoint", help="checkpoints/best.pt of a train run")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--out", required=True, help="output folder")
     add_inference_options(p, "default: whole image, scale 1")
-    p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_train(args: argparse.Namespace) -> int | Stopped:
+    """train a discrete network (a searched genotype or a paper preset) from scratch
+
+    Retrain with SGD + poly lr: writes config.yaml, genotype.json, train_log.jsonl, tensorboard/ and
+    checkpoints/best.pt + last.pt into --out.
+    """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.engine.train.loop import run_train
@@ -117,6 +106,10 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """mIoU, per-class IoU and accuracies of a trained checkpoint
+
+    Evaluate a train checkpoint; writes metrics.json next to it (or to --out).
+    """
     from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -140,6 +133,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """segment images: colour masks and overlays (PNG)
+
+    Writes <name>_mask.png (palette PNG of class indices) and <name>_overlay.png per image into
+    --out.
+    """
     from autodeeplab.config import EvalConfig
     from autodeeplab.engine.infer.predict import predict_images
 

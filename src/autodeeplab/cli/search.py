@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_again_options, add_set, add_stage_options, flag_overrides
+from autodeeplab.cli.arguments import (
+    add_again_options,
+    add_command,
+    add_set,
+    add_stage_options,
+    flag_overrides,
+)
 from autodeeplab.cli.messages import (
     Stopped,
     arch_never_updated,
@@ -19,12 +25,7 @@ __all__ = ["register"]
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search",
-        help="architecture search on a dataset (default: the built-in synthetic data)",
-        description="Hierarchical architecture search: writes genotype.json, search_log.jsonl, "
-        "checkpoints/ and the path and cell figures into --out.",
-    )
+    p = add_command(sub, "search", _cmd_search)
     add_stage_options(p, "search")
     p.add_argument(
         "--target-madds",
@@ -40,11 +41,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the resolved settings and the memory estimate, then exit",
     )
-    p.set_defaults(func=_cmd_search)
 
 
 def _add_decode(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("decode", help="decode the genotype of a search checkpoint")
+    p = add_command(sub, "decode", _cmd_decode)
     p.add_argument("checkpoint", help="a checkpoints/epoch_*.pt file of a search run")
     p.add_argument("--out", help="write the genotype JSON here (and the figures beside it)")
     p.add_argument(
@@ -52,10 +52,14 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
         choices=("relative", "literal"),  # search.decode.PATH_DECODES, without torch at start-up
         help="how the Viterbi scores the path (default: the run's search.path_decode)",
     )
-    p.set_defaults(func=_cmd_decode)
 
 
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
+    """architecture search on a dataset (default: the built-in synthetic data)
+
+    Hierarchical architecture search: writes genotype.json, search_log.jsonl, checkpoints/ and the
+    path and cell figures into --out.
+    """
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.preflight import check_search_settings
@@ -107,6 +111,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
+    """decode the genotype of a search checkpoint"""
     from autodeeplab.engine.search.loop import decode_checkpoint
     from autodeeplab.genotype import save_genotype
 
@@ -134,17 +139,16 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="report of a search run: alpha, beta, path and curves over the epochs",
-        description="Reads RUN_DIR/search_log.jsonl; writes RUN_DIR/report_search.md, "
-        "report_search.html and the figures in RUN_DIR/report_search/.",
-    )
+    p = add_command(sub, "report", _cmd_report)
     p.add_argument("run_dir", help="the --out folder of an 'autodeeplab search' run")
-    p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """report of a search run: alpha, beta, path and curves over the epochs
+
+    Reads RUN_DIR/search_log.jsonl; writes RUN_DIR/report_search.md, report_search.html and the
+    figures in RUN_DIR/report_search/.
+    """
     from autodeeplab.engine.search.report import render_search_report
 
     print(render_search_report(args.run_dir))
