@@ -25,6 +25,7 @@ __all__ = [
     "inference_changes",
     "parse_scales",
     "parse_size",
+    "stage_overrides",
 ]
 
 T = TypeVar("T")
@@ -87,6 +88,21 @@ def add_stage_options(p: argparse.ArgumentParser, stage: str) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--crop", type=int, help=words.crop)
     p.add_argument("--seed", type=int, help="random seed")
+
+
+def stage_overrides(args: argparse.Namespace, stage: str) -> list[str]:
+    """``key=value`` overrides for the :func:`add_stage_options` flags that were given."""
+    length = _STAGES[stage].length[0].removeprefix("--")  # epochs or iters
+    return flag_overrides(
+        args,
+        (
+            ("data", "data.spec"),
+            (length, f"{stage}.{length}"),
+            ("batch_size", f"{stage}.batch_size"),
+            ("crop", "data.crop"),
+            ("seed", f"{stage}.seed"),
+        ),
+    )
 
 
 def add_again_options(p: argparse.ArgumentParser, stage: str, resume_help: str = "") -> None:

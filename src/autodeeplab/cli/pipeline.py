@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from autodeeplab.cli.arguments import add_again_options, add_command, add_set
@@ -43,7 +44,6 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     Defaults: the CPU presets (configs/search/synthetic.yaml and configs/train/synthetic.yaml),
     under 15 minutes on 2 cores.
     """
-    from autodeeplab.config import CPU_SEARCH_PRESET, CPU_TRAIN_PRESET, SearchConfig, TrainConfig
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
     from autodeeplab.engine.preflight import (
@@ -55,12 +55,8 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     routed = split_overrides(args.set)
     data = [f"data.spec={json.dumps(args.data)}"] if args.data else []
     # A given file replaces the built-in CPU preset (configs/{search,train}/synthetic.yaml).
-    search_cfg = stage_config(
-        SearchConfig(), CPU_SEARCH_PRESET, args.search_config, args.data, [*data, *routed["search"]]
-    )
-    train_cfg = stage_config(
-        TrainConfig(), CPU_TRAIN_PRESET, args.train_config, args.data, [*data, *routed["train"]]
-    )
+    search_cfg = stage_config("search", args.search_config, args.data, [*data, *routed["search"]])
+    train_cfg = stage_config("train", args.train_config, args.data, [*data, *routed["train"]])
     num_classes = dataset_info(search_cfg.data.spec).num_classes  # a bad --data fails here
     out = Path(args.out)
     # Both stages' settings before the search starts: a bad training option must not wait
@@ -73,15 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
         f"{args.search_config or 'built-in CPU preset'}, train "
         f"{args.train_config or 'built-in CPU preset'}"
     )
-    result = run_stage(
-        args,
-        "run",
-        header,
-        lambda: run_pipeline(
-            search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
-        ),
-        memory=(search_cfg, num_classes),
-    )
+    job = partial(run_pipeline, search_cfg, train_cfg)
+    result = run_stage(args, "run", header, job, memory=(search_cfg, num_classes))
     assert result is not None  # run has no --dry-run
     if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
         where, saved = f" in the {result.stopped} stage", f"checkpoints are in {out}"

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from autodeeplab.cli.arguments import (
@@ -14,8 +15,8 @@ from autodeeplab.cli.arguments import (
     add_inference_options,
     add_set,
     add_stage_options,
-    flag_overrides,
     inference_changes,
+    stage_overrides,
 )
 from autodeeplab.cli.messages import Stopped, pct, resume_command
 from autodeeplab.cli.stage import run_stage, stage_config
@@ -58,28 +59,16 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     Retrain with SGD + poly lr: writes config.yaml, genotype.json, train_log.jsonl, tensorboard/ and
     checkpoints/best.pt + last.pt into --out.
     """
-    from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.engine.train.loop import run_train
 
-    overrides = flag_overrides(
-        args,
-        (
-            ("data", "data.spec"),
-            ("iters", "train.iters"),
-            ("batch_size", "train.batch_size"),
-            ("crop", "data.crop"),
-            ("seed", "train.seed"),
-        ),
-    )
+    overrides = stage_overrides(args, "train")
     # --genotype and --model each replace whatever the config names.
     if args.genotype is not None:
         overrides += [f"model.genotype={json.dumps(args.genotype)}", "model.name=null"]
     if args.model is not None:
         overrides += [f"model.name={json.dumps(args.model)}", "model.genotype=null"]
-    cfg = stage_config(
-        TrainConfig(), CPU_TRAIN_PRESET, args.config, args.data, [*overrides, *args.set]
-    )
+    cfg = stage_config("train", args.config, args.data, [*overrides, *args.set])
     out = Path(args.out)
     check_train_settings(cfg)  # before any work: every setting the run would refuse
     header = (
@@ -87,12 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
         f"({args.config or 'built-in CPU preset'}): iters={cfg.train.iters} "
         f"batch={cfg.train.batch_size} crop={cfg.data.crop} lr={cfg.train.lr} -> {out}"
     )
-    result = run_stage(
-        args,
-        "train",
-        header,
-        lambda: run_train(cfg, out, resume=args.resume, progress=not args.no_progress),
-    )
+    result = run_stage(args, "train", header, partial(run_train, cfg))
     assert result is not None  # train has no --dry-run
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
         where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"

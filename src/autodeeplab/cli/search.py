@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from autodeeplab.cli.arguments import (
@@ -12,6 +13,7 @@ from autodeeplab.cli.arguments import (
     add_set,
     add_stage_options,
     flag_overrides,
+    stage_overrides,
 )
 from autodeeplab.cli.messages import (
     Stopped,
@@ -60,25 +62,13 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     Hierarchical architecture search: writes genotype.json, search_log.jsonl, checkpoints/ and the
     path and cell figures into --out.
     """
-    from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.preflight import check_search_settings
     from autodeeplab.engine.search.loop import run_search
 
-    overrides = flag_overrides(
-        args,
-        (
-            ("data", "data.spec"),
-            ("epochs", "search.epochs"),
-            ("batch_size", "search.batch_size"),
-            ("crop", "data.crop"),
-            ("seed", "search.seed"),
-            ("target_madds", "search.target_madds"),
-        ),
-    )
-    cfg = stage_config(
-        SearchConfig(), CPU_SEARCH_PRESET, args.config, args.data, [*overrides, *args.set]
-    )
+    madds = flag_overrides(args, (("target_madds", "search.target_madds"),))
+    overrides = [*stage_overrides(args, "search"), *madds, *args.set]
+    cfg = stage_config("search", args.config, args.data, overrides)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)
     check_search_settings(cfg)  # before any work: every setting the run would refuse
@@ -87,13 +77,8 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
         f"L={cfg.model.num_layers} B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} "
         f"crop={cfg.data.crop} batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}"
     )
-    result = run_stage(
-        args,
-        "search",
-        header,
-        lambda: run_search(cfg, out, resume=args.resume, progress=not args.no_progress),
-        memory=(cfg, info.num_classes),
-    )
+    memory = (cfg, info.num_classes)
+    result = run_stage(args, "search", header, partial(run_search, cfg), memory)
     if result is None:  # --dry-run
         return 0
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on

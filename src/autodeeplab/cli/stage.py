@@ -8,28 +8,51 @@ import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from autodeeplab.cli.arguments import for_data
 from autodeeplab.cli.messages import print_search_memory
 from autodeeplab.cli.outdir import check_out_dir, fresh_start
 
+if TYPE_CHECKING:
+    from autodeeplab.config import SearchConfig, TrainConfig
+
 __all__ = ["run_stage", "stage_config"]
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 
+@overload
 def stage_config(
-    default: T, preset: dict[str, Any], path: str | None, data: str | None, overrides: list[str]
-) -> T:
-    """``default`` <- the CPU ``preset`` (only without a config file) <- ``path`` <- overrides.
+    stage: Literal["search"], path: str | None, data: str | None, overrides: list[str]
+) -> SearchConfig: ...
+
+
+@overload
+def stage_config(
+    stage: Literal["train"], path: str | None, data: str | None, overrides: list[str]
+) -> TrainConfig: ...
+
+
+def stage_config(
+    stage: str, path: str | None, data: str | None, overrides: list[str]
+) -> SearchConfig | TrainConfig:
+    """The config of a ``search`` or ``train`` stage: defaults <- CPU preset <- file <- overrides.
 
     Without a config file the built-in CPU preset applies, so the bare command finishes on
     a laptop; a given file replaces it. ``data`` (``--data``) drops a preset's image counts.
     """
-    from autodeeplab.config import config_from_dict, load_config
+    from autodeeplab.config import (
+        CPU_SEARCH_PRESET,
+        CPU_TRAIN_PRESET,
+        SearchConfig,
+        TrainConfig,
+        config_from_dict,
+        load_config,
+    )
 
+    default: SearchConfig | TrainConfig = SearchConfig() if stage == "search" else TrainConfig()
+    preset = CPU_SEARCH_PRESET if stage == "search" else CPU_TRAIN_PRESET
     base = default if path else config_from_dict(preset, default)
     return load_config(path, overrides, base=for_data(base, data))
 
@@ -38,15 +61,16 @@ def run_stage(
     args: argparse.Namespace,
     command: str,
     header: str,
-    job: Callable[[], R],
+    job: Callable[..., R],
     memory: tuple[Any, int] | None = None,
 ) -> R | None:
-    """Run ``job`` in ``args.out`` once the settings passed; None for a ``--dry-run``.
+    """``job(out, resume=..., progress=...)`` in ``--out`` once the settings passed.
 
     An ``--out`` that holds a run is refused before anything is printed (unless ``--resume``
     or ``--overwrite``); then ``header`` and, for a search, the memory estimate of
-    ``memory`` = (search config, number of classes) go to stderr. A fresh start that fails
-    before its first checkpoint removes what it wrote (:func:`fresh_start`).
+    ``memory`` = (search config, number of classes) go to stderr. None for a ``--dry-run``.
+    A fresh start that fails before its first checkpoint removes what it wrote
+    (:func:`~autodeeplab.cli.outdir.fresh_start`).
     """
     out = Path(args.out)
     replaced = check_out_dir(out, command, bool(args.resume), args.overwrite)
@@ -56,4 +80,4 @@ def run_stage(
     if getattr(args, "dry_run", False):
         return None
     with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
-        return job()
+        return job(out, resume=args.resume, progress=not args.no_progress)
