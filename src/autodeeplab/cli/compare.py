@@ -7,22 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_set, for_data, parse_size
+from autodeeplab.cli.arguments import add_command, add_set, for_data, parse_size
 from autodeeplab.cli.messages import Stopped
 
 __all__ = ["register"]
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="does the search help? retrain the searched network against random ones",
-        description="Retrains the searched genotype (several seeds), random genotypes of "
-        "about its Multi-Adds, the searched cell on a hand-made path and the paper's genotype, "
-        "all under one schedule; chooses each on val, reports test (val where there is no "
-        "test split). Writes DIR/compare.md, compare.json, compare.png and one resumable run "
-        "folder per network in DIR/runs/: rerun the same command to continue.",
-    )
+    p = add_command(sub, "compare", _cmd_compare)
     p.add_argument("search_run", help="the --out folder of a finished 'autodeeplab search'")
     p.add_argument("--data", help="dataset spec (default: the train config's)")
     p.add_argument("--out", required=True, help="output folder")
@@ -55,10 +47,17 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
+    """does the search help? retrain the searched network against random ones
+
+    Retrains the searched genotype (several seeds), random genotypes of about its Multi-Adds, the
+    searched cell on a hand-made path and the paper's genotype, all under one schedule; chooses each
+    on val, reports test (val where there is no test split). Writes DIR/compare.md, compare.json,
+    compare.png and one resumable run folder per network in DIR/runs/: rerun the same command to
+    continue.
+    """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
     from autodeeplab.engine.preflight import check_train_settings

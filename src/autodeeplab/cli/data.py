@@ -5,28 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from autodeeplab.cli.arguments import add_command
+
 __all__ = ["register"]
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    check = data_sub.add_parser(
-        "check",
-        help="scan a dataset and report counts, sizes, class histogram and every problem",
-        description="Exit status 1 when a problem is found, each reported with its file.",
-    )
+    check = add_command(data_sub, "check", _cmd_data_check)
     check.add_argument("spec", help="dataset spec, e.g. folder:data/msrc21 or cityscapes:PATH")
     check.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
     check.add_argument("--max-files", type=int, help="check at most N pairs per split")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.set_defaults(func=_cmd_data_check)
-    prepare = data_sub.add_parser(
-        "prepare",
-        help="build a folder: dataset from a public archive (msrc21)",
-        description="Writes OUT/images/{train,val,test}/, labels/, the split lists and "
-        "classes.json; use it as --data folder:OUT.",
-    )
+    prepare = add_command(data_sub, "prepare", _cmd_data_prepare)
     prepare.add_argument("dataset", choices=["msrc21"], help="which dataset the archive holds")
     prepare.add_argument("archive", help="the MSRC-v2 zip archive, or its unpacked folder")
     prepare.add_argument("out", help="a new (or empty) folder for the prepared dataset")
@@ -35,10 +27,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="prepare an archive that does not give the full 276/58/257 images",
     )
-    prepare.set_defaults(func=_cmd_data_prepare)
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
+    """scan a dataset and report counts, sizes, class histogram and every problem
+
+    Exit status 1 when a problem is found, each reported with its file.
+    """
     from autodeeplab.data.check import check_dataset
 
     report = check_dataset(args.spec, args.split, max_files=args.max_files)
@@ -47,6 +42,11 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    """build a folder: dataset from a public archive (msrc21)
+
+    Writes OUT/images/{train,val,test}/, labels/, the split lists and classes.json; use it
+    as --data folder:OUT.
+    """
     import sys
 
     from autodeeplab.data.prepare import prepare_msrc21
