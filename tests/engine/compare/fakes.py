@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import autodeeplab.engine.compare.compare as compare
-from autodeeplab.config import TrainConfig, load_config
+from autodeeplab.config import TrainConfig, load_config, save_config
 
 from ..conftest import TINY_TRAIN
 
@@ -37,13 +37,15 @@ def compare_argv(search: Path, out: Path, *extra: str) -> list[str]:
 
 
 def fake_training(monkeypatch: pytest.MonkeyPatch, miou: float = 0.25) -> list[str]:
-    """Replace each retraining by a checkpoint file and fixed scores; returns the names trained."""
+    """Replace each retraining by its config, a checkpoint file and fixed scores; returns the
+    names of the networks trained, in order."""
     trained: list[str] = []
 
     def train_and_evaluate(
         cfg: TrainConfig, folder: Path, split: str, progress: bool
     ) -> tuple[dict[str, Any], Path]:
         trained.append(folder.name)
+        save_config(cfg, folder / "train" / "config.yaml")  # as run_train does
         checkpoint = folder / "train" / "checkpoints" / "best.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_bytes(f"{folder.name} seed {cfg.train.seed}".encode())

@@ -247,8 +247,10 @@ def check_out(out: Path, want: dict[str, Any], overwrite: bool, inputs: list[Pat
     old = read_json(path, "a compare manifest", fix)
     if not isinstance(old, dict) or old.get("format") != _MANIFEST_FORMAT:
         raise ResultError(f"{path}: not a compare manifest; {fix}")
-    same = {k: v for k, v in want.items() if k != "search"}
+    same = {k: v for k, v in want.items() if k not in ("search", "train_config")}
     differs = _differences({k: old.get(k) for k in same}, same)
+    old_train = old.get("train_config") if isinstance(old.get("train_config"), dict) else {}
+    differs += _differences(old_train, want["train_config"])
     old_search = old.get("search") if isinstance(old.get("search"), dict) else {}
     ids = {k: v for k, v in want["search"].items() if k != "folder"}
     if any(old_search.get(k) != v for k, v in ids.items()):
