@@ -154,9 +154,9 @@ def test_compare_refuses_an_out_of_an_older_compare(search, tmp_path, capsys) ->
     assert "holds runs but no compare_manifest.json" in line
 
 
-def test_compare_refuses_an_out_that_holds_its_search(search, capsys) -> None:
-    line = _refused(capsys, compare_argv(search, search.parent, "--overwrite"), search)
-    assert f"holds the input {search}" in line
+def test_compare_refuses_an_out_that_is_its_search(search, capsys) -> None:
+    line = _refused(capsys, compare_argv(search, search, "--overwrite"), search)
+    assert f"is the input {search}; give another --out folder" in line
 
 
 @pytest.mark.parametrize(

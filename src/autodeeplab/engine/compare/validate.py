@@ -224,15 +224,14 @@ def check_out(out: Path, want: dict[str, Any], overwrite: bool, inputs: list[Pat
     """Refuse an existing ``out`` made by another comparison; True when ``overwrite`` must
     empty it (of a comparison's files only).
 
-    ``inputs``: the search folder and the --reuse folders, never emptied by --overwrite.
+    ``inputs``: the search folder and the --reuse folders, which ``out`` may not be.
     """
     fix = "compare into a new --out, or add --overwrite to start afresh"
     if os.path.lexists(out) and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a folder; give a folder")
-    here = out.resolve()
-    for path in inputs:
-        if here == path.resolve() or here in path.resolve().parents:
-            raise ValueError(f"--out {out}: holds the input {path}; give another --out folder")
+    for path in inputs:  # --overwrite empties only a comparison's files: a parent is safe
+        if out.resolve() == path.resolve():
+            raise ValueError(f"--out {out}: is the input {path}; give another --out folder")
     path = out / MANIFEST_NAME
     mine = [n for n in ("runs", *COMPARE_FILES, MANIFEST_NAME) if os.path.lexists(out / n)]
     if overwrite:
