@@ -139,6 +139,8 @@ def test_compare_refuses_an_out_made_with_other_settings(
     assert "train.iters 4 -> 5" in line and "add --overwrite to start afresh" in line
     line = _refused(capsys, compare_argv(search, out, "--set", "train.seed=7"), search, out)
     assert "train.seed 0 -> 7" in line
+    line = _refused(capsys, compare_argv(search, out, "--set", "data.val_samples=3"), search, out)
+    assert "data.val_samples 4 -> 3" in line
     assert trained == ["searched_seed0", "random0", "handmade", "paper"]
     assert main(compare_argv(search, out, "--set", "train.iters=5", "--overwrite")) == 0
     assert trained[4:] == trained[:4]  # every network retrained
