@@ -234,3 +234,15 @@ def test_compare_reuse_of_its_own_out_is_refused(search, tmp_path, capsys, monke
     capsys.readouterr()
     line = _refused(capsys, compare_argv(search, out, "--reuse", str(out)), search, out)
     assert "is --out itself" in line
+
+
+def test_compare_refuses_a_checkpoint_past_the_configured_epochs(search, tmp_path, capsys) -> None:
+    """The last checkpoint is after epoch 2 but config.yaml says 1 (an edited config)."""
+    import torch
+
+    path = search / "checkpoints" / "epoch_0001.pt"
+    state = torch.load(path, weights_only=True)
+    state["epoch"] = 2
+    torch.save(state, search / "checkpoints" / "epoch_0002.pt")
+    line = _refused(capsys, compare_argv(search, tmp_path / "cmp"), search)
+    assert "config.yaml: configures 1 epochs but epoch_0002.pt is after epoch 2" in line

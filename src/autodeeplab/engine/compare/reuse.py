@@ -69,7 +69,7 @@ def finished_runs(reuse: Sequence[Path], split: str) -> list[FinishedRun]:
         old = 0
         for folder in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else ():
             try:
-                result = read_result(folder / RESULT_NAME, "")
+                result = read_result(folder / RESULT_NAME, f"rerun the comparison in {out}")
             except (OSError, ResultError):
                 continue
             if result["split"] != split or result.get("reused_from"):
@@ -114,7 +114,7 @@ def find_reusable(entry: CompareEntry, cfg: TrainConfig, runs: list[FinishedRun]
 
 def _reuse_entry(entry: CompareEntry, folder: Path, source: Path, split: str) -> None:
     """Record ``source``'s result as ``entry``'s, with where it came from."""
-    result = read_result(source / RESULT_NAME, "")
+    result = read_result(source / RESULT_NAME, f"rerun the comparison of {source}")
     # The name, kind and cost are this comparison's (the same network may be, say, a
     # random one here and a reference there; Multi-Adds may be matched at another size).
     result.update(name=entry.name, kind=entry.kind, madds=entry.madds, reused_from=str(source))

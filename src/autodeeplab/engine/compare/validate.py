@@ -128,8 +128,9 @@ def check_search(folder: Path) -> SearchRun:
     if done > epochs:
         raise ValueError(
             f"{config_file}: configures {epochs} epochs but {checkpoint.name} is after epoch "
-            f"{done} (an extension of the search that did not finish?); {finish} "
-            "--set search.epochs=N"
+            f"{done} (an edited config, or an extension of the search that did not finish); "
+            "restore the run's config.yaml, or finish the extension with 'autodeeplab search "
+            f"--resume --out {folder} --set search.epochs=N'"
         )
     if decoded != genotype or provenance.get("epochs", done) != done:
         raise ValueError(
