@@ -153,7 +153,7 @@ def test_compare_refuses_an_out_of_an_older_compare(search, tmp_path, capsys) ->
     (out / "runs" / "paper").mkdir(parents=True)
     (out / "runs" / "paper" / "result.json").write_text("{}", encoding="utf-8")
     line = _refused(capsys, compare_argv(search, out), search, out)
-    assert "holds runs but no compare_manifest.json" in line
+    assert "holds runs/paper/result.json but no compare_manifest.json" in line
 
 
 def test_compare_refuses_an_out_that_is_its_search(search, capsys) -> None:

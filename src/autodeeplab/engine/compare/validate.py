@@ -238,10 +238,15 @@ def check_out(out: Path, want: dict[str, Any], overwrite: bool, inputs: list[Pat
     if overwrite:
         return bool(mine)
     if not path.is_file():
-        if mine:
+        # Results or a comparison's files without a manifest: an older autodeeplab's. Folders
+        # of networks still retraining (their locks) are a process starting beside this one.
+        done = [n for n in COMPARE_FILES if os.path.lexists(out / n)]
+        done += [f"runs/{p.parent.name}/{p.name}" for p in out.glob(f"runs/*/{RESULT_NAME}")]
+        if done:
+            shown = ", ".join(done[:3]) + (", ..." if len(done) > 3 else "")
             raise ValueError(
-                f"--out {out}: holds {', '.join(mine)} but no {MANIFEST_NAME} (an older "
-                f"autodeeplab's comparison), so its results cannot be checked; {fix}"
+                f"--out {out}: holds {shown} but no {MANIFEST_NAME} (an older autodeeplab's "
+                f"comparison), so its results cannot be checked; {fix}"
             )
         return False
     old = read_json(path, "a compare manifest", fix)
