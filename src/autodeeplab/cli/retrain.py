@@ -94,8 +94,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     Evaluate a train checkpoint; writes metrics.json next to it (or to --out).
     """
+    from autodeeplab.config.checks import RANGES
+
     from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 
+    low, high = (int(v) for v in RANGES["val_samples"])  # as many as a validation set may hold
+    if args.num_samples is not None and not low <= args.num_samples <= high:
+        raise ValueError(f"--num-samples {args.num_samples}: give {low} to {high:,} images")
     metrics = evaluate_checkpoint(
         args.checkpoint,
         data=args.data,

@@ -68,12 +68,12 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         )
     by_epoch: dict[int, dict[str, Any]] = {}
     skipped = 0
-    for line in log.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
+    for number, raw in enumerate(log.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # torn, not UTF-8, huge integers: not ours
             skipped += 1
             continue
         if not isinstance(record, dict) or not all(
@@ -81,7 +81,7 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         ):
             skipped += 1
             continue
-        by_epoch[int(record["epoch"])] = record
+        by_epoch[_check_record(record, log, number)] = record
     if not by_epoch:
         raise ValueError(
             f"{log}: holds no complete epoch record yet; wait for the first epoch to finish"
@@ -94,6 +94,43 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
             "two runs, search into a fresh --out folder"
         )
     return records, skipped
+
+
+# Numbers the report formats or plots; each may also be null (e.g. arch_loss in the warm-up).
+_NUMERIC_KEYS = (
+    "train_loss", "arch_loss", "val_loss", "val_miou", "lr", "path_margin", "param_free_share",
+    "arch_lr", "alpha_shift_max", "beta_shift_max",
+)  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_record(record: dict[str, Any], log: Path, number: int) -> int:
+    """The epoch of a complete log record; ValueError naming the log and line if a value
+    the report reads is not a number (a damaged log, not a torn line)."""
+    fix = "the log is damaged: restore it, or rerun the search into a fresh --out"
+    epoch = record["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ValueError(
+            f"{log}: line {number}: 'epoch' is {str(epoch)[:40]!r}, not a count; {fix}"
+        )
+    for key in _NUMERIC_KEYS:
+        value = record.get(key)
+        if value is not None and not _is_number(value):
+            raise ValueError(
+                f"{log}: line {number} (epoch {epoch}): {key!r} is {str(value)[:40]!r}, not a "
+                f"number; {fix}"
+            )
+    for key in ("alpha", "beta"):
+        try:
+            np.asarray(record[key], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{log}: line {number} (epoch {epoch}): {key!r} is not an array of numbers; {fix}"
+            ) from None
+    return epoch
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -156,8 +193,8 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a plain dict ({} when absent or unreadable)."""
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
+        return {}  # the report then goes without the settings it would show
     return data if isinstance(data, dict) else {}
 
 
