@@ -95,7 +95,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     Evaluate a train checkpoint; writes metrics.json next to it (or to --out).
     """
     from autodeeplab.config.checks import RANGES
-
     from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 
     low, high = (int(v) for v in RANGES["val_samples"])  # as many as a validation set may hold
