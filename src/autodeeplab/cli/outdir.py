@@ -38,6 +38,7 @@ RUN_ENTRIES = (
     "predictions",
     "training_curves.png",
     "report.md",
+    "report.html",
 )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.checkpoint import atomic_write
+from autodeeplab.engine.html import markdown_page
 
 __all__ = ["write_report"]
 
@@ -108,5 +109,7 @@ def write_report(path: str | Path, facts: dict[str, Any]) -> Path:
     lines += [f"![prediction {i}]({_rel(p, root)})" for i, p in enumerate(facts["strips"])]
     lines.append("")
     text = "\n".join(lines)
+    page = markdown_page(text, "Auto-DeepLab run report")
     atomic_write(out, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(out.with_suffix(".html"), lambda f: f.write(page.encode("utf-8")))
     return out

@@ -24,10 +24,8 @@ run report is split the same way: :mod:`autodeeplab.engine.pipeline_report` and
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import numpy as np
 import yaml
 
 from autodeeplab.checkpoint import atomic_write
+from autodeeplab.engine.html import markdown_page
 from autodeeplab.genotype import Genotype, save_genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.trellis import num_edges
@@ -311,7 +310,9 @@ def render_search_report(run_dir: str | Path) -> Path:
         ),
     ]
     out = run / f"{REPORT_NAME}.md"
-    for suffix, text in (("md", _markdown(parts)), ("html", _html(parts))):
+    text_md = _markdown(parts)
+    page = markdown_page(text_md, "Auto-DeepLab search report")
+    for suffix, text in (("md", text_md), ("html", page)):
         atomic_write(run / f"{REPORT_NAME}.{suffix}", lambda f, t=text: f.write(t.encode("utf-8")))
     return out
 
@@ -336,40 +337,6 @@ def _markdown(parts: list[tuple[str, Any]]) -> str:
             lines += ["| " + " | ".join(row) + " |" for row in rows]
             lines.append("")
     return "\n".join(lines)
-
-
-def _html(parts: list[tuple[str, Any]]) -> str:
-    body: list[str] = []
-    for kind, value in parts:
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{html.escape(value)}</{kind}>")
-        elif kind == "p":
-            body.append(
-                "<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(value)) + "</p>"
-            )
-        elif kind == "img":
-            body.append(f'<p><img src="{html.escape(value[1])}" alt="{html.escape(value[0])}"></p>')
-        elif kind == "code":
-            body.append(f"<pre>{html.escape(value)}</pre>")
-        elif kind == "table":
-            header, rows = value
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-            cells = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                for row in rows
-            )
-            body.append(f"<table><tr>{head}</tr>{cells}</table>")
-    style = (
-        "body{font-family:sans-serif;max-width:1400px;margin:2em auto}"
-        "img{max-width:100%}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-    )
-    return (
-        '<!doctype html>\n<html><head><meta charset="utf-8">'
-        f"<title>Auto-DeepLab search report</title><style>{style}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
 
 
 def write_search_results(
