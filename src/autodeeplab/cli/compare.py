@@ -21,13 +21,22 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "about its Multi-Adds, the searched cell on a hand-made path and the paper's genotype, "
         "all under one schedule; chooses each on val, reports test (val where there is no "
         "test split). Writes DIR/compare.md, compare.json, compare.png and one resumable run "
-        "folder per network in DIR/runs/: rerun the same command to continue.",
+        "folder per network in DIR/runs/: rerun the same command to continue. Every network "
+        "is also scored on the search run's supernet: compare.md reports how well that score "
+        "ranks the retrained networks (Kendall tau, Spearman rho), where the searched one "
+        "stands in the random cloud, the seed noise and any collapsed retraining.",
     )
     p.add_argument("search_run", help="the --out folder of a finished 'autodeeplab search'")
     p.add_argument("--data", help="dataset spec (default: the train config's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="retraining YAML (default: the built-in CPU train preset)")
-    p.add_argument("--random", type=int, default=5, help="random genotypes (default 5)")
+    p.add_argument(
+        "--random",
+        type=int,
+        default=20,
+        help="random genotypes (default 20: with fewer, the supernet's Kendall tau cannot "
+        "be told from zero; tau must exceed about 0.36 at 12, 0.27 at 20 for p < 0.05)",
+    )
     p.add_argument(
         "--searched-seeds", type=int, default=2, help="seeds of the searched one (default 2)"
     )
@@ -53,6 +62,23 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="an earlier compare's --out (repeatable): a network with the same genotype, "
         "seed and training config takes its finished result instead of retraining",
     )
+    p.add_argument(
+        "--seed-noise",
+        action="store_true",
+        help="also retrain the first 3 random genotypes with 2 more seeds each (3 in all) "
+        "and report the seed-to-seed spread against the spread between genotypes",
+    )
+    p.add_argument(
+        "--no-score",
+        action="store_true",
+        help="do not score the networks on the search run's supernet (no Kendall tau)",
+    )
+    p.add_argument(
+        "--recal-batches",
+        type=int,
+        default=20,
+        help="train batches that recalibrate BatchNorm before each supernet score (default 20)",
+    )
     add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
@@ -61,6 +87,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
+    from autodeeplab.engine.compare.ranking_report import supernet_scorer
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.genotype import PAPER_GENOTYPE
 
@@ -69,6 +96,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     ref_seeds = args.searched_seeds if args.reference_seeds is None else args.reference_seeds
     if ref_seeds < 1:
         raise ValueError("--reference-seeds must be >= 1")
+    if args.recal_batches < 0:
+        raise ValueError(f"--recal-batches {args.recal_batches}: give 0 or more batches")
     if not 0 < args.tolerance <= 10:
         raise ValueError(f"--tolerance {args.tolerance}: give a fraction, e.g. 0.1 for 10%")
     overrides = [f"data.spec={json.dumps(args.data)}"] if args.data else []
@@ -81,8 +110,9 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     out = Path(args.out)
     print(
         f"compare {args.search_run} on {cfg.data.spec}: {args.searched_seeds} searched seed(s), "
-        f"{args.random} random, 2 references x {ref_seeds} seed(s); {cfg.train.iters} "
-        f"iterations each -> {out}",
+        f"{args.random} random"
+        + (" (3 of them x 3 seeds)" if args.seed_noise else "")
+        + f", 2 references x {ref_seeds} seed(s); {cfg.train.iters} iterations each -> {out}",
         file=sys.stderr,
     )
     result = run_compare(
@@ -96,6 +126,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         size=args.size,
         progress=not args.no_progress,
         reuse=args.reuse,
+        seed_noise=args.seed_noise,
+        scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
     )
     if result.stopped:  # the retraining in progress wrote its checkpoint
         return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")

@@ -275,3 +275,151 @@ def test_compare_reuses_first_and_then_retrains_the_rest(tmp_path: Path, monkeyp
     assert [bool(r.get("reused_from")) for r in result.results] == [True, False, True, True]
     err = capsys.readouterr().err
     assert err.index("[4/4] paper: reused") < err.index("[2/4] random0 (random")
+
+
+def test_seed_noise_entries_reseed_the_first_three_random_genotypes() -> None:
+    from autodeeplab.engine.compare.plan import seed_noise_entries
+
+    search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
+    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    plan = plan_compare(_searched(), search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
+    extra = seed_noise_entries(plan)
+    names = [f"random{k}_seed{s}" for k in range(3) for s in (1, 2)]
+    assert [e.name for e in extra] == names and {e.kind for e in extra} == {"seed_noise"}
+    randoms = {e.name: e for e in plan if e.kind == "random"}
+    for e in extra:
+        assert e.genotype == randoms[e.name.split("_")[0]].genotype
+    assert seed_noise_entries(plan[:2]) == []  # no random genotype, nothing to reseed
+
+
+def _quality(genotype: Genotype) -> float:
+    """A made-up retrained mIoU that depends on the genotype only (0.15 to 0.34)."""
+    import zlib
+
+    from autodeeplab.engine.compare.ranking_report import genotype_key
+
+    return 0.15 + 0.01 * (zlib.crc32(genotype_key(genotype.to_dict()).encode()) % 20)
+
+
+def _fake_retraining(monkeypatch, collapsed: tuple[str, ...] = ()) -> list[str]:
+    """Replace retraining by made-up results, train logs and confusion matrices.
+
+    Each network scores :func:`_quality` plus 0.002 per seed; those named in ``collapsed``
+    keep a flat loss and predict class 0 everywhere. Returns the names retrained, in order.
+    """
+    import autodeeplab.engine.compare.compare as compare
+
+    retrained: list[str] = []
+
+    def fake_run(entry, tcfg, folder, split, num_classes, progress):
+        retrained.append(entry.name)
+        bad = entry.name in collapsed
+        miou = 0.02 if bad else _quality(entry.genotype) + 0.002 * entry.seed
+        losses = [3.0] * 20 if bad else [3.0 - 0.1 * k for k in range(20)]
+        (folder / "train").mkdir(parents=True, exist_ok=True)
+        log = [{"event": "train", "iter": 10 * (k + 1), "loss": x} for k, x in enumerate(losses)]
+        (folder / "train" / "train_log.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in log) + "\n", encoding="utf-8"
+        )
+        right = [[25.0 if i == j else 0.0 for j in range(4)] for i in range(4)]
+        background = [[25.0, 0.0, 0.0, 0.0] for _ in range(4)]
+        cm = background if bad else right
+        (folder / f"metrics_{split}.json").write_text(
+            json.dumps({"miou": miou, "confusion_matrix": cm}), encoding="utf-8"
+        )
+        result = {"name": entry.name, "kind": entry.kind, "seed": entry.seed, "miou": miou,
+                  "genotype": entry.genotype.to_dict(), "madds": entry.madds, "split": split,
+                  "parameters": 1, "val_miou": miou - 0.01, f"{split}_miou": miou}  # fmt: skip
+        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
+        return result
+
+    monkeypatch.setattr(compare, "_run_entry", fake_run)
+    return retrained
+
+
+def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> None:
+    """Injected scores that agree with the retrained mIoU: tau 1; a collapsed run is left out."""
+    import struct
+
+    search = _tiny_search(tmp_path)
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    retrained = _fake_retraining(monkeypatch, collapsed=("random3",))
+    calls: list[int] = []
+
+    def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        assert run_dir == search
+        calls.append(len(genotypes))
+        return [{"val_ce": 3.0 - 5 * _quality(g), "val_miou": _quality(g) / 4} for g in genotypes]
+
+    out = tmp_path / "cmp"
+    kwargs = dict(num_random=4, searched_seeds=2, tolerance=0.5, progress=False, seed_noise=True)
+    result = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
+    assert retrained[-6:] == [f"random{k}_seed{s}" for k in range(3) for s in (1, 2)]
+    # One scoring call, each distinct genotype once: searched, 4 random, hand-made, paper.
+    assert calls == [7]
+    data = json.loads((out / "compare.json").read_text())
+    ranking = data["ranking"]
+    assert ranking["split"] == "test" and ranking["not_scored"] is None
+    everything = ranking["agreement"]["all/val_ce/test"]
+    assert everything["n"] == 6  # random3's only run collapsed
+    assert everything["kendall_tau"] == pytest.approx(1.0)
+    assert everything["spearman_rho"] == pytest.approx(1.0)
+    assert everything["kendall_ci"][0] > 0.99 and everything["kendall_p"] < 0.01
+    assert ranking["agreement"]["random/val_miou/val"]["n"] == 3
+    assert ranking["collapsed"] == [
+        {"name": "random3", "reasons": ["loss_did_not_fall", "at_chance", "one_class"]}
+    ]
+    # The searched network in the cloud of the three random genotypes that did not collapse.
+    searched = [r["miou"] for r in result.results if r["kind"] == "searched"]
+    randoms = [
+        r["miou"] for r in result.results if r["kind"] == "random" and r["name"] != "random3"
+    ]
+    st = ranking["standing"]
+    assert st["random_n"] == 3
+    assert st["difference"] == pytest.approx(sum(searched) / 2 - sum(randoms) / 3)
+    # Seed noise: 0.002 a seed, over the reseeded random genotypes and the 2-seed networks.
+    noise = ranking["seed_noise"]
+    assert {"random0", "random1", "random2", "searched"} <= set(noise["genotypes"])
+    assert noise["genotypes"]["random0"]["sd"] == pytest.approx(0.002)
+    assert 0 < noise["within_sd"] < 0.0021
+    md = (out / "compare.md").read_text()
+    for text in (
+        "## Does the supernet rank?",
+        "| all | -val CE | test mIoU | 6 |",
+        "| random | supernet val mIoU | val mIoU | 3 |",
+        "+1.00 [+1.00, +1.00]",
+        "the searched network within the random cloud (test mIoU): percentile",
+        "- seed noise: 0.",
+        "random3 (loss_did_not_fall, at_chance, one_class)",
+        "cannot be told from zero with fewer than 20",
+    ):
+        assert text in md, text
+    png = (out / "compare.png").read_bytes()
+    assert struct.unpack(">I", png[16:20])[0] == 1200  # two panels, 12 inches at 100 dpi
+    # A rerun finds the scores in scores.json: no scoring, the same section.
+    again = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
+    assert calls == [7] and (out / "scores.json").is_file()
+    assert json.loads((out / "compare.json").read_text())["ranking"] == ranking
+    assert len(again.results) == len(result.results)
+
+
+def test_compare_without_a_supernet_still_compares(tmp_path: Path, monkeypatch) -> None:
+    """No supernet to score on: the comparison and the seed noise, and a line saying why not."""
+    search = _tiny_search(tmp_path)
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    _fake_retraining(monkeypatch)
+
+    def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        raise FileNotFoundError(f"{run_dir}/checkpoints/last.pt: no supernet")
+
+    out = tmp_path / "cmp"
+    run_compare(search, tcfg, out, num_random=2, tolerance=0.5, progress=False, scorer=scorer)
+    ranking = json.loads((out / "compare.json").read_text())["ranking"]
+    assert "no supernet to score on" in ranking["not_scored"]
+    assert ranking["agreement"]["all/val_ce/test"]["n"] == 0
+    assert ranking["seed_noise"]["within_sd"] is not None  # searched and references: 2 seeds
+    md = (out / "compare.md").read_text()
+    assert "Scores not measured: the search run has no supernet" in md and "Kendall" not in md
+    assert not (out / "scores.json").exists()
+    run_compare(search, tcfg, out / "plain", num_random=2, tolerance=0.5, progress=False)
+    assert "(--no-score)" in (out / "plain" / "compare.md").read_text()

@@ -26,6 +26,13 @@ fixed by its genotype, seed and config. ``reuse`` names earlier comparisons' ``o
 folders; a network whose genotype, seed and whole training config match a finished run
 there takes that run's result (marked ``reused_from``) instead of retraining. These are
 taken before the first retraining, so the time left counts only real retrainings.
+
+Whether the search *can* help is measured beside it
+(:mod:`~autodeeplab.engine.compare.ranking_report`): every genotype is scored on the search
+run's supernet before the retrainings, and compare.md/json get Kendall tau and Spearman rho
+between score and retrained mIoU, the searched network's percentile in the random cloud,
+the seed noise (``seed_noise``: 3 random genotypes x 3 seeds) and the retrainings that
+collapsed, which are left out of these statistics.
 """
 
 from __future__ import annotations
@@ -45,7 +52,19 @@ from typing import IO, Any
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import TrainConfig, load_config
 from autodeeplab.data import DATASETS, dataset_info, parse_spec
-from autodeeplab.engine.compare.plan import CompareEntry, handmade_path, plan_compare
+from autodeeplab.engine.compare.plan import (
+    CompareEntry,
+    handmade_path,
+    plan_compare,
+    seed_noise_entries,
+)
+from autodeeplab.engine.compare.ranking_report import (
+    Scorer,
+    measure_ranking,
+    ranking_markdown,
+    run_health,
+    score_or_why,
+)
 from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 from autodeeplab.engine.train.loop import run_train
 from autodeeplab.engine.train.model import build_train_model, with_genotype
@@ -386,11 +405,16 @@ def run_compare(
     progress: bool = True,
     reference_seeds: int | None = None,
     reuse: Sequence[str | Path] = (),
+    seed_noise: bool = False,
+    scorer: Scorer | None = None,
 ) -> CompareResult:
     """Retrain and evaluate every network of :func:`plan_compare`; write the comparison.
 
     ``reuse``: earlier comparisons' output folders whose finished runs may stand in for
-    retrainings here (see the module's docstring).
+    retrainings here (see the module's docstring). ``seed_noise``: also retrain the first 3
+    random genotypes with 2 more seeds each. ``scorer``: scores every genotype on the search
+    run's supernet, before any retraining, for the ranking section
+    (:mod:`~autodeeplab.engine.compare.ranking_report`); None leaves the scores out.
     """
     search_dir, out = Path(search_dir), Path(out_dir)
     reused_outs = [Path(d) for d in reuse]
@@ -421,7 +445,10 @@ def run_compare(
         tolerance,
         reference_seeds=reference_seeds,
     )
+    if seed_noise:
+        entries += seed_noise_entries(entries)
     out.mkdir(parents=True, exist_ok=True)
+    scores, not_scored = score_or_why(search_dir, [e.genotype for e in entries], out, scorer)
     if reused_outs:
         _reuse_earlier(entries, tcfg, out, split, reused_outs)
     spent: list[float] = []
@@ -459,8 +486,12 @@ def run_compare(
         f"on {split}. Multi-Adds at {size[0]}x{size[1]}; random genotypes within "
         f"{tolerance:.0%} of the searched network's."
     )
+    health = run_health(out, results, split)
+    ranking = measure_ranking(results, scores, health, not_scored=not_scored)
     payload = {"header": header, "summary": summary, "results": results, "size": list(size)}
+    payload["ranking"] = ranking
     _write_bytes(out / "compare.json", json.dumps(payload, indent=2).encode())
-    _write_bytes(out / "compare.md", _markdown(results, summary, header).encode())
-    plot_compare(results, summary, out / "compare.png")
+    markdown = _markdown(results, summary, header) + ranking_markdown(ranking)
+    _write_bytes(out / "compare.md", markdown.encode())
+    plot_compare(results, summary, out / "compare.png", ranking=ranking)
     return CompareResult(out, results, summary)

@@ -18,7 +18,13 @@ from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.cost import CostModel
 
-__all__ = ["MAX_DRAWS_PER_GENOTYPE", "CompareEntry", "handmade_path", "plan_compare"]
+__all__ = [
+    "MAX_DRAWS_PER_GENOTYPE",
+    "CompareEntry",
+    "handmade_path",
+    "plan_compare",
+    "seed_noise_entries",
+]
 
 #: How many random genotypes to draw, at most, to find each one within the tolerance.
 MAX_DRAWS_PER_GENOTYPE = 400
@@ -31,7 +37,7 @@ class CompareEntry:
     """One network to retrain: its name, kind, genotype, seed and cost."""
 
     name: str
-    kind: str  # searched | random | handmade | paper
+    kind: str  # searched | random | handmade | paper | seed_noise
     genotype: Genotype
     seed: int
     madds: int
@@ -135,3 +141,19 @@ def plan_compare(
             name = kind if k == 0 else f"{kind}_seed{base + k}"
             entries.append(CompareEntry(name, kind, genotype, base + k, cost))
     return entries
+
+
+def seed_noise_entries(
+    entries: list[CompareEntry], genotypes: int = 3, seeds: int = 3
+) -> list[CompareEntry]:
+    """More seeds of the plan's first ``genotypes`` random networks, to measure seed noise.
+
+    Each gets seeds ``seed + 1 .. seed + seeds - 1`` beside the plan's own (kind
+    ``seed_noise``, so that the random cloud's statistics still count one seed each).
+    """
+    randoms = [e for e in entries if e.kind == "random"][:genotypes]
+    return [
+        CompareEntry(f"{e.name}_seed{e.seed + k}", "seed_noise", e.genotype, e.seed + k, e.madds)
+        for e in randoms
+        for k in range(1, seeds)
+    ]
