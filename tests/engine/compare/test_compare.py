@@ -423,3 +423,28 @@ def test_compare_without_a_supernet_still_compares(tmp_path: Path, monkeypatch) 
     assert not (out / "scores.json").exists()
     run_compare(search, tcfg, out / "plain", num_random=2, tolerance=0.5, progress=False)
     assert "(--no-score)" in (out / "plain" / "compare.md").read_text()
+
+
+def test_scores_are_cached_per_search_run_and_settings(tmp_path: Path) -> None:
+    """scores.json: the same genotypes are not scored twice; other settings score anew."""
+    import functools
+    import random
+
+    from autodeeplab.engine.compare.ranking_report import genotype_key, score_all
+
+    calls: list[tuple[int, int]] = []
+
+    def fake(run_dir: Path, genotypes: list[Genotype], *, recal_batches: int) -> list[dict]:
+        calls.append((recal_batches, len(genotypes)))
+        return [{"val_ce": 1.0 + recal_batches, "val_miou": 0.1} for _ in genotypes]
+
+    a, b = _searched(3, 2), random_genotype(random.Random(1), 3, 5, 2)
+    run = tmp_path / "search"
+    scores = score_all(run, [a, a, b], tmp_path, functools.partial(fake, recal_batches=2))
+    assert calls == [(2, 2)] and scores[genotype_key(a.to_dict())]["val_ce"] == 3.0
+    score_all(run, [b, a], tmp_path, functools.partial(fake, recal_batches=2))
+    assert calls == [(2, 2)]  # both cached
+    again = score_all(run, [a], tmp_path, functools.partial(fake, recal_batches=5))
+    assert calls[-1] == (5, 1) and again[genotype_key(a.to_dict())]["val_ce"] == 6.0
+    score_all(tmp_path / "other", [a], tmp_path, functools.partial(fake, recal_batches=5))
+    assert calls[-1] == (5, 1) and len(calls) == 3

@@ -106,15 +106,16 @@ def collapse_reasons(
     return reasons
 
 
-def read_run_health(folder: Path, split: str) -> dict[str, Any]:
+def read_run_health(folder: Path, split: str, log_folder: Path | None = None) -> dict[str, Any]:
     """The collapse reasons of one ``compare`` run folder, and what they were read from.
 
-    Reads ``train/train_log.jsonl`` and ``metrics_<split>.json`` (either may be missing: a
-    run reused from an older comparison may lack its log; then only what is there is
-    judged). Returns ``collapsed``, ``reasons``, ``first_loss``, ``last_loss``.
+    Reads ``metrics_<split>.json`` in ``folder`` and ``train/train_log.jsonl`` in
+    ``log_folder`` (default ``folder``). Either may be missing (a run reused from an earlier
+    comparison that was moved away): then only what is there is judged. Returns
+    ``collapsed``, ``reasons``, ``first_loss``, ``last_loss`` and ``logged``.
     """
     losses: list[float] = []
-    log = folder / "train" / "train_log.jsonl"
+    log = (log_folder or folder) / "train" / "train_log.jsonl"
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
             try:

@@ -16,6 +16,7 @@ the searched genotype was picked by the same supernet, and the references are ha
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -58,14 +59,17 @@ def score_all(
 ) -> dict[str, dict[str, float]]:
     """Each distinct genotype's score on ``search_dir``'s supernet, cached in ``out/scores.json``.
 
-    The cache holds the search run it came from; genotypes already there are not scored
-    again (a second comparison into the same ``out`` scores only its new networks).
+    The cache holds the search run and the scorer's settings (a ``functools.partial``'s
+    keywords) it came from; genotypes already there are not scored again (a rerun, or one
+    with ``--seed-noise`` added, scores only its new networks).
     """
     cache_file = out / "scores.json"
-    cache: dict[str, Any] = {"search_run": str(search_dir), "scores": {}}
+    # Scores from another search run or other scoring settings are scored again.
+    settings = dict(getattr(scorer, "keywords", None) or {})
+    cache: dict[str, Any] = {"search_run": str(search_dir), "settings": settings, "scores": {}}
     if cache_file.is_file():
         old = json.loads(cache_file.read_text(encoding="utf-8"))
-        if old.get("search_run") == str(search_dir):
+        if old.get("search_run") == str(search_dir) and old.get("settings") == settings:
             cache = old
     scores: dict[str, dict[str, float]] = cache["scores"]
     todo: dict[str, Genotype] = {}
@@ -81,15 +85,18 @@ def score_all(
     return scores
 
 
+def _score_on_supernet(
+    run_dir: Path, genotypes: list[Genotype], *, recal_batches: int, seed: int
+) -> list[dict[str, float]]:
+    """:func:`autodeeplab.engine.search.score.score_run`, imported when first needed."""
+    from autodeeplab.engine.search.score import score_run
+
+    return score_run(run_dir, genotypes, recal_batches=recal_batches, seed=seed)
+
+
 def supernet_scorer(recal_batches: int, seed: int = 0) -> Scorer:
-    """The scorer of :func:`autodeeplab.engine.search.score.score_run` with these settings."""
-
-    def score(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
-        from autodeeplab.engine.search.score import score_run
-
-        return score_run(run_dir, genotypes, recal_batches=recal_batches, seed=seed)
-
-    return score
+    """The scorer on the search run's supernet with these settings (kept in scores.json)."""
+    return functools.partial(_score_on_supernet, recal_batches=recal_batches, seed=seed)
 
 
 def score_or_why(
@@ -319,6 +326,8 @@ def run_health(
     """Each run's collapse check, read from its folder (a reused run's from its source)."""
     health = {}
     for r in results:
-        folder = Path(r["reused_from"]) if r.get("reused_from") else out / "runs" / r["name"]
-        health[r["name"]] = read_run_health(folder, split or r["split"])
+        folder = out / "runs" / r["name"]
+        # A reused run's metrics were copied here; its train log stayed where it ran.
+        log_folder = Path(r["reused_from"]) if r.get("reused_from") else folder
+        health[r["name"]] = read_run_health(folder, split or r["split"], log_folder=log_folder)
     return health
