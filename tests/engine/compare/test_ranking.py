@@ -117,3 +117,13 @@ def test_seed_noise_pools_within_genotype_variance() -> None:
     assert sn["reliability"] == pytest.approx(1 - 2.5 / 3 / 4)
     empty = seed_noise({"a": [1.0]}, [1.0, 2.0])
     assert empty["within_sd"] is None and empty["ratio"] is None
+
+
+def test_seed_noise_flags_a_genotype_whose_seeds_disagree_far_beyond_the_rest() -> None:
+    # The held-out dataset's case: the paper's genotype at 17.2 and 31.4, others within 1-2.
+    runs = {"paper": [17.2, 31.4], "searched": [24.0, 25.5], "a": [22.0, 23.0], "b": [20, 21.5]}
+    sn = seed_noise(runs, [22.0, 20.0, 25.0])
+    assert sn["unstable"] == ["paper"]
+    assert seed_noise({k: v for k, v in runs.items() if k != "paper"}, [1, 2])["unstable"] == []
+    # Two genotypes only: no "rest" to judge one against.
+    assert seed_noise({"paper": [17.2, 31.4], "a": [22.0, 23.0]}, [1, 2])["unstable"] == []

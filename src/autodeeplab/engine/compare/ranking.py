@@ -35,6 +35,7 @@ from scipy import stats
 
 __all__ = [
     "N_RESAMPLES",
+    "UNSTABLE_RANGE",
     "kendall_rows",
     "rank_agreement",
     "seed_noise",
@@ -192,6 +193,28 @@ def standing(
     return out
 
 
+#: A genotype whose seeds' range exceeds this many pooled standard deviations of the others
+#: is reported as unstable.
+UNSTABLE_RANGE = 4.0
+
+
+def _unstable(
+    by_genotype: Mapping[str, Sequence[float]], spreads: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The genotypes whose seed range is beyond :data:`UNSTABLE_RANGE` pooled SDs of the rest."""
+    unstable = []
+    for name in spreads:
+        rest = [s for other, s in spreads.items() if other != name]
+        dof = sum(s["n"] - 1 for s in rest)
+        if len(rest) < 2 or dof == 0:
+            continue
+        pooled = math.sqrt(sum((s["n"] - 1) * s["sd"] ** 2 for s in rest) / dof)
+        values = by_genotype[name]
+        if max(values) - min(values) > UNSTABLE_RANGE * pooled:
+            unstable.append(name)
+    return unstable
+
+
 def seed_noise(
     by_genotype: Mapping[str, Sequence[float]], between: Sequence[float]
 ) -> dict[str, Any]:
@@ -204,6 +227,9 @@ def seed_noise(
     within / between. The observed between-genotype variance holds the seed variance too,
     so ``reliability`` = 1 - within^2 / between^2 estimates the share of it that is the
     genotypes' own (clipped at 0): the ceiling on how well any score can rank them on one seed.
+    ``unstable``: the genotypes whose seeds disagree far beyond the others' noise (their range
+    over ``UNSTABLE_RANGE`` times the pooled SD of the other genotypes, leave-one-out; 2
+    seeds of one normal exceed it with probability 0.005): a sign of a failed retraining.
     """
     spreads = {
         name: {"n": len(v), "mean": statistics.fmean(v), "sd": statistics.stdev(v)}
@@ -221,6 +247,7 @@ def seed_noise(
         "between_sd": between_sd,
         "ratio": None,
         "reliability": None,
+        "unstable": _unstable(by_genotype, spreads),
     }
     if within is not None and between_sd:
         out["ratio"] = within / between_sd

@@ -298,6 +298,12 @@ def _standing_lines(ranking: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("- seed noise: not measured (no genotype with 2 or more seeds; --seed-noise)")
+    for name in sn["unstable"]:
+        g = sn["genotypes"][name]
+        lines.append(
+            f"- {name}: its {g['n']} seeds disagree far beyond the seed noise of the others "
+            f"(standard deviation {_pct(g['sd'])} points): look for a failed retraining"
+        )
     if ranking["collapsed"]:
         lines.append(
             "- collapsed retrainings, left out of the statistics above (not of the table at "
