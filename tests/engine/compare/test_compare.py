@@ -347,7 +347,7 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     calls: list[int] = []
 
     def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
-        assert run_dir == search
+        assert run_dir == search and all(g.num_layers == 3 for g in genotypes)
         calls.append(len(genotypes))
         return [{"val_ce": 3.0 - 5 * _quality(g), "val_miou": _quality(g) / 4} for g in genotypes]
 
@@ -355,13 +355,14 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     kwargs = dict(num_random=4, searched_seeds=2, tolerance=0.5, progress=False, seed_noise=True)
     result = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
     assert retrained[-6:] == [f"random{k}_seed{s}" for k in range(3) for s in (1, 2)]
-    # One scoring call, each distinct genotype once: searched, 4 random, hand-made, paper.
-    assert calls == [7]
+    # One scoring call, each distinct genotype once: searched, 4 random, hand-made; not the
+    # paper's, which is outside this 3-layer space.
+    assert calls == [6]
     data = json.loads((out / "compare.json").read_text())
     ranking = data["ranking"]
     assert ranking["split"] == "test" and ranking["not_scored"] is None
     everything = ranking["agreement"]["all/val_ce/test"]
-    assert everything["n"] == 6  # random3's only run collapsed
+    assert everything["n"] == 5  # random3's only run collapsed; the paper's is not scored
     assert everything["kendall_tau"] == pytest.approx(1.0)
     assert everything["spearman_rho"] == pytest.approx(1.0)
     assert everything["kendall_ci"][0] > 0.99 and everything["kendall_p"] < 0.01
@@ -385,7 +386,8 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     md = (out / "compare.md").read_text()
     for text in (
         "## Does the supernet rank?",
-        "| all | -val CE | test mIoU | 6 |",
+        "| all | -val CE | test mIoU | 5 |",
+        "not scored, outside the supernet's space: paper (12 layers of 5 blocks, the supernet 3",
         "| random | supernet val mIoU | val mIoU | 3 |",
         "+1.00 [+1.00, +1.00]",
         "the searched network within the random cloud (test mIoU): percentile",
@@ -398,7 +400,7 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     assert struct.unpack(">I", png[16:20])[0] == 1200  # two panels, 12 inches at 100 dpi
     # A rerun finds the scores in scores.json: no scoring, the same section.
     again = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
-    assert calls == [7] and (out / "scores.json").is_file()
+    assert calls == [6] and (out / "scores.json").is_file()
     assert json.loads((out / "compare.json").read_text())["ranking"] == ranking
     assert len(again.results) == len(result.results)
 
@@ -448,3 +450,15 @@ def test_scores_are_cached_per_search_run_and_settings(tmp_path: Path) -> None:
     assert calls[-1] == (5, 1) and again[genotype_key(a.to_dict())]["val_ce"] == 6.0
     score_all(tmp_path / "other", [a], tmp_path, functools.partial(fake, recal_batches=5))
     assert calls[-1] == (5, 1) and len(calls) == 3
+
+
+def test_outside_space_says_why_a_genotype_cannot_be_scored() -> None:
+    from autodeeplab.engine.compare.ranking_report import outside_space
+
+    space = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"]).model
+    fits = _searched(layers=6, levels=3)
+    assert outside_space(fits, space) is None
+    assert "12 layers" in outside_space(PAPER_GENOTYPE, space)
+    assert "stride 32" in outside_space(Genotype(fits.cell, (0, 1, 2, 3, 2, 1)), space)
+    narrow = replace(space, primitives=("sep_conv_3x3", "skip_connect"))
+    assert "ops the supernet lacks" in outside_space(fits, narrow)

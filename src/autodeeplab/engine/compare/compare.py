@@ -448,7 +448,8 @@ def run_compare(
     if seed_noise:
         entries += seed_noise_entries(entries)
     out.mkdir(parents=True, exist_ok=True)
-    scores, not_scored = score_or_why(search_dir, [e.genotype for e in entries], out, scorer)
+    genotypes = [e.genotype for e in entries]
+    scores, not_scored = score_or_why(search_dir, genotypes, out, scorer, search_cfg.model)
     if reused_outs:
         _reuse_earlier(entries, tcfg, out, split, reused_outs)
     spent: list[float] = []

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.checkpoint import atomic_write
+from autodeeplab.config import SearchModelConfig
 from autodeeplab.engine.compare.collapse import read_run_health
 from autodeeplab.engine.compare.ranking import rank_agreement, seed_noise, standing
 from autodeeplab.genotype import Genotype
@@ -34,6 +35,7 @@ __all__ = [
     "Scorer",
     "genotype_key",
     "measure_ranking",
+    "outside_space",
     "ranking_markdown",
     "run_health",
     "score_all",
@@ -54,14 +56,37 @@ def genotype_key(genotype: dict[str, Any]) -> str:
     return json.dumps(genotype, sort_keys=True)
 
 
+def outside_space(genotype: Genotype, space: SearchModelConfig) -> str | None:
+    """Why ``genotype`` cannot run on the supernet of ``space`` (None: it can).
+
+    The paper's genotype (12 layers, to stride 32) is outside a smaller search space: it
+    keeps its place in the comparison but has no score.
+    """
+    if (genotype.num_layers, genotype.num_blocks) != (space.num_layers, space.num_blocks):
+        return (
+            f"{genotype.num_layers} layers of {genotype.num_blocks} blocks, the supernet "
+            f"{space.num_layers} of {space.num_blocks}"
+        )
+    if max(genotype.path) >= len(space.strides):
+        stride = 4 * 2 ** max(genotype.path)
+        return f"its path reaches stride {stride}, the supernet's {max(space.strides)}"
+    unknown = sorted({op for block in genotype.cell for op, _ in block} - set(space.primitives))
+    return f"ops the supernet lacks: {', '.join(unknown)}" if unknown else None
+
+
 def score_all(
-    search_dir: Path, genotypes: Sequence[Genotype], out: Path, scorer: Scorer
-) -> dict[str, dict[str, float]]:
+    search_dir: Path,
+    genotypes: Sequence[Genotype],
+    out: Path,
+    scorer: Scorer,
+    space: SearchModelConfig | None = None,
+) -> dict[str, dict[str, Any]]:
     """Each distinct genotype's score on ``search_dir``'s supernet, cached in ``out/scores.json``.
 
     The cache holds the search run and the scorer's settings (a ``functools.partial``'s
     keywords) it came from; genotypes already there are not scored again (a rerun, or one
-    with ``--seed-noise`` added, scores only its new networks).
+    with ``--seed-noise`` added, scores only its new networks). With ``space``, a genotype
+    outside it (:func:`outside_space`) gets no score and ``not_scored`` saying why.
     """
     cache_file = out / "scores.json"
     # Scores from another search run or other scoring settings are scored again.
@@ -71,11 +96,14 @@ def score_all(
         old = json.loads(cache_file.read_text(encoding="utf-8"))
         if old.get("search_run") == str(search_dir) and old.get("settings") == settings:
             cache = old
-    scores: dict[str, dict[str, float]] = cache["scores"]
+    scores: dict[str, dict[str, Any]] = cache["scores"]
     todo: dict[str, Genotype] = {}
     for g in genotypes:
         key = genotype_key(g.to_dict())
-        if key not in scores:
+        why = outside_space(g, space) if space is not None else None
+        if why is not None:
+            scores[key] = {"val_ce": None, "val_miou": None, "not_scored": why}
+        elif key not in scores:
             todo.setdefault(key, g)
     if todo:
         for key, record in zip(todo, scorer(search_dir, list(todo.values())), strict=True):
@@ -100,13 +128,17 @@ def supernet_scorer(recal_batches: int, seed: int = 0) -> Scorer:
 
 
 def score_or_why(
-    search_dir: Path, genotypes: Sequence[Genotype], out: Path, scorer: Scorer | None
-) -> tuple[dict[str, dict[str, float]] | None, str | None]:
+    search_dir: Path,
+    genotypes: Sequence[Genotype],
+    out: Path,
+    scorer: Scorer | None,
+    space: SearchModelConfig | None = None,
+) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
     """:func:`score_all`, or None and why not (no scorer; a search run without a supernet)."""
     if scorer is None:
         return None, "no supernet scores were asked for (--no-score)"
     try:
-        return score_all(search_dir, genotypes, out, scorer), None
+        return score_all(search_dir, genotypes, out, scorer, space), None
     except FileNotFoundError as e:
         # A search run from before supernet checkpoints were kept still gets its comparison.
         print(f"compare: no supernet scores: {e}", file=sys.stderr)
@@ -139,7 +171,7 @@ def _groups(
 
 def measure_ranking(
     results: list[dict[str, Any]],
-    scores: dict[str, dict[str, float]] | None,
+    scores: dict[str, dict[str, Any]] | None,
     health: dict[str, dict[str, Any]],
     *,
     seed: int = 0,
@@ -156,6 +188,7 @@ def measure_ranking(
         score = (scores or {}).get(row.pop("key"))
         row["score_val_ce"] = score["val_ce"] if score else None
         row["score_val_miou"] = score["val_miou"] if score else None
+        row["not_scored"] = score.get("not_scored") if score else None
     agreement: dict[str, Any] = {}
     for subset, kinds in (("all", None), ("random", {"random"})):
         rows = [
@@ -303,6 +336,12 @@ def _standing_lines(ranking: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {name}: its {g['n']} seeds disagree far beyond the seed noise of the others "
             f"(standard deviation {_pct(g['sd'])} points): look for a failed retraining"
+        )
+    outside = [g for g in ranking["networks"] if g.get("not_scored")]
+    if outside:
+        lines.append(
+            "- not scored, outside the supernet's space: "
+            + "; ".join(f"{g['name']} ({g['not_scored']})" for g in outside)
         )
     if ranking["collapsed"]:
         lines.append(
