@@ -330,7 +330,10 @@ def _standing_lines(ranking: dict[str, Any]) -> list[str]:
             )
         )
     else:
-        lines.append("- seed noise: not measured (no genotype with 2 or more seeds; --seed-noise)")
+        lines.append(
+            "- seed noise: not measured (no genotype with 2 or more seeds that did not "
+            "collapse; --seed-noise retrains 3 random genotypes with 3 seeds)"
+        )
     for name in sn["unstable"]:
         g = sn["genotypes"][name]
         lines.append(
@@ -351,6 +354,8 @@ def _standing_lines(ranking: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("- collapsed retrainings: none found")
+    if ranking.get("not_scored"):
+        return lines
     lines += [
         "",
         f"| network | kind | seeds | val CE | supernet val mIoU | val mIoU | {split} mIoU |",
