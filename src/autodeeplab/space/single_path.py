@@ -67,6 +67,7 @@ __all__ = [
     "PREV_PREV_MODES",
     "batchnorms_used",
     "build_path_edges",
+    "check_genotype",
     "path_edge_key",
     "recalibrate",
     "single_path_forward",
@@ -127,10 +128,8 @@ class _Layer:
     partial_channels: int
 
 
-def _check(net: Any, genotype: Genotype, prev_prev: str) -> str:
-    if prev_prev not in PREV_PREV_MODES:
-        modes = ", ".join(PREV_PREV_MODES)
-        raise ValueError(f"prev_prev must be one of {modes}, got {prev_prev!r}")
+def check_genotype(net: Any, genotype: Genotype) -> None:
+    """Raise a ValueError unless ``genotype`` is a network of ``net``'s search space."""
     if genotype.num_layers != net.num_layers or genotype.num_blocks != net.num_blocks:
         raise ValueError(
             f"genotype has {genotype.num_layers} layers and {genotype.num_blocks} blocks, the "
@@ -146,6 +145,13 @@ def _check(net: Any, genotype: Genotype, prev_prev: str) -> str:
         raise ValueError(
             f"genotype uses ops {unknown} the supernet lacks (it has {', '.join(net.primitives)})"
         )
+
+
+def _check(net: Any, genotype: Genotype, prev_prev: str) -> str:
+    if prev_prev not in PREV_PREV_MODES:
+        modes = ", ".join(PREV_PREV_MODES)
+        raise ValueError(f"prev_prev must be one of {modes}, got {prev_prev!r}")
+    check_genotype(net, genotype)
     if prev_prev == "auto":
         return "path" if net.path_edges is not None else "trellis"
     if prev_prev == "path" and net.path_edges is None:
