@@ -18,7 +18,7 @@ from autodeeplab.genotype import PAPER_GENOTYPE, save_genotype
         (["--tolerance", "0"], "give a fraction, e.g. 0.1"),
         (["--set", "train.amp=fp16"], "train.amp=fp16 needs CUDA"),
         (["--reuse", "nosuch"], "nosuch: no runs/ folder; --reuse takes the --out folder"),
-        (["--recal-batches", "-1"], "--recal-batches -1: give 0 or more batches"),
+        (["--recal-batches", "0"], "--recal-batches 0: give 1 or more batches"),
     ],
 )
 def test_compare_refuses_bad_input_before_any_write(tmp_path, capsys, extra, message) -> None:

@@ -76,8 +76,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recal-batches",
         type=int,
-        default=20,
-        help="train batches that recalibrate BatchNorm before each supernet score (default 20)",
+        default=8,
+        help="trainA batches that recalibrate BatchNorm before each supernet score (default "
+        "8, as 'autodeeplab score')",
     )
     add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -96,8 +97,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     ref_seeds = args.searched_seeds if args.reference_seeds is None else args.reference_seeds
     if ref_seeds < 1:
         raise ValueError("--reference-seeds must be >= 1")
-    if args.recal_batches < 0:
-        raise ValueError(f"--recal-batches {args.recal_batches}: give 0 or more batches")
+    if args.recal_batches < 1:
+        raise ValueError(f"--recal-batches {args.recal_batches}: give 1 or more batches")
     if not 0 < args.tolerance <= 10:
         raise ValueError(f"--tolerance {args.tolerance}: give a fraction, e.g. 0.1 for 10%")
     overrides = [f"data.spec={json.dumps(args.data)}"] if args.data else []

@@ -398,9 +398,9 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
         assert text in md, text
     png = (out / "compare.png").read_bytes()
     assert struct.unpack(">I", png[16:20])[0] == 1200  # two panels, 12 inches at 100 dpi
-    # A rerun finds the scores in scores.json: no scoring, the same section.
+    # A rerun finds the scores in supernet_scores.json: no scoring, the same section.
     again = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
-    assert calls == [6] and (out / "scores.json").is_file()
+    assert calls == [6] and (out / "supernet_scores.json").is_file()
     assert json.loads((out / "compare.json").read_text())["ranking"] == ranking
     assert len(again.results) == len(result.results)
 
@@ -422,13 +422,13 @@ def test_compare_without_a_supernet_still_compares(tmp_path: Path, monkeypatch) 
     assert ranking["seed_noise"]["within_sd"] is not None  # searched and references: 2 seeds
     md = (out / "compare.md").read_text()
     assert "Scores not measured: the search run has no supernet" in md and "Kendall" not in md
-    assert not (out / "scores.json").exists()
+    assert not (out / "supernet_scores.json").exists()
     run_compare(search, tcfg, out / "plain", num_random=2, tolerance=0.5, progress=False)
     assert "(--no-score)" in (out / "plain" / "compare.md").read_text()
 
 
 def test_scores_are_cached_per_search_run_and_settings(tmp_path: Path) -> None:
-    """scores.json: the same genotypes are not scored twice; other settings score anew."""
+    """supernet_scores.json: the same genotypes are not scored twice; other settings score anew."""
     import functools
     import random
 
@@ -462,3 +462,26 @@ def test_outside_space_says_why_a_genotype_cannot_be_scored() -> None:
     assert "stride 32" in outside_space(Genotype(fits.cell, (0, 1, 2, 3, 2, 1)), space)
     narrow = replace(space, primitives=("sep_conv_3x3", "skip_connect"))
     assert "ops the supernet lacks" in outside_space(fits, narrow)
+
+
+@pytest.mark.slow
+def test_compare_scores_on_a_real_supernet(tiny_search_run: Path, tmp_path: Path, monkeypatch):
+    """The default scorer on a finished tiny search: every in-space genotype gets a val CE."""
+    from autodeeplab.engine.compare.ranking_report import supernet_scorer
+
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    _fake_retraining(monkeypatch)
+    out = tmp_path / "cmp"
+    scorer = supernet_scorer(recal_batches=1)
+    run_compare(
+        tiny_search_run, tcfg, out, num_random=3, searched_seeds=1, tolerance=1.0,
+        progress=False, scorer=scorer,
+    )  # fmt: skip
+    ranking = json.loads((out / "compare.json").read_text())["ranking"]
+    scored = [g for g in ranking["networks"] if g["score_val_ce"] is not None]
+    assert {g["kind"] for g in scored} == {"searched", "random", "handmade"}
+    assert all(g["score_val_ce"] > 0 and 0 <= g["score_val_miou"] <= 1 for g in scored)
+    assert [g["name"] for g in ranking["networks"] if g["not_scored"]] == ["paper"]
+    assert ranking["agreement"]["all/val_ce/test"]["n"] == len(scored) == 5
+    cache = json.loads((out / "supernet_scores.json").read_text())
+    assert cache["settings"] == {"recal_batches": 1, "seed": 0}

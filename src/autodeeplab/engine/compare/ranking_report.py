@@ -3,10 +3,11 @@ well that score ranks the retrained networks, where the searched network stands,
 noise and the collapsed retrainings.
 
 Every distinct genotype of a comparison is scored once on the search run's supernet
-(single-path forward after BatchNorm recalibration, :mod:`autodeeplab.engine.search.score`);
-the scores are kept in ``out/scores.json`` so a rerun does not score again. One point per
-genotype enters the correlations: its score against the mean retrained mIoU over its
-seeds, collapsed retrainings (:mod:`~autodeeplab.engine.compare.collapse`) left out.
+(single-path forward after BatchNorm recalibration, :mod:`autodeeplab.engine.search.score`,
+as ``autodeeplab score`` takes them); the scores are kept in ``out/supernet_scores.json``
+so a rerun does not score again. One point per genotype enters the correlations: its score
+against the mean retrained mIoU over its seeds, collapsed retrainings
+(:mod:`~autodeeplab.engine.compare.collapse`) left out.
 
 Sign convention: the score is ``-val CE`` (higher is better, so agreement is a positive
 tau); the supernet's val mIoU is reported as a second score. Correlations are given over
@@ -28,6 +29,7 @@ from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import SearchModelConfig
 from autodeeplab.engine.compare.collapse import read_run_health
 from autodeeplab.engine.compare.ranking import rank_agreement, seed_noise, standing
+from autodeeplab.engine.search.score_run import score_run
 from autodeeplab.genotype import Genotype
 
 __all__ = [
@@ -81,14 +83,14 @@ def score_all(
     scorer: Scorer,
     space: SearchModelConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each distinct genotype's score on ``search_dir``'s supernet, cached in ``out/scores.json``.
+    """Each distinct genotype's score on ``search_dir``'s supernet, kept in supernet_scores.json.
 
     The cache holds the search run and the scorer's settings (a ``functools.partial``'s
     keywords) it came from; genotypes already there are not scored again (a rerun, or one
     with ``--seed-noise`` added, scores only its new networks). With ``space``, a genotype
     outside it (:func:`outside_space`) gets no score and ``not_scored`` saying why.
     """
-    cache_file = out / "scores.json"
+    cache_file = out / "supernet_scores.json"
     # Scores from another search run or other scoring settings are scored again.
     settings = dict(getattr(scorer, "keywords", None) or {})
     cache: dict[str, Any] = {"search_run": str(search_dir), "settings": settings, "scores": {}}
@@ -116,14 +118,17 @@ def score_all(
 def _score_on_supernet(
     run_dir: Path, genotypes: list[Genotype], *, recal_batches: int, seed: int
 ) -> list[dict[str, float]]:
-    """:func:`autodeeplab.engine.search.score.score_run`, imported when first needed."""
-    from autodeeplab.engine.search.score import score_run
+    """:func:`~autodeeplab.engine.search.score_run.score_run`'s val CE and mIoU."""
+    scores = score_run(run_dir, genotypes, recal_batches=recal_batches, seed=seed)
+    return [{"val_ce": s.val_loss, "val_miou": s.val_miou} for s in scores]
 
-    return score_run(run_dir, genotypes, recal_batches=recal_batches, seed=seed)
 
+def supernet_scorer(recal_batches: int = 8, seed: int = 0) -> Scorer:
+    """Scores on the search run's supernet, as ``autodeeplab score`` takes them.
 
-def supernet_scorer(recal_batches: int, seed: int = 0) -> Scorer:
-    """The scorer on the search run's supernet with these settings (kept in scores.json)."""
+    ``recal_batches`` trainA batches recalibrate BatchNorm before each genotype's val pass;
+    the settings are kept in supernet_scores.json, so other settings score anew.
+    """
     return functools.partial(_score_on_supernet, recal_batches=recal_batches, seed=seed)
 
 
