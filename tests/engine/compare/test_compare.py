@@ -485,3 +485,28 @@ def test_compare_scores_on_a_real_supernet(tiny_search_run: Path, tmp_path: Path
     assert ranking["agreement"]["all/val_ce/test"]["n"] == len(scored) == 5
     cache = json.loads((out / "supernet_scores.json").read_text())
     assert cache["settings"] == {"recal_batches": 1, "seed": 0}
+
+
+def test_ranking_section_when_most_retrainings_collapsed() -> None:
+    """A schedule too short or unstable: said first, and no table of empty correlations."""
+    import random
+
+    from autodeeplab.engine.compare.ranking_report import (
+        genotype_key,
+        measure_ranking,
+        ranking_markdown,
+    )
+
+    rows = [("searched", _searched(3, 2)), ("random0", random_genotype(random.Random(1), 3, 5, 2))]
+    results = [
+        {"name": n, "kind": n.rstrip("0"), "seed": 0, "genotype": g.to_dict(), "miou": 0.05,
+         "val_miou": 0.05, "split": "test"}
+        for n, g in rows
+    ]  # fmt: skip
+    scores = {genotype_key(g.to_dict()): {"val_ce": 2.0, "val_miou": 0.1} for _, g in rows}
+    health = {n: {"collapsed": True, "reasons": ["at_chance"]} for n, _ in rows}
+    ranking = measure_ranking(results, scores, health)
+    md = ranking_markdown(ranking)
+    assert "**2 of 2 retrainings collapsed**" in md
+    assert "No genotype has both a score and a retraining that did not collapse." in md
+    assert "| all |" not in md and ranking["standing"]["percentile"] is None

@@ -261,6 +261,14 @@ def _p(p: float | None) -> str:
 def ranking_markdown(ranking: dict[str, Any]) -> str:
     """The ranking section of compare.md."""
     lines = ["", "## Does the supernet rank?", ""]
+    runs = sum(len(g["seeds"]) + len(g["collapsed"]) for g in ranking["networks"])
+    if runs and 2 * len(ranking["collapsed"]) >= runs:
+        lines += [
+            f"**{len(ranking['collapsed'])} of {runs} retrainings collapsed** (listed below): "
+            "the statistics here rest on the few that did not. Lengthen or stabilise the "
+            "retraining schedule (e.g. --set train.grad_clip=...) before reading them.",
+            "",
+        ]
     if ranking.get("not_scored"):
         lines += [f"Scores not measured: {ranking['not_scored']}."]
     else:
@@ -271,6 +279,8 @@ def ranking_markdown(ranking: dict[str, Any]) -> str:
 
 def _agreement_lines(ranking: dict[str, Any]) -> list[str]:
     """The correlation table and the threshold tau needs."""
+    if not any(a["n"] for a in ranking["agreement"].values()):
+        return ["No genotype has both a score and a retraining that did not collapse."]
     lines = [
         "Each genotype's score on the searched run's supernet (single path, BatchNorm "
         "recalibrated) against its retrained mIoU (mean over its seeds, collapsed "
@@ -295,9 +305,9 @@ def _agreement_lines(ranking: dict[str, Any]) -> list[str]:
     if n_random < 20:
         lines += [
             "",
-            f"Only {n_random} random genotypes: a tau of 0.3, which would make the search "
-            "worth about 0.85 random standard deviations, cannot be told from zero with "
-            "fewer than 20 (--random 20).",
+            f"Only {n_random} random genotypes (that did not collapse): a tau of 0.3, which "
+            "would make the search worth about 0.85 random standard deviations, cannot be "
+            "told from zero with fewer than 20 (--random 20).",
         ]
     return lines
 
