@@ -6,10 +6,12 @@ import json
 import math
 from pathlib import Path
 
-from autodeeplab.engine.compare.collapse import collapse_reasons, read_run_health
+import pytest
 
-#: A healthy from-scratch run: 3.0 (ln 21) falling to about 1.0, with noise.
-HEALTHY = [3.0 * math.exp(-k / 15) + 0.9 + 0.05 * (-1) ** k for k in range(60)]
+from autodeeplab.engine.compare.collapse import collapse_reasons, prior_entropy, read_run_health
+
+#: A healthy from-scratch run: about 3.6 falling to about 0.6, with noise.
+HEALTHY = [3.0 * math.exp(-k / 5) + 0.6 + 0.05 * (-1) ** k for k in range(60)]
 
 
 def _confusion(pred_share: list[float], truth: list[float], hit: float) -> list[list[float]]:
@@ -65,7 +67,23 @@ def test_run_health_reads_a_run_folder(tmp_path: Path) -> None:
     (folder / "metrics_test.json").write_text(json.dumps(metrics), encoding="utf-8")
     health = read_run_health(folder, "test")
     assert health["collapsed"] and health["logged"]
-    assert health["reasons"] == ["loss_did_not_fall", "at_chance", "one_class"]
+    assert health["reasons"] == ["loss_did_not_fall", "stalled_at_prior", "at_chance", "one_class"]
     assert health["first_loss"] == health["last_loss"] == 3.0
     empty = read_run_health(tmp_path / "nothing", "test")  # a reused run without its files
     assert not empty["collapsed"] and not empty["logged"] and empty["reasons"] == []
+
+
+def test_a_run_that_sat_at_the_class_prior() -> None:
+    """The all-background plateau: the loss of predicting the class frequencies, for long."""
+    truth = [0.5, 0.2, 0.2, 0.1]
+    prior = prior_entropy(_confusion(truth, truth, hit=0.0))
+    assert prior == pytest.approx(-sum(t * math.log(t) for t in truth))
+    cm = _confusion(truth, truth, hit=0.7)
+    # 25 of 60 windows on the plateau, then learning: stalled, though it ended well.
+    late = [3.0] + [prior + 0.02] * 24 + [prior * 0.9**k for k in range(1, 36)]
+    assert collapse_reasons(late, 0.5, cm) == ["stalled_at_prior"]
+    # The whole run there: below 0.9 of its first window (no "did not fall"), still stalled.
+    flat = [3.0] + [prior + 0.01] * 59
+    assert prior + 0.01 < 0.9 * 3.0 and collapse_reasons(flat, 0.5, cm) == ["stalled_at_prior"]
+    # A plateau of a few windows is how every run starts.
+    assert collapse_reasons([3.0] + [prior] * 5 + [prior * 0.8] * 54, 0.5, cm) == []

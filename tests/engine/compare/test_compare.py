@@ -315,7 +315,7 @@ def _fake_retraining(monkeypatch, collapsed: tuple[str, ...] = ()) -> list[str]:
         retrained.append(entry.name)
         bad = entry.name in collapsed
         miou = 0.02 if bad else _quality(entry.genotype) + 0.002 * entry.seed
-        losses = [3.0] * 20 if bad else [3.0 - 0.1 * k for k in range(20)]
+        losses = [3.0] * 20 if bad else [0.5 + 2.5 * 0.7**k for k in range(20)]
         (folder / "train").mkdir(parents=True, exist_ok=True)
         log = [{"event": "train", "iter": 10 * (k + 1), "loss": x} for k, x in enumerate(losses)]
         (folder / "train" / "train_log.jsonl").write_text(
@@ -368,7 +368,10 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     assert everything["kendall_ci"][0] > 0.99 and everything["kendall_p"] < 0.01
     assert ranking["agreement"]["random/val_miou/val"]["n"] == 3
     assert ranking["collapsed"] == [
-        {"name": "random3", "reasons": ["loss_did_not_fall", "at_chance", "one_class"]}
+        {
+            "name": "random3",
+            "reasons": ["loss_did_not_fall", "stalled_at_prior", "at_chance", "one_class"],
+        }
     ]
     # The searched network in the cloud of the three random genotypes that did not collapse.
     searched = [r["miou"] for r in result.results if r["kind"] == "searched"]
@@ -392,7 +395,7 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
         "+1.00 [+1.00, +1.00]",
         "the searched network within the random cloud (test mIoU): percentile",
         "- seed noise: 0.",
-        "random3 (loss_did_not_fall, at_chance, one_class)",
+        "random3 (loss_did_not_fall, stalled_at_prior, at_chance, one_class)",
         "cannot be told from zero with fewer than 20",
     ):
         assert text in md, text

@@ -15,6 +15,13 @@ engine/train/loop.py, and configs/train/msrc21.yaml; not measured):
 - 4 validations (every 150 of 600 iterations) choose the best checkpoint: one seed may
   meet a bad moment at all four.
 
+The retrain network's own notes (``aspp_gamma_init`` in model/autodeeplab.py) name the
+failure seen before: through the L cells BatchNorm's backward signal grows layer by layer,
+and SGD "sat at the all-background solution for hundreds of steps". The damped ASPP gamma
+of the CPU presets shortens that; the paper's genotype, the deepest network compared (12
+cells, down to stride 32), has the most growth. A seed that sits there for 300 of 600
+iterations gets half the schedule, which is the size of gap between 17.2 and 31.4.
+
 The detector reads what a run leaves (its train log and its confusion matrix on the
 reported split) and gives the reasons it failed, each a plain test on numbers:
 
@@ -23,6 +30,10 @@ reported split) and gives the reasons it failed, each a plain test on numbers:
 - ``diverged``: after the first tenth of the log, a logged loss rose above the first
   window's (the loss of a from-scratch run is highest there, so this is a blow-up, even if
   it recovered);
+- ``stalled_at_prior``: the loss stayed at or above ``prior_margin`` times the entropy of
+  the class frequencies (the loss of predicting the class prior everywhere, the
+  all-background solution's neighbour; the frequencies come from the confusion matrix's
+  true counts) for more than ``stall_fraction`` of the logged iterations;
 - ``at_chance``: the mIoU is at most ``chance_margin`` times that of predicting the
   majority class everywhere (computed from the confusion matrix's true class counts);
 - ``one_class``: one class takes at least ``one_class_share`` of the predicted pixels
@@ -40,7 +51,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collapse_reasons", "read_run_health"]
+__all__ = ["collapse_reasons", "prior_entropy", "read_run_health"]
 
 
 def _loss_reasons(losses: Sequence[float], fall_ratio: float) -> list[str]:
@@ -55,6 +66,23 @@ def _loss_reasons(losses: Sequence[float], fall_ratio: float) -> list[str]:
     if any(x > first for x in losses[max(1, len(losses) // 10) :]):
         reasons.append("diverged")
     return reasons
+
+
+def prior_entropy(confusion: Sequence[Sequence[float]]) -> float | None:
+    """The cross-entropy of predicting the class frequencies of ``confusion``'s true counts."""
+    truth = [float(sum(row)) for row in confusion]
+    total = sum(truth)
+    if total <= 0:
+        return None
+    return -sum(t / total * math.log(t / total) for t in truth if t > 0)
+
+
+def _stalled(losses: Sequence[float], prior: float, margin: float, fraction: float) -> bool:
+    """Whether the loss first fell below ``margin * prior`` after ``fraction`` of the log."""
+    if len(losses) < 4:
+        return False
+    below = next((k for k, x in enumerate(losses) if x < margin * prior), len(losses))
+    return below > fraction * len(losses)
 
 
 def _confusion_reasons(
@@ -87,6 +115,8 @@ def collapse_reasons(
     confusion: Sequence[Sequence[float]] | None = None,
     *,
     fall_ratio: float = 0.9,
+    prior_margin: float = 0.95,
+    stall_fraction: float = 1 / 3,
     chance_margin: float = 1.5,
     one_class_share: float = 0.9,
     one_class_truth: float = 0.75,
@@ -99,6 +129,9 @@ def collapse_reasons(
     """
     clean = [float(x) for x in losses if x is not None and math.isfinite(x)]
     reasons = _loss_reasons(clean, fall_ratio)
+    prior = prior_entropy(confusion) if confusion is not None else None
+    if prior and _stalled(clean, prior, prior_margin, stall_fraction):
+        reasons.append("stalled_at_prior")
     if confusion is not None and miou is not None:
         reasons += _confusion_reasons(
             confusion, miou, chance_margin, one_class_share, one_class_truth
