@@ -88,7 +88,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
-    from autodeeplab.engine.compare.ranking_report import supernet_scorer
+    from autodeeplab.engine.compare.scores import supernet_scorer
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.genotype import PAPER_GENOTYPE
 

@@ -296,7 +296,7 @@ def _quality(genotype: Genotype) -> float:
     """A made-up retrained mIoU that depends on the genotype only (0.15 to 0.34)."""
     import zlib
 
-    from autodeeplab.engine.compare.ranking_report import genotype_key
+    from autodeeplab.engine.compare.scores import genotype_key
 
     return 0.15 + 0.01 * (zlib.crc32(genotype_key(genotype.to_dict()).encode()) % 20)
 
@@ -435,7 +435,7 @@ def test_scores_are_cached_per_search_run_and_settings(tmp_path: Path) -> None:
     import functools
     import random
 
-    from autodeeplab.engine.compare.ranking_report import genotype_key, score_all
+    from autodeeplab.engine.compare.scores import genotype_key, score_all
 
     calls: list[tuple[int, int]] = []
 
@@ -456,7 +456,7 @@ def test_scores_are_cached_per_search_run_and_settings(tmp_path: Path) -> None:
 
 
 def test_outside_space_says_why_a_genotype_cannot_be_scored() -> None:
-    from autodeeplab.engine.compare.ranking_report import outside_space
+    from autodeeplab.engine.compare.scores import outside_space
 
     space = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"]).model
     fits = _searched(layers=6, levels=3)
@@ -470,7 +470,7 @@ def test_outside_space_says_why_a_genotype_cannot_be_scored() -> None:
 @pytest.mark.slow
 def test_compare_scores_on_a_real_supernet(tiny_search_run: Path, tmp_path: Path, monkeypatch):
     """The default scorer on a finished tiny search: every in-space genotype gets a val CE."""
-    from autodeeplab.engine.compare.ranking_report import supernet_scorer
+    from autodeeplab.engine.compare.scores import supernet_scorer
 
     tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
     _fake_retraining(monkeypatch)
@@ -494,11 +494,8 @@ def test_ranking_section_when_most_retrainings_collapsed() -> None:
     """A schedule too short or unstable: said first, and no table of empty correlations."""
     import random
 
-    from autodeeplab.engine.compare.ranking_report import (
-        genotype_key,
-        measure_ranking,
-        ranking_markdown,
-    )
+    from autodeeplab.engine.compare.ranking_report import measure_ranking, ranking_markdown
+    from autodeeplab.engine.compare.scores import genotype_key
 
     rows = [("searched", _searched(3, 2)), ("random0", random_genotype(random.Random(1), 3, 5, 2))]
     results = [

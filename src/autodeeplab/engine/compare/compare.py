@@ -58,13 +58,8 @@ from autodeeplab.engine.compare.plan import (
     plan_compare,
     seed_noise_entries,
 )
-from autodeeplab.engine.compare.ranking_report import (
-    Scorer,
-    measure_ranking,
-    ranking_markdown,
-    run_health,
-    score_or_why,
-)
+from autodeeplab.engine.compare.ranking_report import measure_ranking, ranking_markdown, run_health
+from autodeeplab.engine.compare.scores import Scorer, score_or_why
 from autodeeplab.engine.infer.evaluate import evaluate_checkpoint
 from autodeeplab.engine.train.loop import run_train
 from autodeeplab.engine.train.model import build_train_model, with_genotype
@@ -413,8 +408,8 @@ def run_compare(
     ``reuse``: earlier comparisons' output folders whose finished runs may stand in for
     retrainings here (see the module's docstring). ``seed_noise``: also retrain the first 3
     random genotypes with 2 more seeds each. ``scorer``: scores every genotype on the search
-    run's supernet, before any retraining, for the ranking section
-    (:mod:`~autodeeplab.engine.compare.ranking_report`); None leaves the scores out.
+    run's supernet, before any retraining (:mod:`~autodeeplab.engine.compare.scores`), for
+    the ranking section (:mod:`~autodeeplab.engine.compare.ranking_report`); None: no scores.
     """
     search_dir, out = Path(search_dir), Path(out_dir)
     reused_outs = [Path(d) for d in reuse]
