@@ -510,3 +510,31 @@ def test_ranking_section_when_most_retrainings_collapsed() -> None:
     assert "**2 of 2 retrainings collapsed**" in md
     assert "No genotype has both a score and a retraining that did not collapse." in md
     assert "| all |" not in md and ranking["standing"]["percentile"] is None
+
+
+def test_ranking_section_names_a_genotype_whose_seeds_disagree() -> None:
+    """The held-out dataset's paper genotype, 17.2 and 31.4: flagged beside the seed noise."""
+    import random
+
+    from autodeeplab.engine.compare.ranking_report import measure_ranking, ranking_markdown
+
+    rng = random.Random(2)
+    runs = [("searched", 0, 0.240), ("searched", 1, 0.255), ("paper", 0, 0.172)]
+    runs += [("paper", 1, 0.314), ("handmade", 0, 0.25), ("handmade", 1, 0.26)]
+    genotypes = {k: random_genotype(rng, 3, 5, 2) for k in ("searched", "paper", "handmade")}
+    results = [
+        {"name": f"{k}_seed{s}", "kind": k, "seed": s, "genotype": genotypes[k].to_dict(),
+         "miou": m, "val_miou": m, "split": "test"}
+        for k, s, m in runs
+    ]  # fmt: skip
+    results += [
+        {"name": f"random{i}", "kind": "random", "seed": 0, "miou": m, "val_miou": m,
+         "genotype": random_genotype(rng, 3, 5, 2).to_dict(), "split": "test"}
+        for i, m in enumerate((0.22, 0.25, 0.21, 0.27))
+    ]  # fmt: skip
+    ranking = measure_ranking(results, None, {}, not_scored="a test")
+    assert ranking["seed_noise"]["unstable"] == ["paper_seed0"]
+    assert ranking["standing"]["percentile"] == pytest.approx(50.0)
+    md = ranking_markdown(ranking)
+    assert "- paper_seed0: its 2 seeds disagree far beyond the seed noise" in md
+    assert "Scores not measured: a test." in md and "percentile 50 among 4 random" in md
