@@ -83,6 +83,8 @@ def test_score_genotype_files_and_the_api_agree(tiny_search_run, tmp_path) -> No
         (["--random", "-2"], "--random -2: give a number of genotypes >= 0"),
         (["nosuch.json"], "nosuch.json"),
         (["--random", "1", "--tolerance", "0"], "give a fraction"),
+        (["--random", "1", "--val-batches", "0"], "--val-batches 0: give a number of batches"),
+        (["--random", "1", "--recal-batches", "-1"], "--recal-batches -1: give a number"),
     ],
 )
 def test_score_refuses_bad_input_in_one_line(tmp_path, capsys, extra, message) -> None:

@@ -15,9 +15,11 @@ from autodeeplab.engine.search.evolution import (
     GenotypeSpace,
     MaddsBand,
     compare_band,
+    compare_pricing,
     crossover,
     mutate,
     search_by_score,
+    typical_genotype,
 )
 from autodeeplab.engine.search.score import GenotypeScore, score_genotype, score_genotypes
 from autodeeplab.genotype import Genotype, random_genotype
@@ -186,3 +188,13 @@ def test_mutation_fill_and_exhausted_or_unreachable_bands() -> None:
         )
     with pytest.raises(ValueError, match="fill"):
         search_by_score(_fake_score, wide, random.Random(0), space=SPACE, fill="mutation")
+
+
+def test_typical_genotype_is_the_median_cost_draw_and_centres_a_band() -> None:
+    price = compare_pricing(3)
+    g = typical_genotype(SPACE, 3, random.Random(4), samples=21)
+    rng = random.Random(4)
+    drawn = sorted(price(SPACE.random(rng)) for _ in range(21))
+    assert price(g) == drawn[10]
+    band = compare_band(g, 3)
+    assert g in band and band.center == price(g)
