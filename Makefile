@@ -21,8 +21,8 @@ run: setup
 	$(BIN)/autodeeplab run --out $(OUT)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks hubconf.py
+	$(BIN)/ruff format --check src tests benchmarks hubconf.py
 	$(BIN)/lint-imports
 
 # The whole suite, the 20 slowest tests listed at the end (pyproject's addopts).

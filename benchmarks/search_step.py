@@ -37,6 +37,7 @@ from autodeeplab.space.memory import (
     estimate_search_memory,
     resolve_checkpoint_cells,
 )
+from autodeeplab.trellis import SupernetSpec
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -105,16 +106,23 @@ def tensor_peak_mib(run: Callable[[], object], live: list[torch.Tensor]) -> tupl
     return (before + peak) / 2**20, running / 2**20
 
 
+def supernet_spec(args: argparse.Namespace) -> SupernetSpec:
+    """The supernet the flags describe."""
+    return SupernetSpec(
+        num_layers=args.layers,
+        num_blocks=args.blocks,
+        filter_multiplier=args.filter_multiplier,
+        partial_channels=args.partial_channels,
+    )
+
+
 def memory_model_args(args: argparse.Namespace) -> dict:
     """The flags as arguments of the memory model (space/memory.py), checkpointing aside."""
     return {
         "crop": args.crop,
         "batch_size": args.batch_size,
         "num_classes": args.classes,
-        "num_layers": args.layers,
-        "num_blocks": args.blocks,
-        "filter_multiplier": args.filter_multiplier,
-        "partial_channels": args.partial_channels,
+        "spec": supernet_spec(args),
         "amp": args.amp,
         "device": torch.device(args.device).type,
     }
@@ -162,12 +170,7 @@ def measure(args: argparse.Namespace) -> dict:
     record["estimated_peak_mib"] = round(est.total / 2**20, 1)
     record["estimated_allocator_mib"] = round((est.total - est.fixed) / 2**20, 1)
     net = SearchNetwork(
-        args.classes,
-        num_layers=args.layers,
-        num_blocks=args.blocks,
-        filter_multiplier=args.filter_multiplier,
-        checkpoint_cells=record["checkpoint_cells"],
-        partial_channels=args.partial_channels,
+        args.classes, spec=supernet_spec(args), checkpoint_cells=record["checkpoint_cells"]
     ).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)

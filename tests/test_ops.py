@@ -196,7 +196,10 @@ def test_skip_is_identity_at_stride_one_and_relu_conv_bn_at_stride_two() -> None
     assert isinstance(ident, Identity) and torch.equal(ident(x), x)
     strided = OPS["skip_connect"](C, 2, True, 1)
     assert isinstance(strided, ReLUConvBN)
-    assert strided.conv.kernel_size == (1, 1) and strided.conv.stride == (2, 2)
+    # a strided 1x1 conv: every second pixel, convolved at stride 1
+    assert strided.conv.kernel_size == (1, 1) and strided.subsample == 2
+    want = strided.bn(F.conv2d(F.relu(x), strided.conv.weight, stride=2))
+    torch.testing.assert_close(strided(x), want)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -342,3 +345,41 @@ def test_weight_profile_equals_the_built_op(name: str, num_edges: int, affine: b
     assert sum(m.num_features for m in bn) == num_edges * spec.batchnorms * c
     affine_params = sum(p.numel() for m in bn for p in m.parameters())
     assert affine_params == (2 * num_edges * spec.batchnorms * c if affine else 0)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_a_strided_pointwise_relu_conv_bn_is_the_strided_conv(size: tuple[int, int]) -> None:
+    """ReLUConvBN subsamples, then convolves at stride 1: the strided 1x1 conv's numbers."""
+    from autodeeplab.ops import ReLUConvBN
+
+    torch.manual_seed(0)
+    op = ReLUConvBN(6, 5, 1, 2, affine=True).eval()
+    x = torch.randn(2, 6, *size)
+    want = op.bn(torch.nn.functional.conv2d(torch.relu(x), op.conv.weight, stride=2))
+    got = op(x)
+    assert got.shape == (2, 5, (size[0] + 1) // 2, (size[1] + 1) // 2)
+    torch.testing.assert_close(got, want)
+
+
+def test_channels_last_training_of_a_narrow_reduction_cell_survives() -> None:
+    """oneDNN's channels-last strided 1x1 backward corrupted the heap for 2-7 channels on AVX2
+    CPUs and killed the process; run in a child so that a crash fails this test only."""
+    code = """
+import torch
+from autodeeplab.genotype import Genotype
+from autodeeplab.model.cell import Cell
+g = Genotype.from_dict({"cell": [[["skip_connect", 0], ["skip_connect", 1]]], "path": [0]})
+cell = Cell(g, 4, 4, 4, stride=2).to(memory_format=torch.channels_last)
+x = torch.randn(2, 4, 16, 16).contiguous(memory_format=torch.channels_last)
+for _ in range(20):
+    cell(x, x).sum().backward()
+print("survived")
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]

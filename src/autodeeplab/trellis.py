@@ -5,16 +5,20 @@
 - Levels: level s is stride 4 * 2**s. Layer 0 is ``stem1`` at level 0 (and layer -1
   ``stem0``, :data:`STEM_LEVEL`); layer l = 1..L has a node at every level
   0..min(l, num_levels - 1).
-- Edges: a node at level s reads H^{l-1} at the levels s-1, s, s+1 that exist (Eq. 6), and
-  H^{l-2} at the nearest level of layer l-2, brought there by stride-2 convs (NR#77).
+- Edges (:func:`edges`): a node at level s reads H^{l-1} at the levels s-1, s, s+1 that
+  exist (Eq. 6); beta[l, s, d] weighs the edge from level s of layer l in direction
+  d = target - source + 1 (:func:`direction`, :func:`beta_mask`). H^{l-2} comes from the
+  nearest level of layer l-2, brought there by stride-2 convs (NR#77).
+- Cell edges: alpha's rows, numbered as in DARTS (:func:`edge_index`, :func:`num_edges`).
 - Widths: a block at level s is F * 2**s channels wide; a cell's output is B blocks.
+- :class:`SupernetSpec`: the supernet's arguments and their defaults.
 
-The supernet (``space/network.py``), the memory estimate (``space/memory.py``), the cost
-model (``space/cost.py``) and the retrain backbone (``model/backbone.py``) read this module.
-It also holds :class:`Resample`, the module of a trellis edge, with its weight and memory
-profile, and the stem's, which the memory estimate and the cost model count.
+The supernet, its decoding, memory and cost models (``space/``), the figures (``viz/``)
+and the retrain backbone (``model/backbone.py``) read this module. It also holds
+:class:`Resample`, the module of a trellis edge, with its weight and memory profile, and
+the stem's, which the memory estimate and the cost model count.
 
-The stem's *modules* stay two (``search.network.SearchStem`` and ``model.backbone.Stem``):
+The stem's *modules* stay two (``space.network.SearchStem`` and ``model.backbone.Stem``):
 they compute the same thing, but their state-dict keys differ (``conv0.0.weight`` against
 ``conv0.weight`` / ``bn0.weight``) and saved search and train checkpoints rely on both.
 """
@@ -22,28 +26,36 @@ they compute the same thing, but their state-dict keys differ (``conv0.0.weight`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from autodeeplab.ops import ReLUConvBN, resize
+from autodeeplab.ops import PRIMITIVES, ReLUConvBN, resize
 
 __all__ = [
     "ASPP_CHANNELS",
     "DECODER_CHANNELS",
     "LOW_LEVEL_CHANNELS",
     "PAPER_STEM",
+    "PAPER_SUPERNET",
     "STEM_LEVEL",
+    "Edge",
     "Node",
     "Resample",
     "StemSpec",
+    "SupernetSpec",
     "Trellis",
+    "beta_mask",
     "block_width",
+    "direction",
+    "edge_index",
+    "edges",
     "halve",
     "level_sizes",
     "levels_at",
+    "num_edges",
 ]
 
 STEM_LEVEL = -1  # the stem's stride-2 output, H^{l-2} of layer 1
@@ -78,6 +90,63 @@ def levels_at(layer: int, num_levels: int) -> list[int]:
 def block_width(filter_multiplier: int, level: int) -> int:
     """Channels of a block at ``level``: F * 2**level."""
     return filter_multiplier * 2**level
+
+
+class Edge(NamedTuple):
+    """A trellis edge: the layer it leaves (0 = the stem), its source and target levels, and
+    its direction, beta's last index (``beta[layer, source, direction]`` weighs it)."""
+
+    layer: int
+    source: int
+    target: int
+    direction: int
+
+
+def direction(source: int, target: int) -> int:
+    """beta's direction index of the edge from level ``source`` to level ``target``.
+
+    ``target - source + 1``: 0 goes one level finer, 1 stays, 2 goes one level coarser;
+    outside 0..2 no edge joins the two levels.
+    """
+    return target - source + 1
+
+
+def edges(num_layers: int, num_levels: int) -> list[Edge]:
+    """Every edge of an L-layer trellis, by layer, source level and direction.
+
+    Layer l's edges (l = 0: the stem) lead into layer l + 1, to the levels s-1, s, s+1 of
+    their source s that layer l + 1 has (Eq. 6).
+    """
+    out = []
+    for layer in range(num_layers):
+        targets = levels_at(layer + 1, num_levels)
+        for source in levels_at(layer, num_levels):
+            for target in (source - 1, source, source + 1):
+                if target in targets:
+                    out.append(Edge(layer, source, target, direction(source, target)))
+    return out
+
+
+def beta_mask(num_layers: int, num_levels: int) -> Tensor:
+    """True where beta[l, source level, direction] is an edge of the trellis (L, levels, 3)."""
+    mask = torch.zeros(num_layers, num_levels, 3, dtype=torch.bool)
+    for edge in edges(num_layers, num_levels):
+        mask[edge.layer, edge.source, edge.direction] = True
+    return mask
+
+
+def num_edges(num_blocks: int) -> int:
+    """Edges of a cell with ``num_blocks`` blocks: 2 + 3 + ... + (B+1) (20 for B=5)."""
+    return num_blocks * (num_blocks + 3) // 2
+
+
+def edge_index(block: int, state: int) -> int:
+    """Row of alpha for the edge from hidden state ``state`` into block ``block`` (0-based).
+
+    Block i's edges follow those of blocks 0..i-1 and list the states 0..i+1 in order
+    (0 = H^{l-2}, 1 = H^{l-1}, k >= 2 = block k-1), as in DARTS.
+    """
+    return block * (block + 3) // 2 + state
 
 
 @dataclass(frozen=True)
@@ -165,16 +234,83 @@ class Trellis:
             return self.stem.stem1_channels
         return self.num_blocks * self.width(level)
 
+    def edges(self) -> list[Edge]:
+        """Every edge of the trellis; see :func:`edges`."""
+        return edges(self.num_layers, self.num_levels)
+
     def nodes(self) -> list[Node]:
         """Every node of layers 1..L, layer by layer, finest level first."""
+        into: dict[tuple[int, int], list[int]] = {}
+        for edge in self.edges():  # by source level: a node's sources come finest first
+            into.setdefault((edge.layer + 1, edge.target), []).append(edge.source)
         out = []
         for layer in range(1, self.num_layers + 1):
-            prev, prev2 = self.levels_at(layer - 1), self.levels_at(layer - 2)
+            prev2 = self.levels_at(layer - 2)
             for level in self.levels_at(layer):
-                sources = [s for s in (level - 1, level, level + 1) if s in prev]
                 pp = min(prev2, key=lambda s, lv=level: abs(s - lv))
-                out.append(Node(layer, level, sources, pp))
+                out.append(Node(layer, level, into[layer, level], pp))
         return out
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """The supernet's arguments and their defaults (the paper's search space, §5.1), once.
+
+    :class:`~autodeeplab.space.network.SearchNetwork` is built from one, the config's
+    ``model`` section extends it (with ``checkpoint_cells``), the memory and cost models
+    read one. L, B, F; ``strides``: the levels, consecutive doublings from 4;
+    ``primitives``: op names, keys of ``autodeeplab.ops.OPS``; ``affine``: affine
+    BatchNorm in the ops and resampling edges; ``stem_channels``: :class:`StemSpec`'s;
+    ``partial_channels``: PC-DARTS's K (beyond the paper; 1 = off): the mixed ops run on
+    1/K of the channels, with edge normalisation ``gamma``, and K must divide F;
+    ``pool_bn``: BatchNorm (not affine) after the mixed op's pools (SPEC.md §12.11), so a
+    pool cannot win alpha by its output's scale. Checked where the supernet is built.
+    """
+
+    num_layers: int = 12
+    num_blocks: int = 5
+    filter_multiplier: int = 8
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    primitives: tuple[str, ...] = PRIMITIVES
+    affine: bool = False
+    stem_channels: tuple[int, int, int] = PAPER_STEM.channels
+    partial_channels: int = 1
+    pool_bn: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("strides", "primitives", "stem_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) and isinstance(value, Sequence):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def num_levels(self) -> int:
+        """Trellis levels: one per stride."""
+        return len(self.strides)
+
+    def supernet_spec(self) -> SupernetSpec:
+        """The supernet's fields alone (a config section that extends the spec drops the rest)."""
+        return SupernetSpec(**{f.name: getattr(self, f.name) for f in fields(SupernetSpec)})
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as JSON-ready keyword arguments (tuples as lists)."""
+        spec = self.supernet_spec()
+        return {f.name: _plain(getattr(spec, f.name)) for f in fields(spec)}
+
+    def trellis(self) -> Trellis:
+        """The trellis of this supernet, with its stem."""
+        stem = StemSpec(tuple(self.stem_channels))
+        return Trellis(
+            self.num_layers, self.num_levels, self.num_blocks, self.filter_multiplier, stem
+        )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+#: The paper's search space (§5.1): L = 12, B = 5, F = 8, strides 4-32, the eight ops.
+PAPER_SUPERNET = SupernetSpec()
 
 
 class Resample(nn.Module):

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from autodeeplab.config import load_config, supernet_kwargs
-from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space import SearchNetwork
 from autodeeplab.space.memory import (
     estimate_search_memory,
@@ -21,6 +20,7 @@ from autodeeplab.space.memory import (
     saved_activation_bytes,
     search_parameter_count,
 )
+from autodeeplab.trellis import SupernetSpec
 
 CASES = [
     {"num_layers": 3, "num_blocks": 2, "filter_multiplier": 2, "strides": (4, 8, 16)},
@@ -41,27 +41,10 @@ def _net(case: dict) -> SearchNetwork:
     return SearchNetwork(5, **case)
 
 
-def _args(case: dict) -> dict:
-    keys = ("num_layers", "num_blocks", "filter_multiplier", "strides", "primitives")
-    return {k: case[k] for k in keys if k in case} | {
-        "partial_channels": case.get("partial_channels", 1)
-    }
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
 def test_weight_and_buffer_counts_are_exact(case: dict) -> None:
     net = _net(case)
-    args = _args(case)
-    weights, buffers = search_parameter_count(
-        5,
-        args["num_layers"],
-        args["num_blocks"],
-        args["filter_multiplier"],
-        args.get("strides", (4, 8, 16, 32)),
-        args.get("primitives", PRIMITIVES),
-        case.get("affine", False),
-        args["partial_channels"],
-    )
+    weights, buffers = search_parameter_count(5, SupernetSpec(**case))
     assert weights == sum(p.numel() for p in net.weight_parameters())
     assert buffers == sum(b.numel() for b in net.buffers() if b.dtype.is_floating_point)
 
@@ -97,7 +80,7 @@ def test_saved_activations_match_what_autograd_saves(case: dict, arch_step: bool
     x = torch.randn(batch, 3, crop, crop)
     y = torch.randint(0, 5, (batch, crop, crop))
     measured = _saved_bytes(net, x, y, arch_step)
-    estimated, largest = saved_activation_bytes(crop, batch, 5, arch_step=arch_step, **_args(case))
+    estimated, largest = saved_activation_bytes(crop, batch, 5, net.spec, arch_step=arch_step)
     # The count leaves out only small tensors (BatchNorm statistics, the input batch).
     assert 0.9 * measured < estimated < 1.05 * measured
     assert 0 < largest < estimated
@@ -113,7 +96,8 @@ def _args_of(cfg) -> dict:
         "crop": cfg.data.crop,
         "batch_size": cfg.search.batch_size,
         "amp": cfg.search.amp,
-        **supernet_kwargs(cfg.model),
+        "spec": cfg.model.supernet_spec(),
+        "checkpoint_cells": cfg.model.checkpoint_cells,
     }
 
 
@@ -282,17 +266,20 @@ def test_search_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys)
     assert not out.exists()
 
 
-def test_the_config_section_and_the_estimate_take_exactly_the_supernets_arguments() -> None:
-    # A new SearchNetwork argument fails here until the config's model section and the
-    # memory estimate take it (slice 4 of issue 14: config fields are constructor arguments).
+def test_the_config_section_the_estimates_and_the_supernet_read_one_spec() -> None:
+    # A new supernet argument is one SupernetSpec field: the config's model section, the
+    # supernet and the estimates take it from there, and no signature lists it again.
     import inspect
+    from dataclasses import fields
 
     from autodeeplab.config import SearchModelConfig
 
-    supernet = set(inspect.signature(SearchNetwork).parameters) - {"num_classes"}
-    assert set(supernet_kwargs(SearchModelConfig())) == supernet
-    assert supernet <= set(inspect.signature(estimate_search_memory).parameters)
+    spec_fields = {f.name for f in fields(SupernetSpec)}
+    assert set(supernet_kwargs(SearchModelConfig())) == spec_fields | {"checkpoint_cells"}
+    for function in (estimate_search_memory, saved_activation_bytes, search_parameter_count):
+        assert not spec_fields & set(inspect.signature(function).parameters), function
+    assert not spec_fields & set(inspect.signature(SearchNetwork).parameters)
     net = SearchNetwork(5, num_layers=2, num_blocks=2, filter_multiplier=2, strides=(4, 8))
-    assert set(net.model_kwargs) == supernet | {"num_classes"}
+    assert set(net.model_kwargs) == spec_fields | {"num_classes", "checkpoint_cells"}
     rebuilt = SearchNetwork(**net.model_kwargs)
-    assert rebuilt.state_dict().keys() == net.state_dict().keys()
+    assert rebuilt.spec == net.spec and rebuilt.state_dict().keys() == net.state_dict().keys()

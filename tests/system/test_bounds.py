@@ -174,3 +174,10 @@ def test_predict_and_eval_refuse_what_would_not_fit(
     line = _error(capsys, argv)
     assert "synthetic val batch 0: inference at 32x32 (scales 16.0) needs about" in line
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("count", ["0", "-3", "10000000000000"])
+def test_eval_num_samples_is_bounded_before_the_checkpoint_is_read(capsys, count: str) -> None:
+    """A huge --num-samples is one line with the bound, not an endless evaluation."""
+    line = _error(capsys, ["eval", "nosuch.pt", "--num-samples", count])
+    assert f"--num-samples {count}: give 1 to 1,000,000,000 images" in line

@@ -49,7 +49,7 @@ def one_line(exc: BaseException) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from autodeeplab import __version__
+    from autodeeplab._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="autodeeplab",

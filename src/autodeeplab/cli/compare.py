@@ -7,25 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_set, for_data, parse_size
+from autodeeplab.cli.arguments import add_command, add_set, for_data, parse_size
 from autodeeplab.cli.messages import Stopped
+
+# The bounds of the counts (engine/compare/plan.py), here without importing torch at start-up.
+MAX_RANDOM, MAX_SEEDS = 1000, 100
 
 __all__ = ["register"]
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="does the search help? retrain the searched network against random ones",
-        description="Retrains the searched genotype (several seeds), random genotypes of "
-        "about its Multi-Adds, the searched cell on a hand-made path and the paper's genotype, "
-        "all under one schedule; chooses each on val, reports test (val where there is no "
-        "test split). Writes DIR/compare.md, compare.json, compare.png and one resumable run "
-        "folder per network in DIR/runs/: rerun the same command to continue. Every network "
-        "is also scored on the search run's supernet: compare.md reports how well that score "
-        "ranks the retrained networks (Kendall tau, Spearman rho), where the searched one "
-        "stands in the random cloud, the seed noise and any collapsed retraining.",
-    )
+    p = add_command(sub, "compare", _cmd_compare)
     p.add_argument("search_run", help="the --out folder of a finished 'autodeeplab search'")
     p.add_argument("--data", help="dataset spec (default: the train config's)")
     p.add_argument("--out", required=True, help="output folder")
@@ -34,16 +26,32 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--random",
         type=int,
         default=20,
-        help="random genotypes (default 20: with fewer, the supernet's Kendall tau cannot "
-        "be told from zero; tau must exceed about 0.36 at 12, 0.27 at 20 for p < 0.05)",
+        help=f"random genotypes, 0-{MAX_RANDOM} (default 20: with fewer, the supernet's Kendall "
+        "tau cannot be told from zero; tau must exceed about 0.36 at 12, 0.27 at 20 for p < 0.05)",
     )
     p.add_argument(
-        "--searched-seeds", type=int, default=2, help="seeds of the searched one (default 2)"
+        "--searched-seeds",
+        type=int,
+        default=2,
+        help=f"seeds of the searched one, 1-{MAX_SEEDS} (default 2)",
     )
     p.add_argument(
         "--reference-seeds",
         type=int,
-        help="seeds of each reference, the searched one's (default: --searched-seeds)",
+        help=f"seeds of each reference, 1-{MAX_SEEDS} (default: --searched-seeds)",
+    )
+    p.add_argument(
+        "--report-split",
+        choices=("auto", "test", "val"),
+        default="auto",
+        help="the split each network is reported on; auto: test where it exists on disk and "
+        "has labels, else val (default auto)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out made with other settings (removes its runs/ and "
+        "compare files)",
     )
     p.add_argument(
         "--tolerance",
@@ -82,21 +90,30 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     add_set(p, "train.iters=2000")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
+    """does the search help? retrain the searched network against random ones
+
+    Retrains the searched genotype (several seeds), random genotypes of about its Multi-Adds, the
+    searched cell on a hand-made path and the paper's genotype, all under one schedule; chooses each
+    on val, reports test (val where there is no labelled test split; see --report-split). Checks
+    the search, the data and an existing DIR before the first retraining. Writes DIR/compare.md,
+    compare.json, compare.png and one resumable run folder per network in DIR/runs/: rerun the
+    same command to continue. Every network is also scored on the search run's supernet:
+    compare.md reports how well that score ranks the retrained networks (Kendall tau, Spearman
+    rho), where the searched one stands in the random cloud, the seed noise and any collapsed
+    retraining.
+    """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
+    from autodeeplab.engine.compare.plan import check_counts
     from autodeeplab.engine.compare.scores import supernet_scorer
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.genotype import PAPER_GENOTYPE
 
-    if args.random < 0 or args.searched_seeds < 1:
-        raise ValueError("--random must be >= 0 and --searched-seeds >= 1")
+    check_counts(args.random, args.searched_seeds, args.reference_seeds)
     ref_seeds = args.searched_seeds if args.reference_seeds is None else args.reference_seeds
-    if ref_seeds < 1:
-        raise ValueError("--reference-seeds must be >= 1")
     if args.recal_batches < 1:
         raise ValueError(f"--recal-batches {args.recal_batches}: give 1 or more batches")
     if not 0 < args.tolerance <= 10:
@@ -127,6 +144,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         size=args.size,
         progress=not args.no_progress,
         reuse=args.reuse,
+        report_split=args.report_split,
+        overwrite=args.overwrite,
         seed_noise=args.seed_noise,
         scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
     )

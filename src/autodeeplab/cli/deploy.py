@@ -7,19 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import parse_size
+from autodeeplab.cli.arguments import add_command, parse_size
 
 __all__ = ["register"]
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export a trained network to ONNX or TorchScript, checked against PyTorch",
-        description="Writes the file only if its output matches eager PyTorch on random "
-        "input (max abs difference <= 1e-4 + 1e-5 * max |logit|, or within PyTorch's own "
-        "float32 rounding); exit status 2 otherwise.",
-    )
+    p = add_command(sub, "export", _cmd_export)
     p.add_argument("checkpoint", help="checkpoints/best.pt or last.pt of a train run")
     p.add_argument(
         "--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)"
@@ -36,10 +30,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dynamo", action="store_true", help="ONNX: torch.export-based exporter (needs onnxscript)"
     )
-    p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    """export a trained network to ONNX or TorchScript, checked against PyTorch
+
+    Writes the file only if its output matches eager PyTorch on random input (max abs difference <=
+    1e-4 + 1e-5 * max |logit|, or within PyTorch's own float32 rounding); exit status 2 otherwise.
+    """
     from autodeeplab.export import export_model
 
     result = export_model(
@@ -57,10 +55,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "info",
-        help="parameters, Multi-Adds, stride path and cell of a model or genotype",
-    )
+    p = add_command(sub, "info", _cmd_info)
     p.add_argument("target", metavar="MODEL_OR_GENOTYPE", help="auto-deeplab-s/m/l or a .json")
     p.add_argument(
         "--size", type=parse_size, default=(1025, 2049), help="input HxW (default: 1025x2049)"
@@ -70,10 +65,10 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
         "--filter-multiplier", type=int, help="F (default: the preset's; 20 for a genotype)"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_info)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    """parameters, Multi-Adds, stride path and cell of a model or genotype"""
     import torch
 
     from autodeeplab.data.transforms import IGNORE_INDEX as MAX_CLASSES

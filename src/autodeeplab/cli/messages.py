@@ -46,7 +46,6 @@ def pct(x: float | None) -> str:
 
 def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
     """One line with the estimated peak memory; a warning if the device looks too small."""
-    from autodeeplab.config import supernet_kwargs
     from autodeeplab.distributed import get_world_size
     from autodeeplab.engine.device import select_device
     from autodeeplab.space.memory import (
@@ -62,11 +61,12 @@ def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
         cfg.data.crop,
         cfg.search.batch_size,
         num_classes,
+        cfg.model.supernet_spec(),
+        checkpoint_cells=cfg.model.checkpoint_cells,
         amp=cfg.search.amp,
         device=device.type,
         world_size=get_world_size(),
         available=available,
-        **supernet_kwargs(cfg.model),
     )
     print(format_estimate(est), file=sys.stderr)
     warning = memory_warning(est, available) if available is not None else None

@@ -7,20 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import for_data, parse_size
+from autodeeplab.cli.arguments import add_command, for_data, parse_size
 
 __all__ = ["register"]
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score genotypes on a finished search's supernet (val CE and mIoU of each path)",
-        description="Runs each genotype as a single path of the search's supernet (its newest "
-        "checkpoint; any strategy's, alpha and beta ignored), BatchNorm recalibrated on "
-        "trainA batches, and scores it on val. Writes scores.json and scores.md, sorted by "
-        "val cross-entropy, to --out.",
-    )
+    p = add_command(sub, "score", _cmd_score)
     p.add_argument("search_run", help="the --out folder of an 'autodeeplab search'")
     p.add_argument("genotypes", nargs="*", metavar="GENOTYPE_FILE", help="genotype JSON files")
     p.add_argument(
@@ -46,7 +39,6 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     band.add_argument("--config", help="compare's retraining YAML (default: the CPU preset)")
     band.add_argument("--tolerance", type=float, default=0.1, help="Multi-Adds within (0.1)")
     band.add_argument("--size", type=parse_size, help="HxW of the Multi-Adds (default: crop)")
-    p.set_defaults(func=_cmd_score)
 
 
 def _random_genotypes(args: argparse.Namespace, spec: str) -> tuple[list, list[str], dict]:
@@ -80,6 +72,12 @@ def _random_genotypes(args: argparse.Namespace, spec: str) -> tuple[list, list[s
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    """score genotypes on a finished search's supernet (val CE and mIoU of each path)
+
+    Runs each genotype as a single path of the search's supernet (its newest checkpoint; any
+    strategy's, alpha and beta ignored), BatchNorm recalibrated on trainA batches, and scores
+    it on val. Writes scores.json and scores.md, sorted by val cross-entropy, to --out.
+    """
     from autodeeplab.engine.search.score_run import load_scoring_run, write_score_table
     from autodeeplab.genotype import load_genotype
     from autodeeplab.space.single_path import check_genotype

@@ -3,71 +3,50 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
+from functools import partial
 from pathlib import Path
 
-from autodeeplab.cli.arguments import OVERWRITE_HELP, flag_overrides, for_data
+from autodeeplab.cli.arguments import (
+    add_again_options,
+    add_command,
+    add_set,
+    add_stage_options,
+    flag_overrides,
+    stage_overrides,
+)
 from autodeeplab.cli.messages import (
     Stopped,
     arch_never_updated,
-    print_search_memory,
     resume_command,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.stage import run_stage, stage_config
 
 __all__ = ["register"]
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search",
-        help="architecture search on a dataset (default: the built-in synthetic data)",
-        description="Hierarchical architecture search: writes genotype.json, search_log.jsonl, "
-        "checkpoints/ and the path and cell figures into --out.",
-    )
-    p.add_argument("--data", help="dataset spec, e.g. synthetic (default: the config's)")
-    p.add_argument("--out", default="runs/search", help="run directory (default: runs/search)")
-    p.add_argument("--config", help="YAML preset, e.g. configs/search/paper.yaml")
-    p.add_argument("--epochs", type=int, help="search epochs")
-    p.add_argument("--batch-size", type=int, help="images per step")
-    p.add_argument("--crop", type=int, help="crop (image) size in pixels")
-    p.add_argument("--seed", type=int, help="random seed")
+    p = add_command(sub, "search", _cmd_search)
+    add_stage_options(p, "search")
     p.add_argument(
         "--target-madds",
         metavar="BUDGET@HxW",
         help="cost-aware search: pull the found network (at retrain F=20) toward this "
         "Multi-Adds budget, e.g. 50G@1024x2048",
     )
-    again = p.add_mutually_exclusive_group()
-    again.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="CHECKPOINT",
-        help="resume from CHECKPOINT, or alone: the newest complete checkpoint in --out",
-    )
-    again.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set model.num_layers=8 (repeatable)",
-    )
+    add_again_options(p, "search")
+    add_set(p, "model.num_layers=8")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the resolved settings and the memory estimate, then exit",
     )
-    p.set_defaults(func=_cmd_search)
 
 
 def _add_decode(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("decode", help="decode the genotype of a search checkpoint")
+    p = add_command(sub, "decode", _cmd_decode)
     p.add_argument("checkpoint", help="a checkpoints/epoch_*.pt file of a search run")
     p.add_argument("--out", help="write the genotype JSON here (and the figures beside it)")
     p.add_argument(
@@ -75,47 +54,33 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
         choices=("relative", "literal"),  # search.decode.PATH_DECODES, without torch at start-up
         help="how the Viterbi scores the path (default: the run's search.path_decode)",
     )
-    p.set_defaults(func=_cmd_decode)
 
 
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
-    from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
+    """architecture search on a dataset (default: the built-in synthetic data)
+
+    Hierarchical architecture search: writes genotype.json, search_log.jsonl, checkpoints/ and the
+    path and cell figures into --out.
+    """
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.preflight import check_search_settings
     from autodeeplab.engine.search.loop import run_search
 
-    overrides = flag_overrides(
-        args,
-        (
-            ("data", "data.spec"),
-            ("epochs", "search.epochs"),
-            ("batch_size", "search.batch_size"),
-            ("crop", "data.crop"),
-            ("seed", "search.seed"),
-            ("target_madds", "search.target_madds"),
-        ),
-    )
-    # Without --config the CPU preset applies, so the bare command finishes on a laptop.
-    base = None if args.config else config_from_dict(CPU_SEARCH_PRESET, SearchConfig())
-    base = for_data(base, args.data)
-    cfg = load_config(args.config, [*overrides, *args.set], base=base)
+    madds = flag_overrides(args, (("target_madds", "search.target_madds"),))
+    overrides = [*stage_overrides(args, "search"), *madds, *args.set]
+    cfg = stage_config("search", args.config, args.data, overrides)
     info = dataset_info(cfg.data.spec)  # a bad --data fails here, before anything is printed
     out = Path(args.out)
-    # Before any work: every setting the run would refuse, and a folder that holds a run.
-    check_search_settings(cfg)
-    replaced = check_out_dir(out, "search", bool(args.resume), args.overwrite)
-    config_note = args.config or "built-in CPU preset"
-    print(
-        f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
-        f"B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} crop={cfg.data.crop} "
-        f"batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}",
-        file=sys.stderr,
+    check_search_settings(cfg)  # before any work: every setting the run would refuse
+    header = (
+        f"searching on {cfg.data.spec} ({args.config or 'built-in CPU preset'}): "
+        f"L={cfg.model.num_layers} B={cfg.model.num_blocks} F={cfg.model.filter_multiplier} "
+        f"crop={cfg.data.crop} batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}"
     )
-    print_search_memory(cfg, info.num_classes)
-    if args.dry_run:
+    memory = (cfg, info.num_classes)
+    result = run_stage(args, "search", header, partial(run_search, cfg), memory)
+    if result is None:  # --dry-run
         return 0
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
-        result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
         how = f"resume with: {resume_command('search', out)}"
         return Stopped("", f"saved {result.checkpoint}", how)
@@ -131,6 +96,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
+    """decode the genotype of a search checkpoint"""
     from autodeeplab.engine.search.loop import decode_checkpoint
     from autodeeplab.genotype import save_genotype
 
@@ -158,17 +124,16 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="report of a search run: alpha, beta, path and curves over the epochs",
-        description="Reads RUN_DIR/search_log.jsonl; writes RUN_DIR/report_search.md, "
-        "report_search.html and the figures in RUN_DIR/report_search/.",
-    )
+    p = add_command(sub, "report", _cmd_report)
     p.add_argument("run_dir", help="the --out folder of an 'autodeeplab search' run")
-    p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """report of a search run: alpha, beta, path and curves over the epochs
+
+    Reads RUN_DIR/search_log.jsonl; writes RUN_DIR/report_search.md, report_search.html and the
+    figures in RUN_DIR/report_search/.
+    """
     from autodeeplab.engine.search.report import render_search_report
 
     print(render_search_report(args.run_dir))

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from autodeeplab.config.data import DataConfig
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.trellis import PAPER_STEM
+from autodeeplab.trellis import SupernetSpec
 
 __all__ = [
     "CPU_SEARCH_PRESET",
@@ -19,32 +18,23 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class SearchModelConfig:
-    """The supernet: :class:`autodeeplab.space.SearchNetwork` arguments."""
+class SearchModelConfig(SupernetSpec):
+    """The supernet: the :class:`~autodeeplab.trellis.SupernetSpec` fields, and checkpointing.
 
-    num_layers: int = 12
-    num_blocks: int = 5
-    filter_multiplier: int = 8
-    strides: tuple[int, ...] = (4, 8, 16, 32)
-    primitives: tuple[str, ...] = PRIMITIVES
-    affine: bool = False
-    stem_channels: tuple[int, int, int] = PAPER_STEM.channels  # the paper's (SPEC.md §6.1)
+    Its keys, types and defaults are the spec's (one place for a new supernet argument);
+    ``checkpoint_cells`` adds the one that changes memory and time, not the network.
+    """
+
     # Activation checkpointing per cell: true, false, or auto (on where the peak without it
     # would take over half the device's memory; autodeeplab.space.memory).
     checkpoint_cells: bool | str = "auto"
-    # PC-DARTS partial channels K (beyond the paper): ops see 1/K of the channels, plus edge
-    # normalisation; 1 = off. K must divide filter_multiplier.
-    partial_channels: int = 1
-    # BatchNorm (not affine) after the pools of the search mixed op (SPEC.md §12.11), so a
-    # pool cannot win alpha by the scale of its output; false: the discrete net's plain pools.
-    pool_bn: bool = True
 
 
 def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
     """The keyword arguments of ``SearchNetwork`` (all but ``num_classes``) that ``model`` holds.
 
-    The section's fields are exactly the constructor's arguments; ``checkpoint_cells`` may
-    still be ``auto``, which the engine resolves before building.
+    The spec's fields and ``checkpoint_cells``, which may still be ``auto``: the engine
+    resolves it before building.
     """
     return {f.name: getattr(model, f.name) for f in fields(model)}
 

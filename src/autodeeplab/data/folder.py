@@ -45,6 +45,7 @@ from autodeeplab.data.base import (
     read_label,
     scan_dir,
 )
+from autodeeplab.data.pairs import read_list_lines
 from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys
 from autodeeplab.metrics import IGNORE_INDEX
 
@@ -57,7 +58,7 @@ _LABEL_SUFFIX = ".png"
 def _read_list(path: Path) -> list[str]:
     """Stems of a split list: first token of each line, minus an image suffix if it has one."""
     stems = []
-    for line in path.read_text().splitlines():
+    for line in read_list_lines(path):
         tokens = line.split()
         if not tokens:
             continue

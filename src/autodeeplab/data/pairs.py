@@ -24,10 +24,22 @@ __all__ = [
     "pair_by_key",
     "read_image",
     "read_label",
+    "read_list_lines",
     "scan_dir",
 ]
 
 Pair = tuple[Path, Path]
+
+
+def read_list_lines(path: Path) -> list[str]:
+    """The lines of a split list file; ValueError naming it if it is not UTF-8 text."""
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {exc.start}); a split list holds one file name a "
+            "line: rewrite it as UTF-8 or remove it"
+        ) from None
 
 
 def describe_values(values: Sequence[int] | np.ndarray) -> str:

@@ -30,6 +30,7 @@ from autodeeplab.data.base import (
     default_palette,
     identity_label_map,
 )
+from autodeeplab.data.pairs import read_list_lines
 
 __all__ = ["CLASS_NAMES", "PALETTE", "VOCDataset"]
 
@@ -73,7 +74,7 @@ _AUG_LISTS = (
 def _read_list(path: Path) -> list[str]:
     """Image ids of a split list: the stem of each line's first token."""
     ids = []
-    for line in path.read_text().splitlines():
+    for line in read_list_lines(path):
         tokens = line.split()
         if tokens:
             ids.append(Path(tokens[0]).stem)

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 
 from autodeeplab.config import SearchConfig, SearchLoopConfig, TrainConfig, TrainLoopConfig
-from autodeeplab.data import build_dataset
 from autodeeplab.engine.device import select_device
 from autodeeplab.engine.infer.evaluate import chance_level, evaluate_checkpoint
 from autodeeplab.engine.infer.predict import predict_samples
 from autodeeplab.engine.logs import read_jsonl
 from autodeeplab.engine.pipeline_report import write_report
 from autodeeplab.engine.search.loop import find_latest_checkpoint, run_search
+from autodeeplab.engine.train.data import split_dataset
 from autodeeplab.engine.train.loop import run_train
 from autodeeplab.engine.train.model import with_genotype
 from autodeeplab.model import count_multiply_adds, count_parameters, load_trained_model
@@ -106,13 +106,7 @@ def run_pipeline(
     metrics = evaluate_checkpoint(
         train.best_checkpoint, device=tcfg.train.device, out=out / "train" / "metrics.json"
     )
-    val_set = build_dataset(
-        tcfg.data.spec,
-        "val",
-        size=tcfg.data.crop,
-        seed=tcfg.train.seed,
-        num_samples=tcfg.data.val_samples,
-    )
+    val_set = split_dataset(tcfg, "val")  # without the longest-side resize: as stored
     loader = torch.utils.data.DataLoader(val_set, batch_size=1, shuffle=False)
     chance = chance_level(loader, len(metrics["per_class"]))
 

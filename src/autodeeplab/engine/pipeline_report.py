@@ -1,7 +1,8 @@
 """The Markdown report of a search -> retrain -> evaluate run.
 
 The figures it links are drawn by :mod:`autodeeplab.viz.run_report` from what the pipeline
-computed; this module only writes the text.
+computed; this module only writes the text (as :mod:`autodeeplab.engine.search.report` does
+for the search report, whose figures are :mod:`autodeeplab.viz.search_report`'s).
 """
 
 from __future__ import annotations

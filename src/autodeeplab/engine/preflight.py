@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from autodeeplab.config import SearchConfig, TrainConfig
-from autodeeplab.data import build_dataset, dataset_info, parse_spec
+from autodeeplab.config import SearchConfig, SearchLoopConfig, TrainConfig, TrainLoopConfig
+from autodeeplab.data import dataset_info
 from autodeeplab.data.split import split_indices
-from autodeeplab.data.transforms import train_transform, val_transform
+from autodeeplab.data.transforms import train_transform
 from autodeeplab.distributed import get_world_size
 from autodeeplab.engine.device import compile_backend, select_device
 from autodeeplab.engine.guards import check_loop_options, resolve_amp
-from autodeeplab.engine.search.data import check_search_crop
+from autodeeplab.engine.search.data import check_search_crop, search_datasets
 from autodeeplab.engine.search.loop import supernet
 from autodeeplab.engine.search.strategies import check_strategy
+from autodeeplab.engine.train.data import split_dataset
 from autodeeplab.engine.train.model import build_train_model
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.cost import parse_madds_target
@@ -54,12 +55,22 @@ def _check_training_memory(model: torch.nn.Module, device: torch.device) -> None
         )
 
 
-def _check_batch(section: str, batch_size: int, world: int) -> None:
-    if batch_size % world:
+def _check_processes(section: str, loop: SearchLoopConfig | TrainLoopConfig) -> torch.device:
+    """The loop's batch shared by the processes, its device, AMP and SyncBatchNorm; the device."""
+    world = get_world_size()
+    if loop.batch_size % world:
         raise ValueError(
-            f"{section}.batch_size={batch_size} cannot be shared by {world} processes; use a "
-            f"multiple of {world} (each process takes batch_size / {world})"
+            f"{section}.batch_size={loop.batch_size} cannot be shared by {world} processes; "
+            f"use a multiple of {world} (each process takes batch_size / {world})"
         )
+    device = select_device(loop.device)
+    resolve_amp(loop.amp, device, f"{section}.amp")
+    if loop.sync_bn and world > 1 and device.type != "cuda":
+        raise ValueError(
+            f"{section}.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+            f"set {section}.sync_bn=false"
+        )
+    return device
 
 
 def check_search_settings(cfg: SearchConfig) -> int:
@@ -72,32 +83,11 @@ def check_search_settings(cfg: SearchConfig) -> int:
     check_loop_options("search", loop.nonfinite, loop.max_skipped, loop.amp)
     check_strategy(loop.strategy)
     check_search_crop(cfg)
-    world = get_world_size()
-    _check_batch("search", loop.batch_size, world)
-    device = select_device(loop.device)
-    resolve_amp(loop.amp, device, "search.amp")
-    if loop.sync_bn and world > 1 and device.type != "cuda":
-        raise ValueError(
-            "search.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
-            "set search.sync_bn=false"
-        )
+    _check_processes("search", loop)
     if loop.target_madds:
         parse_madds_target(loop.target_madds)
     num_classes = dataset_info(d.spec).num_classes
-    synthetic = parse_spec(d.spec)[0] == "synthetic"
-    train_tf = None if synthetic else train_transform(d.crop, d.scale, longest_side=d.longest_side)
-    val_tf = None if synthetic else val_transform(d.longest_side)
-    train = build_dataset(
-        d.spec,
-        "train",
-        size=d.crop,
-        seed=loop.seed,
-        num_samples=d.train_samples,
-        transform=train_tf,
-    )
-    build_dataset(
-        d.spec, "val", size=d.crop, seed=loop.seed, num_samples=d.val_samples, transform=val_tf
-    )
+    train, _, _ = search_datasets(cfg)  # the search's own set-up: every file its listing names
     train_a, train_b = split_indices(len(train), loop.seed, loop.split_fraction)
     if min(len(train_a), len(train_b)) < loop.batch_size:
         raise ValueError(
@@ -127,24 +117,13 @@ def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> 
         raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
     check_loop_options("train", loop.nonfinite, loop.max_skipped, loop.amp)
     compile_backend(loop.compile, "train.compile")
-    world = get_world_size()
-    _check_batch("train", loop.batch_size, world)
-    device = select_device(loop.device)
-    resolve_amp(loop.amp, device, "train.amp")
-    if loop.sync_bn and world > 1 and device.type != "cuda":
-        raise ValueError(
-            "train.sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
-            "set train.sync_bn=false"
-        )
+    device = _check_processes("train", loop)
     num_classes = dataset_info(d.spec).num_classes
     with torch.device("meta"):  # the constructor's checks, without allocating the weights
         model = build_train_model(cfg, num_classes, genotype)
     _check_training_memory(model, device)
     train_transform(d.crop, d.scale, longest_side=d.longest_side)  # its checks only
-    sizes = {}
-    for split, num_samples in (("train", d.train_samples), ("val", d.val_samples)):
-        dataset = build_dataset(d.spec, split, size=d.crop, seed=loop.seed, num_samples=num_samples)
-        sizes[split] = len(dataset)
+    sizes = {split: len(split_dataset(cfg, split)) for split in ("train", "val")}
     if sizes["train"] < loop.batch_size:
         raise ValueError(
             f"the training set has {sizes['train']} images, fewer than the batch size "

@@ -13,8 +13,9 @@ zero, is never computed. The cell also accepts H^{l-1} stacked along the batch f
 to three incoming directions of a trellis node, with H^{l-2} given once: the mixed op of
 H^{l-2} then runs on N samples and is broadcast over the directions.
 
-Edges are numbered as in DARTS: block i's edges come after those of blocks 0..i-1 and list
-the states 0..i+1 in order (0 = H^{l-2}, 1 = H^{l-1}, k >= 2 = block k-1).
+Edges are numbered as in DARTS (:func:`autodeeplab.trellis.edge_index`): block i's edges
+come after those of blocks 0..i-1 and list the states 0..i+1 in order (0 = H^{l-2},
+1 = H^{l-1}, k >= 2 = block k-1).
 
 Partial channels (PC-DARTS, Xu et al., ICLR 2020; beyond the paper): with
 ``partial_channels`` K > 1 a mixed op runs its candidate ops on the first C/K channels of
@@ -36,18 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autodeeplab.ops import OPS, Pool
+from autodeeplab.trellis import edge_index, num_edges
 
 __all__ = ["MixedOp", "SearchCell", "edge_index", "edge_softmax", "num_edges", "state_edges"]
-
-
-def num_edges(num_blocks: int) -> int:
-    """Edges of a cell with ``num_blocks`` blocks: 2 + 3 + ... + (B+1) (20 for B=5)."""
-    return num_blocks * (num_blocks + 3) // 2
-
-
-def edge_index(block: int, state: int) -> int:
-    """Row of alpha for the edge from hidden state ``state`` into block ``block`` (0-based)."""
-    return block * (block + 3) // 2 + state
 
 
 def state_edges(state: int, num_blocks: int) -> list[int]:

@@ -32,13 +32,16 @@ from torch import Tensor
 
 from autodeeplab.genotype import Genotype
 from autodeeplab.ops import op_spec
-from autodeeplab.space.cell import edge_index, num_edges
 from autodeeplab.trellis import (
     ASPP_CHANNELS,
     DECODER_CHANNELS,
     LOW_LEVEL_CHANNELS,
+    SupernetSpec,
     Trellis,
+    direction,
+    edge_index,
     level_sizes,
+    num_edges,
 )
 
 __all__ = ["CostModel", "parse_madds_target", "MaddsTarget"]
@@ -113,6 +116,27 @@ class CostModel:
                     )
         self.op_cost = table
         self._pre: list[Tensor] | None = None
+        # The trellis's edges as index tensors: (layer, source, target, direction).
+        self._edges = torch.tensor(self.trellis.edges(), dtype=torch.long).T
+
+    @classmethod
+    def of_space(
+        cls,
+        spec: SupernetSpec,
+        num_classes: int,
+        filter_multiplier: int,
+        size: tuple[int, int],
+    ) -> CostModel:
+        """The cost model of the search space ``spec`` describes, priced at a retrain F."""
+        return cls(
+            spec.num_layers,
+            spec.num_blocks,
+            spec.primitives,
+            spec.num_levels,
+            num_classes,
+            filter_multiplier,
+            size,
+        )
 
     def width(self, level: int) -> int:
         """Block width F * 2**level."""
@@ -154,9 +178,8 @@ class CostModel:
         """(L, lev, lev): P(level t at layer l+1 | level s at layer l); layer 0 = the stem."""
         nlev = self.num_levels
         trans = torch.zeros(self.num_layers, nlev, nlev, dtype=beta.dtype, device=beta.device)
-        for d in range(3):
-            src = torch.arange(max(0, 1 - d), min(nlev, nlev + 1 - d))
-            trans[:, src, src + d - 1] = beta[:, src, d]
+        layer, src, tgt, d = self._edges.to(beta.device)
+        trans[layer, src, tgt] = beta[layer, src, d]
         return trans
 
     def _preprocess_cost(self, layer: int) -> Tensor:
@@ -226,6 +249,6 @@ class CostModel:
         beta = torch.zeros(self.num_layers, self.num_levels, 3, dtype=torch.float64)
         prev = 0
         for layer, level in enumerate(path):
-            beta[layer, prev, level - prev + 1] = 1.0
+            beta[layer, prev, direction(prev, level)] = 1.0
             prev = level
         return self.expected(alpha_weights, beta)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from autodeeplab.genotype import Genotype
-from autodeeplab.space.cell import edge_index, num_edges
+from autodeeplab.trellis import direction, edge_index, num_edges
 
 __all__ = [
     "PATH_DECODES",
@@ -109,8 +109,8 @@ def _viterbi(scores: np.ndarray, keep: int) -> list[tuple[float, tuple[int, ...]
         new: list[list[tuple[float, tuple[int, ...]]]] = [[] for _ in range(nlev)]
         for target in range(nlev):
             cands = []
-            for d in range(3):
-                src = target - d + 1
+            for src in (target + 1, target, target - 1):
+                d = direction(src, target)
                 if 0 <= src < nlev and np.isfinite(scores[layer, src, d]):
                     s = scores[layer, src, d]
                     cands += [(score + s, path + (target,)) for score, path in best[src]]
@@ -162,7 +162,7 @@ def path_score(
     scores = _transition_scores(beta_weights, mode)
     total, prev = 0.0, 0
     for layer, level in enumerate(path):
-        d = level - prev + 1
+        d = direction(prev, level)
         if not 0 <= d < 3 or not 0 <= level < scores.shape[1]:
             return float("-inf")
         total += float(scores[layer, prev, d])

@@ -1,8 +1,9 @@
 """What a supernet holds, counted from its structure without building it: weights, BatchNorm
 buffers, and the activations autograd saves in one search step.
 
-The structure comes from :class:`autodeeplab.trellis.Trellis` (nodes, levels, widths, the
-stem) and the profiles declared beside each part: every op's (:class:`autodeeplab.ops.OpSpec`),
+The supernet is described by a :class:`autodeeplab.trellis.SupernetSpec`; its structure
+comes from the spec's :class:`autodeeplab.trellis.Trellis` (nodes, levels, widths, the stem)
+and the profiles declared beside each part: every op's (:class:`autodeeplab.ops.OpSpec`),
 the resampling edges' (:class:`autodeeplab.trellis.Resample`) and the stem's
 (:class:`autodeeplab.trellis.StemSpec`). The counts are exact for weights and buffers and
 within a few percent of ``saved_tensors_hooks`` for the activations (tests/space/test_memory.py);
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from autodeeplab.ops import PRIMITIVES, OpSpec, op_spec
-from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve, level_sizes
+from autodeeplab.ops import OpSpec, op_spec
+from autodeeplab.trellis import PAPER_SUPERNET, Resample, SupernetSpec, halve, level_sizes
 
 __all__ = ["saved_activation_bytes", "search_parameter_count"]
 
@@ -25,21 +26,14 @@ def _specs(primitives: Sequence[str]) -> list[OpSpec]:
 
 
 def search_parameter_count(
-    num_classes: int,
-    num_layers: int = 12,
-    num_blocks: int = 5,
-    filter_multiplier: int = 8,
-    strides: Sequence[int] = (4, 8, 16, 32),
-    primitives: Sequence[str] = PRIMITIVES,
-    affine: bool = False,
-    partial_channels: int = 1,
-    stem_channels: Sequence[int] = PAPER_STEM.channels,
-    pool_bn: bool = True,
+    num_classes: int, spec: SupernetSpec = PAPER_SUPERNET
 ) -> tuple[int, int]:
     """(weight parameters, BatchNorm buffer elements) of a SearchNetwork, without building it."""
-    stem = StemSpec(tuple(stem_channels))
-    trellis = Trellis(num_layers, len(strides), num_blocks, filter_multiplier, stem)
-    specs = _specs(primitives)
+    trellis = spec.trellis()
+    stem = trellis.stem
+    num_layers, num_blocks, affine = spec.num_layers, spec.num_blocks, spec.affine
+    partial_channels, pool_bn = spec.partial_channels, spec.pool_bn
+    specs = _specs(spec.primitives)
     weights, bn_buffers = stem.weight_count(), stem.buffer_count()
     for node in trellis.nodes():
         layer, level, width = node.layer, node.level, trellis.width(node.level)
@@ -103,30 +97,25 @@ def saved_activation_bytes(
     crop: int,
     batch_size: int,
     num_classes: int = 19,
-    num_layers: int = 12,
-    num_blocks: int = 5,
-    filter_multiplier: int = 8,
-    strides: Sequence[int] = (4, 8, 16, 32),
-    primitives: Sequence[str] = PRIMITIVES,
-    partial_channels: int = 1,
+    spec: SupernetSpec = PAPER_SUPERNET,
+    *,
     checkpoint_cells: bool = False,
     arch_step: bool = True,
     bytes_per_element: int = 4,
-    stem_channels: Sequence[int] = PAPER_STEM.channels,
-    pool_bn: bool = True,
 ) -> tuple[int, int]:
     """(bytes autograd saves in one search step, bytes of its largest single activation).
 
     ``arch_step``: the architecture step (weights frozen, alpha/beta learn) or the w step.
     Counted per node from the channel counts and spatial sizes of the trellis.
     """
-    stem = StemSpec(tuple(stem_channels))
-    trellis = Trellis(num_layers, len(strides), num_blocks, filter_multiplier, stem)
+    trellis = spec.trellis()
+    stem = trellis.stem
+    num_layers, pool_bn = spec.num_layers, spec.pool_bn
     # Pixels by level + 1: the stem's stride-2 output (level -1), then levels 0, 1, ...
     stem0 = halve((crop, crop))
-    pixels = [stem0[0] * stem0[1]] + [h * w for h, w in level_sizes((crop, crop), len(strides))]
-    specs = _specs(primitives)
-    n, b, p = batch_size, num_blocks, partial_channels
+    pixels = [stem0[0] * stem0[1]] + [h * w for h, w in level_sizes((crop, crop), spec.num_levels)]
+    specs = _specs(spec.primitives)
+    n, b, p = batch_size, spec.num_blocks, spec.partial_channels
     saved = 0.0  # elements
     largest = float(n * 3 * crop * crop)
     cells: list[float] = []

@@ -63,14 +63,11 @@ the same count plus a 600 MiB context.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.space.cell import num_edges
 from autodeeplab.space.footprint import saved_activation_bytes, search_parameter_count
-from autodeeplab.trellis import PAPER_STEM
+from autodeeplab.trellis import PAPER_SUPERNET, SupernetSpec, num_edges
 
 __all__ = [
     "AUTO_CHECKPOINT_SHARE",
@@ -122,27 +119,19 @@ def estimate_search_memory(
     crop: int,
     batch_size: int,
     num_classes: int = 19,
+    spec: SupernetSpec = PAPER_SUPERNET,
     *,
-    num_layers: int = 12,
-    num_blocks: int = 5,
-    filter_multiplier: int = 8,
-    strides: Sequence[int] = (4, 8, 16, 32),
-    primitives: Sequence[str] = PRIMITIVES,
-    affine: bool = False,
-    stem_channels: Sequence[int] = PAPER_STEM.channels,
     checkpoint_cells: bool | str = False,
-    partial_channels: int = 1,
-    pool_bn: bool = True,
     amp: str = "off",
     device: str = "cpu",
     world_size: int = 1,
     available: int | None = None,
 ) -> MemoryEstimate:
-    """Estimated peak memory of a search of the supernet these arguments describe.
+    """Estimated peak memory of a search of the supernet ``spec`` describes.
 
-    The keyword arguments from ``num_layers`` to ``pool_bn`` are SearchNetwork's (the config's
-    ``model`` section; ``checkpoint_cells`` may be ``auto``). ``crop``, ``batch_size`` (the
-    whole step's) and ``amp`` are the search's. ``device``: ``cpu`` (peak resident memory) or
+    ``spec``: the supernet (the config's ``model`` section is one); ``checkpoint_cells``:
+    SearchNetwork's, or ``auto``. ``crop``, ``batch_size`` (the whole step's) and ``amp``
+    are the search's. ``device``: ``cpu`` (peak resident memory) or
     ``cuda`` (peak device memory, context included). ``world_size``: processes under
     torchrun; each holds batch_size / world_size images. ``available``: the device's memory
     in bytes, which ``checkpoint_cells=auto`` weighs (:func:`resolve_checkpoint_cells`). Per
@@ -167,15 +156,7 @@ def _estimate(
     crop: int,
     batch_size: int,
     num_classes: int,
-    num_layers: int,
-    num_blocks: int,
-    filter_multiplier: int,
-    strides: Sequence[int],
-    primitives: Sequence[str],
-    affine: bool,
-    stem_channels: Sequence[int],
-    partial_channels: int,
-    pool_bn: bool,
+    spec: SupernetSpec,
     amp: str,
     device: str,
     world_size: int,
@@ -183,20 +164,10 @@ def _estimate(
     """The estimate with checkpoint_cells decided."""
     half = amp in ("bf16", "fp16") or (amp == "auto" and device == "cuda")
     batch = max(1, batch_size // max(1, world_size))
-    common = {
-        "num_classes": num_classes,
-        "num_layers": num_layers,
-        "num_blocks": num_blocks,
-        "filter_multiplier": filter_multiplier,
-        "strides": strides,
-        "primitives": primitives,
-        "partial_channels": partial_channels,
-        "stem_channels": stem_channels,
-        "pool_bn": pool_bn,
-    }
-    weights, buffers = search_parameter_count(affine=affine, **common)
+    weights, buffers = search_parameter_count(num_classes, spec)
     # alpha and beta, each with Adam's two moments.
-    arch = 3 * num_edges(num_blocks) * len(primitives) + 3 * 3 * (num_layers * len(strides) * 3)
+    arch = 3 * num_edges(spec.num_blocks) * len(spec.primitives)
+    arch += 3 * 3 * (spec.num_layers * spec.num_levels * 3)
     # Between steps only the weights, SGD's momentum, the BatchNorm buffers and alpha/beta
     # with Adam's two moments are kept: the engine frees the gradients (set_to_none) before
     # the forward pass and after the optimiser step.
@@ -206,10 +177,11 @@ def _estimate(
         a, big = saved_activation_bytes(
             crop,
             batch,
+            num_classes,
+            spec,
             checkpoint_cells=checkpoint_cells,
             arch_step=arch_step,
             bytes_per_element=2 if half else 4,
-            **common,
         )
         # Its backward pass: the gradients in flight and the allocator's slack; the w step
         # also builds the weights' gradients (fp32, the weights' size) while it frees the
@@ -233,7 +205,7 @@ def _estimate(
         checkpoint_cells=bool(checkpoint_cells),
         crop=crop,
         batch_size=batch_size,
-        partial_channels=partial_channels,
+        partial_channels=spec.partial_channels,
     )
 
 

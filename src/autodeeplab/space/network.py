@@ -44,19 +44,23 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
-from autodeeplab.ops import PRIMITIVES, resize
+from autodeeplab.ops import resize
 from autodeeplab.space.arguments import check_args, check_partial_channels
-from autodeeplab.space.cell import MixedOp, SearchCell, edge_softmax, num_edges, state_edges
+from autodeeplab.space.cell import MixedOp, SearchCell, edge_softmax, state_edges
 from autodeeplab.space.decode import decode
 from autodeeplab.space.head import SearchHead
-from autodeeplab.space.relaxation import (
-    beta_mask,
-    beta_probabilities,
-    cell_decode_weights,
-    masked_softmax,
-)
+from autodeeplab.space.relaxation import beta_probabilities, cell_decode_weights, masked_softmax
 from autodeeplab.space.single_path import build_path_edges, single_path_forward
-from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve
+from autodeeplab.trellis import (
+    PAPER_STEM,
+    Resample,
+    StemSpec,
+    SupernetSpec,
+    beta_mask,
+    direction,
+    halve,
+    num_edges,
+)
 
 __all__ = [
     "SearchNetwork",
@@ -149,56 +153,41 @@ class SearchNetwork(nn.Module):
 
     Args:
         num_classes: output classes.
-        num_layers: L, trellis layers after the stem.
-        num_blocks: B, blocks per cell.
-        filter_multiplier: F; a node at stride s outputs B * F * s / 4 channels.
-        strides: the trellis levels, consecutive doublings from 4 (paper: 4, 8, 16, 32).
-        primitives: candidate op names, keys of ``autodeeplab.ops.OPS``.
-        affine: affine BatchNorm inside the ops and resampling edges.
+        spec: the supernet's :class:`~autodeeplab.trellis.SupernetSpec` (L, B, F, strides,
+            ops...), or its fields as arguments, positionally after ``num_classes`` or by
+            name: ``SearchNetwork(19, num_layers=4)`` is ``SearchNetwork(19,
+            spec=SupernetSpec(num_layers=4))``.
         checkpoint_cells: recompute each cell's activations in the backward pass instead of
             storing them (activation checkpointing): much less memory for about one more
             forward pass of compute, and the same results: the recomputation leaves the
             BatchNorm running statistics as the forward pass set them.
-        partial_channels: K of PC-DARTS partial-channel connections; 1 (off) is the paper.
-            With K > 1 each mixed op runs on 1/K of its channels (about K times less op
-            memory and compute) and edge normalisation (``gamma``) is added. K must divide
-            every block width F * 2**level, i.e. F.
-        pool_bn: BatchNorm (not affine) after the pooling ops of the mixed op (SPEC.md
-            §12.11), so a pool cannot win alpha by its output's scale; False is the mixed op
-            without it, as in the discrete network.
     """
 
     def __init__(
         self,
         num_classes: int,
-        num_layers: int = 12,
-        num_blocks: int = 5,
-        filter_multiplier: int = 8,
-        strides: Sequence[int] = (4, 8, 16, 32),
-        primitives: Sequence[str] = PRIMITIVES,
-        affine: bool = False,
-        stem_channels: Sequence[int] = PAPER_STEM.channels,
+        *args: Any,
+        spec: SupernetSpec | None = None,
         checkpoint_cells: bool = False,
-        partial_channels: int = 1,
-        pool_bn: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
+        if spec is None:
+            spec = SupernetSpec(*args, **kwargs)
+        elif args or kwargs:
+            raise TypeError("SearchNetwork takes a spec or the spec's fields, not both")
+        self.spec = spec = spec.supernet_spec()
         # The constructor's arguments, JSON-ready: a search checkpoint stores them, and
-        # decoding one reads the architecture's shape from them (engine/search_checkpoints).
+        # decoding one reads the architecture's shape from them (engine/search/checkpoints).
         self.model_kwargs: dict[str, Any] = {
             "num_classes": num_classes,
-            "num_layers": num_layers,
-            "num_blocks": num_blocks,
-            "filter_multiplier": filter_multiplier,
-            "strides": list(strides),
-            "primitives": list(primitives),
-            "affine": affine,
-            "stem_channels": list(stem_channels),
+            **spec.kwargs(),
             "checkpoint_cells": checkpoint_cells,
-            "partial_channels": partial_channels,
-            "pool_bn": pool_bn,
         }
         self.checkpoint_cells = checkpoint_cells
+        num_layers, num_blocks, strides = spec.num_layers, spec.num_blocks, spec.strides
+        filter_multiplier, primitives = spec.filter_multiplier, spec.primitives
+        affine, partial_channels, pool_bn = spec.affine, spec.partial_channels, spec.pool_bn
         check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
         check_partial_channels(partial_channels, filter_multiplier)
         self.partial_channels = partial_channels
@@ -206,9 +195,8 @@ class SearchNetwork(nn.Module):
         self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
         self.primitives = tuple(primitives)
         self.num_levels = nlev = len(self.strides)
-        stem = StemSpec(tuple(stem_channels))
-        self.trellis = trellis = Trellis(num_layers, nlev, num_blocks, filter_multiplier, stem)
-        self.stem = SearchStem(stem)
+        self.trellis = trellis = spec.trellis()
+        self.stem = SearchStem(trellis.stem)
         layers, incoming, counts = [], [], []
         nodes = trellis.nodes()
         for layer in range(1, num_layers + 1):
@@ -230,8 +218,8 @@ class SearchNetwork(nn.Module):
                         pool_bn,
                     )
                 )
-                # beta[layer-1, source level, direction] with direction = target - source + 1.
-                incoming += [((layer - 1) * nlev + s) * 3 + (level - s + 1) for s in sources]
+                # Flat indices of beta[layer - 1, source level, direction] of the edges in.
+                incoming += [((layer - 1) * nlev + s) * 3 + direction(s, level) for s in sources]
                 counts.append(len(sources))
             layers.append(nn.ModuleList(modules))
         self.layers = nn.ModuleList(layers)
@@ -264,7 +252,7 @@ class SearchNetwork(nn.Module):
         if self.path_edges is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                edges = build_path_edges(self.trellis, self.model_kwargs["affine"])
+                edges = build_path_edges(self.trellis, self.spec.affine)
             self.path_edges = edges.to(self.alpha.device, self.alpha.dtype).train(self.training)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:

@@ -2,8 +2,8 @@
 
 alpha (E, K) is softmaxed over each edge's ops (Eq. 2); PC-DARTS's gamma (E,) over the
 edges into each block; beta (L, levels, 3) over each node's *existing outgoing* edges
-(Eq. 7, SPEC.md §12.1), which :func:`beta_mask` marks. :class:`SearchNetwork
-<autodeeplab.space.network.SearchNetwork>` applies them to its parameters; the functions
+(Eq. 7, SPEC.md §12.1), which :func:`~autodeeplab.trellis.beta_mask` marks.
+:class:`~autodeeplab.space.network.SearchNetwork` applies them to its parameters; the functions
 here also work on a checkpoint's tensors, without the network.
 """
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autodeeplab.space.cell import edge_softmax
-from autodeeplab.trellis import levels_at
+from autodeeplab.trellis import beta_mask
 
 __all__ = ["beta_mask", "beta_probabilities", "cell_decode_weights", "masked_softmax"]
 
@@ -30,21 +30,6 @@ def cell_decode_weights(alpha: Tensor, gamma: Tensor | None, num_blocks: int) ->
     if gamma is None:
         return weights
     return weights * edge_softmax(gamma, num_blocks).unsqueeze(-1)
-
-
-def beta_mask(num_layers: int, num_levels: int) -> Tensor:
-    """True where beta[l, source level, direction] is an edge of the trellis (L, levels, 3).
-
-    Row l holds the edges from layer l (0 = the stem) into layer l + 1; direction
-    d = 0, 1, 2 goes to level source - 1, source, source + 1.
-    """
-    mask = torch.zeros(num_layers, num_levels, 3, dtype=torch.bool)
-    for layer in range(1, num_layers + 1):
-        targets = levels_at(layer, num_levels)
-        for src in levels_at(layer - 1, num_levels):
-            for d in range(3):
-                mask[layer - 1, src, d] = (src + d - 1) in targets
-    return mask
 
 
 def masked_softmax(beta: Tensor, mask: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Every drawing: the genotype (path and cell), run-report figures, and mask overlays."""
+"""Every drawing: the genotype (path and cell), the search and run reports' figures, overlays."""
 
 from autodeeplab.viz.genotype import render_cell, render_genotype, render_path
 from autodeeplab.viz.overlay import colorize, overlay, save_png

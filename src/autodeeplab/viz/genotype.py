@@ -22,6 +22,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from autodeeplab.genotype import Genotype
+from autodeeplab.trellis import edges as trellis_edges
 from autodeeplab.trellis import levels_at
 from autodeeplab.viz._figure import arrow, new_figure, save_figure
 from autodeeplab.viz.cell import render_cell
@@ -41,17 +42,6 @@ _BETA_COLOR = "#4d4d4d"
 def _num_levels_at(x: int, num_levels: int) -> int:
     """Levels that exist at column x (0 = stem, l = layer l): the stem only has level 0."""
     return len(levels_at(x, num_levels))
-
-
-def _transitions(num_layers: int, num_levels: int) -> list[tuple[int, int, int]]:
-    """Every trellis edge as (column, source level, direction -1/0/+1), in a fixed order."""
-    edges = []
-    for x in range(num_layers):
-        for i in range(_num_levels_at(x, num_levels)):
-            for d in (-1, 0, 1):
-                if 0 <= i + d < _num_levels_at(x + 1, num_levels):
-                    edges.append((x, i, d))
-    return edges
 
 
 def _check_beta(beta: np.ndarray | None, num_layers: int, num_levels: int) -> np.ndarray | None:
@@ -123,13 +113,13 @@ def render_path(
     head = max(7.0, diam * 0.75)
 
     # Possible transitions: light grey, or shaded by beta. y = -level puts stride 4 on top.
-    edges = _transitions(num_layers, num_levels)
-    segs = [((x, -i), (x + 1, -(i + d))) for x, i, d in edges]
+    edges = trellis_edges(num_layers, num_levels)  # column = the layer an edge leaves
+    segs = [((e.layer, -e.source), (e.layer + 1, -e.target)) for e in edges]
     if probs is None:
         colors: list | str = _GRID_EDGE
         widths: list[float] | float = 1.0
     else:
-        p = np.array([np.clip(probs[x, i, d + 1], 0.0, 1.0) for x, i, d in edges])
+        p = np.array([np.clip(probs[e.layer, e.source, e.direction], 0.0, 1.0) for e in edges])
         grey = 0.9 - 0.3 * p  # stays light, so the dashed max-beta arrows stand out
         colors = [(g, g, g, 1.0) for g in grey]
         widths = list(0.6 + 2.4 * p)
@@ -141,15 +131,16 @@ def render_path(
 
     if probs is not None:
         # Fig. 3: the max-beta edge out of each node, whether or not the path takes it.
-        for x in range(num_layers):
-            for i in range(_num_levels_at(x, num_levels)):
-                dirs = [d for d in (-1, 0, 1) if 0 <= i + d < _num_levels_at(x + 1, num_levels)]
-                best = max(dirs, key=lambda d: probs[x, i, d + 1])  # first max on ties
-                if probs[x, i, best + 1] <= 0:
-                    continue  # no probability mass: the node is unused
-                ends = ((x, -i), (x + 1, -(i + best)))
-                style = {"ls": (0, (4, 2)), "lw": max(0.8, lw_path * 0.55), "zorder": 3}
-                arrow(ax, *ends, mutation_scale=head * 0.7, color=_BETA_COLOR, **style, **shrink)
+        out_of: dict[tuple[int, int], list] = {}
+        for e in edges:
+            out_of.setdefault((e.layer, e.source), []).append(e)
+        for out in out_of.values():
+            best = max(out, key=lambda e: probs[e.layer, e.source, e.direction])  # first max
+            if probs[best.layer, best.source, best.direction] <= 0:
+                continue  # no probability mass: the node is unused
+            ends = ((best.layer, -best.source), (best.layer + 1, -best.target))
+            style = {"ls": (0, (4, 2)), "lw": max(0.8, lw_path * 0.55), "zorder": 3}
+            arrow(ax, *ends, mutation_scale=head * 0.7, color=_BETA_COLOR, **style, **shrink)
 
     # The decoded path, from the stem (column 0, level 0) through layers 1..L.
     levels = (0, *path)

@@ -1,7 +1,8 @@
 """The figures of a run report: training curves, and image | truth | prediction strips.
 
 These functions only draw: the engine reads the training log and runs the network, and
-hands in plain records and arrays.
+hands in plain records and arrays; :mod:`autodeeplab.engine.pipeline_report` writes the
+report's text.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ import pytest
 from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.engine.compare.compare import handmade_path, plan_compare, run_compare
-from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype, save_genotype
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, load_genotype, random_genotype
 
 from ..conftest import TINY_TRAIN
+from .fakes import compare_config, copy_search, fake_training
 
 
 def test_handmade_path_is_deeplabv3_like() -> None:
@@ -26,17 +27,6 @@ def _searched(layers: int = 6, levels: int = 3) -> Genotype:
     import random
 
     return random_genotype(random.Random(7), layers, 5, levels)
-
-
-def _tiny_search(tmp_path: Path) -> Path:
-    """A finished search's folder: its genotype (L=3, strides 4-8) and its config.yaml."""
-    search = tmp_path / "search"
-    search.mkdir()
-    save_genotype(_searched(layers=3, levels=2), search / "genotype.json")
-    (search / "config.yaml").write_text(
-        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
-    )
-    return search
 
 
 def test_plan_matches_cost_and_is_reproducible() -> None:
@@ -81,16 +71,12 @@ def test_plan_says_when_no_random_genotype_fits() -> None:
 
 
 @pytest.mark.slow
-def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, capsys) -> None:
-    search = tmp_path / "search"
-    search.mkdir()
-    searched = _searched(layers=3, levels=2)
-    save_genotype(searched, search / "genotype.json")
-    cfg = SearchConfig()
-    (search / "config.yaml").write_text(
-        "model:\n  num_layers: 3\n  strides: [4, 8]\n", encoding="utf-8"
-    )
-    assert cfg.model.num_layers == 12  # the run's own config.yaml is what counts
+def test_compare_end_to_end_resumes_and_skips_finished_runs(
+    tmp_path: Path, capsys, tiny_search_run: Path
+) -> None:
+    search = copy_search(tiny_search_run, tmp_path / "search")
+    # The run's own config.yaml (L=2, two levels) is what counts, not the default space.
+    assert SearchConfig().model.num_layers == 12
     out = tmp_path / "cmp"
     argv = [
         "compare",
@@ -124,15 +110,20 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
     again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
     assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
     assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]
+    # Each result records the digest of what produced it, its best checkpoint included.
+    assert all(len(r["digest"]) == 64 and set(r["produced_by"]) == {"genotype", "config",
+               "checkpoint"} for r in again.results)  # fmt: skip
 
 
 @pytest.mark.slow
-def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
+def test_compare_processes_share_an_out_folder(
+    tmp_path: Path, capsys, tiny_search_run: Path
+) -> None:
     """A network locked by another process is skipped, then waited for; a dead one's is taken."""
     import subprocess
     import sys
 
-    search = _tiny_search(tmp_path)
+    search = copy_search(tiny_search_run, tmp_path / "search")
     out = tmp_path / "cmp"
     first = out / "runs" / "searched_seed0"
     first.mkdir(parents=True)
@@ -177,40 +168,45 @@ def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
 def _finished_compare(out: Path, entries: list, tcfg: TrainConfig) -> None:
     """Fake finished runs of ``entries`` under ``out``/runs, as a compare leaves them."""
     from autodeeplab.config import save_config
-    from autodeeplab.engine.compare.compare import _entry_config
+    from autodeeplab.engine.compare.results import entry_config, seal
 
     for k, entry in enumerate(entries):
         folder = out / "runs" / f"other_{k}"  # another comparison's names
-        cfg = _entry_config(entry, tcfg, folder)
-        (folder / "train").mkdir()
+        cfg = entry_config(entry, tcfg, folder)
         save_config(cfg, folder / "train" / "config.yaml")
+        checkpoint = folder / "train" / "checkpoints" / "best.pt"
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(b"weights %d" % k)
         result = {"name": f"other_{k}", "kind": "random", "seed": entry.seed, "madds": 1,
                   "genotype": entry.genotype.to_dict(), "parameters": 10 + k,
                   "val_miou": 0.1 + k / 100, "miou": 0.2 + k / 100, "test_miou": 0.2 + k / 100,
                   "split": "test", "best_iteration": 4, "seconds": 1.0}  # fmt: skip
+        seal(result, entry.genotype, cfg, checkpoint)
         (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
         (folder / "metrics_test.json").write_text('{"miou": 0.5}', encoding="utf-8")
 
 
-def _earlier_compare(tmp_path: Path) -> tuple[Path, TrainConfig, list, Path]:
+def _earlier_compare(tmp_path: Path, finished: Path) -> tuple[Path, TrainConfig, list, Path]:
     """A tiny search, its retraining config, its plan, and a faked earlier comparison of it."""
-    search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    search = copy_search(finished, tmp_path / "search")
+    tcfg = compare_config()
     search_cfg = load_config(search / "config.yaml")
-    entries = plan_compare(_searched(layers=3, levels=2), search_cfg, tcfg, 8, (64, 64), 1, 1, 0.5)
+    searched = load_genotype(search / "genotype.json")
+    entries = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), 1, 1, 0.5)
     earlier = tmp_path / "earlier"
     _finished_compare(earlier, entries, tcfg)
     return search, tcfg, entries, earlier
 
 
 def test_compare_reuses_finished_runs_of_the_same_network_and_config(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, tiny_search_run: Path
 ) -> None:
     """--reuse: a run with the same genotype, seed and training config stands in; no retraining."""
     import autodeeplab.engine.compare.compare as compare
-    from autodeeplab.engine.compare.compare import _entry_config, find_reusable, finished_runs
+    from autodeeplab.engine.compare.results import entry_config
+    from autodeeplab.engine.compare.reuse import find_reusable, finished_runs
 
-    search, tcfg, entries, earlier = _earlier_compare(tmp_path)
+    search, tcfg, entries, earlier = _earlier_compare(tmp_path, tiny_search_run)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a reusable network was retrained")
@@ -233,40 +229,30 @@ def test_compare_reuses_finished_runs_of_the_same_network_and_config(
     folder = tmp_path / "probe"
     first = entries[0]
     runs = finished_runs([earlier], "test")
-    assert find_reusable(first, _entry_config(first, tcfg, folder), runs)
+    assert find_reusable(first, entry_config(first, tcfg, folder), runs)
     other_seed = replace(first, seed=5)
-    assert find_reusable(other_seed, _entry_config(other_seed, tcfg, folder / "s"), runs) is None
-    longer = load_config(None, [*TINY_TRAIN, "data.crop=64", "train.iters=5"], base=TrainConfig())
-    assert find_reusable(first, _entry_config(first, longer, folder / "l"), runs) is None
+    assert find_reusable(other_seed, entry_config(other_seed, tcfg, folder / "s"), runs) is None
+    longer = compare_config("train.iters=5")
+    assert find_reusable(first, entry_config(first, longer, folder / "l"), runs) is None
     assert finished_runs([earlier], "val") == []
     import random
 
-    unseen = replace(first, genotype=random_genotype(random.Random(99), 3, 5, 2))
+    unseen = replace(first, genotype=random_genotype(random.Random(99), 2, 2, 2))
     assert unseen.genotype not in [e.genotype for e in entries]
-    assert find_reusable(unseen, _entry_config(unseen, tcfg, folder / "g"), runs) is None
+    assert find_reusable(unseen, entry_config(unseen, tcfg, folder / "g"), runs) is None
     with pytest.raises(FileNotFoundError, match="--reuse takes the --out folder"):
         run_compare(search, tcfg, tmp_path / "cmp2", num_random=1, reuse=[tmp_path / "nope"])
 
 
-def test_compare_reuses_first_and_then_retrains_the_rest(tmp_path: Path, monkeypatch, capsys):
+def test_compare_reuses_first_and_then_retrains_the_rest(
+    tmp_path: Path, monkeypatch, capsys, tiny_search_run: Path
+) -> None:
     """Every reusable network is taken before the first retraining: the rest are what is left."""
     import shutil
 
-    import autodeeplab.engine.compare.compare as compare
-
-    search, tcfg, entries, earlier = _earlier_compare(tmp_path)
+    search, tcfg, entries, earlier = _earlier_compare(tmp_path, tiny_search_run)
     shutil.rmtree(earlier / "runs" / "other_1")  # the random network was never run there
-    retrained = []
-
-    def fake_run(entry, tcfg, folder, split, num_classes, progress):
-        retrained.append(entry.name)
-        result = {"name": entry.name, "kind": entry.kind, "seed": entry.seed, "miou": 0.3,
-                  "genotype": entry.genotype.to_dict(), "madds": entry.madds, "split": split,
-                  "parameters": 1, "val_miou": 0.3}  # fmt: skip
-        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
-        return result
-
-    monkeypatch.setattr(compare, "_run_entry", fake_run)
+    retrained = fake_training(monkeypatch)
     result = run_compare(
         search, tcfg, tmp_path / "cmp", num_random=1, searched_seeds=1, tolerance=0.5,
         progress=False, reuse=[earlier],
@@ -293,30 +279,32 @@ def test_seed_noise_entries_reseed_the_first_three_random_genotypes() -> None:
 
 
 def _quality(genotype: Genotype) -> float:
-    """A made-up retrained mIoU that depends on the genotype only (0.15 to 0.34)."""
+    """A made-up retrained mIoU that depends on the genotype only (0.10 to 0.395, in steps
+    wider than the seeds' 0.002, so that no two genotypes of the tests tie)."""
     import zlib
 
     from autodeeplab.engine.compare.scores import genotype_key
 
-    return 0.15 + 0.01 * (zlib.crc32(genotype_key(genotype.to_dict()).encode()) % 20)
+    return 0.10 + 0.005 * (zlib.crc32(genotype_key(genotype.to_dict()).encode()) % 60)
 
 
 def _fake_retraining(monkeypatch, collapsed: tuple[str, ...] = ()) -> list[str]:
-    """Replace retraining by made-up results, train logs and confusion matrices.
+    """:func:`~.fakes.fake_training` with made-up scores, train logs and confusion matrices.
 
     Each network scores :func:`_quality` plus 0.002 per seed; those named in ``collapsed``
     keep a flat loss and predict class 0 everywhere. Returns the names retrained, in order.
     """
     import autodeeplab.engine.compare.compare as compare
 
-    retrained: list[str] = []
+    retrained = fake_training(monkeypatch)
+    checkpoint_and_config = compare.train_and_evaluate
 
-    def fake_run(entry, tcfg, folder, split, num_classes, progress):
-        retrained.append(entry.name)
-        bad = entry.name in collapsed
-        miou = 0.02 if bad else _quality(entry.genotype) + 0.002 * entry.seed
+    def train_and_evaluate(cfg: TrainConfig, folder: Path, split: str, progress: bool):
+        _, checkpoint = checkpoint_and_config(cfg, folder, split, progress)
+        bad = folder.name in collapsed
+        genotype = load_genotype(folder / "genotype.json")
+        miou = 0.02 if bad else _quality(genotype) + 0.002 * cfg.train.seed
         losses = [3.0] * 20 if bad else [0.5 + 2.5 * 0.7**k for k in range(20)]
-        (folder / "train").mkdir(parents=True, exist_ok=True)
         log = [{"event": "train", "iter": 10 * (k + 1), "loss": x} for k, x in enumerate(losses)]
         (folder / "train" / "train_log.jsonl").write_text(
             "\n".join(json.dumps(r) for r in log) + "\n", encoding="utf-8"
@@ -327,27 +315,26 @@ def _fake_retraining(monkeypatch, collapsed: tuple[str, ...] = ()) -> list[str]:
         (folder / f"metrics_{split}.json").write_text(
             json.dumps({"miou": miou, "confusion_matrix": cm}), encoding="utf-8"
         )
-        result = {"name": entry.name, "kind": entry.kind, "seed": entry.seed, "miou": miou,
-                  "genotype": entry.genotype.to_dict(), "madds": entry.madds, "split": split,
-                  "parameters": 1, "val_miou": miou - 0.01, f"{split}_miou": miou}  # fmt: skip
-        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
-        return result
+        scores = {"val_miou": miou - 0.01, "best_iteration": 4, f"{split}_miou": miou}
+        return {**scores, "miou": miou}, checkpoint
 
-    monkeypatch.setattr(compare, "_run_entry", fake_run)
+    monkeypatch.setattr(compare, "train_and_evaluate", train_and_evaluate)
     return retrained
 
 
-def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> None:
+def test_compare_reports_how_the_supernet_ranks(
+    tmp_path: Path, monkeypatch, tiny_search_run: Path
+) -> None:
     """Injected scores that agree with the retrained mIoU: tau 1; a collapsed run is left out."""
     import struct
 
-    search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    search = copy_search(tiny_search_run, tmp_path / "search")
+    tcfg = compare_config()
     retrained = _fake_retraining(monkeypatch, collapsed=("random3",))
     calls: list[int] = []
 
     def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
-        assert run_dir == search and all(g.num_layers == 3 for g in genotypes)
+        assert run_dir == search and all(g.num_layers == 2 for g in genotypes)
         calls.append(len(genotypes))
         return [{"val_ce": 3.0 - 5 * _quality(g), "val_miou": _quality(g) / 4} for g in genotypes]
 
@@ -356,7 +343,7 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     result = run_compare(search, tcfg, out, scorer=scorer, **kwargs)
     assert retrained[-6:] == [f"random{k}_seed{s}" for k in range(3) for s in (1, 2)]
     # One scoring call, each distinct genotype once: searched, 4 random, hand-made; not the
-    # paper's, which is outside this 3-layer space.
+    # paper's, which is outside this 2-layer space.
     assert calls == [6]
     data = json.loads((out / "compare.json").read_text())
     ranking = data["ranking"]
@@ -390,7 +377,7 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     for text in (
         "## Does the supernet rank?",
         "| all | -val CE | test mIoU | 5 |",
-        "not scored, outside the supernet's space: paper (12 layers of 5 blocks, the supernet 3",
+        "outside the supernet's space: paper (12 layers of 5 blocks, the supernet 2 of 2",
         "| random | supernet val mIoU | val mIoU | 3 |",
         "+1.00 [+1.00, +1.00]",
         "the searched network within the random cloud (test mIoU): percentile",
@@ -408,10 +395,12 @@ def test_compare_reports_how_the_supernet_ranks(tmp_path: Path, monkeypatch) -> 
     assert len(again.results) == len(result.results)
 
 
-def test_compare_without_a_supernet_still_compares(tmp_path: Path, monkeypatch) -> None:
+def test_compare_without_a_supernet_still_compares(
+    tmp_path: Path, monkeypatch, tiny_search_run: Path
+) -> None:
     """No supernet to score on: the comparison and the seed noise, and a line saying why not."""
-    search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    search = copy_search(tiny_search_run, tmp_path / "search")
+    tcfg = compare_config()
     _fake_retraining(monkeypatch)
 
     def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
@@ -472,7 +461,7 @@ def test_compare_scores_on_a_real_supernet(tiny_search_run: Path, tmp_path: Path
     """The default scorer on a finished tiny search: every in-space genotype gets a val CE."""
     from autodeeplab.engine.compare.scores import supernet_scorer
 
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = compare_config()
     _fake_retraining(monkeypatch)
     out = tmp_path / "cmp"
     scorer = supernet_scorer(recal_batches=1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from autodeeplab.config import EvalConfig
 from autodeeplab.engine.infer.predict import predict_images, read_image_file
 
 
@@ -30,9 +31,8 @@ def test_predict_writes_masks_and_overlays(trained_run: Path, tmp_path: Path) ->
         trained_run / "checkpoints" / "best.pt",
         [tmp_path / "photo.jpg", tmp_path / "notes.png"],
         tmp_path / "out",
+        EvalConfig(scales=(0.75, 1.0), flip=True),
         device="cpu",
-        scales=(0.75, 1.0),
-        flip=True,
     )
     assert [p.name for p in result.written] == ["photo_mask.png", "photo_overlay.png"]
     assert len(result.errors) == 1 and "notes.png: cannot read image" in result.errors[0]

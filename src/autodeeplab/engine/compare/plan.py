@@ -20,7 +20,10 @@ from autodeeplab.space.cost import CostModel
 
 __all__ = [
     "MAX_DRAWS_PER_GENOTYPE",
+    "MAX_RANDOM",
+    "MAX_SEEDS",
     "CompareEntry",
+    "check_counts",
     "handmade_path",
     "plan_compare",
     "seed_noise_entries",
@@ -28,6 +31,9 @@ __all__ = [
 
 #: How many random genotypes to draw, at most, to find each one within the tolerance.
 MAX_DRAWS_PER_GENOTYPE = 400
+#: Bounds of the counts, checked before any drawing: each network is a whole retraining.
+MAX_RANDOM = 1000
+MAX_SEEDS = 100
 
 _COST_MODELS: dict[Any, CostModel] = {}
 
@@ -80,6 +86,24 @@ def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[
     return model.of_genotype(genotype)
 
 
+def _is_count(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_counts(num_random: int, searched_seeds: int, reference_seeds: int | None) -> None:
+    """Refuse a count outside its bound, naming the flag and the bound (one line)."""
+    counts = [("--random", num_random, 0, MAX_RANDOM)]
+    counts.append(("--searched-seeds", searched_seeds, 1, MAX_SEEDS))
+    if reference_seeds is not None:
+        counts.append(("--reference-seeds", reference_seeds, 1, MAX_SEEDS))
+    for flag, value, low, high in counts:
+        if not _is_count(value, low, high):
+            raise ValueError(
+                f"{flag} {value!r}: must be an integer in {low}..{high} (each network is a "
+                "whole retraining)"
+            )
+
+
 def plan_compare(
     searched: Genotype,
     search_cfg: SearchConfig,
@@ -100,6 +124,7 @@ def plan_compare(
     (default: as many as the searched network), the same ones, so that searched against
     hand-made compares paths, not seeds; the first keeps the plain name (``handmade``).
     """
+    check_counts(num_random, searched_seeds, reference_seeds)
     base = tcfg.train.seed
     target = _madds(searched, num_classes, tcfg, size)
     entries = [

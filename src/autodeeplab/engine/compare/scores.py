@@ -23,6 +23,7 @@ from autodeeplab.engine.search.score_run import score_run
 from autodeeplab.genotype import Genotype
 
 __all__ = [
+    "SCORES_NAME",
     "Scorer",
     "genotype_key",
     "outside_space",
@@ -30,6 +31,9 @@ __all__ = [
     "score_or_why",
     "supernet_scorer",
 ]
+
+#: The score cache in a comparison's --out (not score's own scores.json).
+SCORES_NAME = "supernet_scores.json"
 
 #: A function that scores genotypes on a search run's supernet: (run folder, genotypes) ->
 #: one ``{"val_ce": ..., "val_miou": ...}`` per genotype, in order.
@@ -73,7 +77,7 @@ def score_all(
     with ``--seed-noise`` added, scores only its new networks). With ``space``, a genotype
     outside it (:func:`outside_space`) gets no score and ``not_scored`` saying why.
     """
-    cache_file = out / "supernet_scores.json"
+    cache_file = out / SCORES_NAME
     # Scores from another search run or other scoring settings are scored again.
     settings = dict(getattr(scorer, "keywords", None) or {})
     cache: dict[str, Any] = {"search_run": str(search_dir), "settings": settings, "scores": {}}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from autodeeplab.checkpoint import atomic_write
-from autodeeplab.config import TrainConfig, config_from_dict
+from autodeeplab.config import EvalConfig, TrainConfig, config_from_dict
 from autodeeplab.data import build_dataset
 from autodeeplab.data.transforms import val_transform
 from autodeeplab.engine.infer.forward import (
     MODES,
+    inference_options,
     predict_probabilities,
     slide_logits,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "predict_probabilities",
+    "resolve_eval",
     "slide_logits",
 ]
 
@@ -48,38 +50,40 @@ def evaluate(
     batches: Iterable[tuple[Tensor, Tensor]],
     num_classes: int,
     device: torch.device | str,
+    eval_cfg: EvalConfig | None = None,
     *,
-    mode: str = "whole",
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    window: int | None = None,
-    stride: int | None = None,
     amp_dtype: torch.dtype | None = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> ConfusionMatrix:
-    """Confusion matrix (int64, on ``device``) of ``model`` over ``(image, mask)`` batches."""
+    """Confusion matrix (int64, on ``device``) of ``model`` over ``(image, mask)`` batches.
+
+    ``eval_cfg`` is the inference (its ``window`` filled in for slide; None: one forward
+    pass over the whole image); ``amp_dtype`` the autocast dtype of the training run that
+    validates, None for full precision.
+    """
     was_training = model.training
     model.eval()
     device = torch.device(device)
     cm = ConfusionMatrix(num_classes, ignore_index, device)
+    options = inference_options(eval_cfg or EvalConfig())
     try:
         for image, target in batches:
             image = image.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
-            prob = predict_probabilities(
-                model,
-                image,
-                mode=mode,
-                scales=scales,
-                flip=flip,
-                window=window,
-                stride=stride,
-                amp_dtype=amp_dtype,
-            )
+            prob = predict_probabilities(model, image, amp_dtype=amp_dtype, **options)
             cm.update(prob.argmax(1), target)
     finally:
         model.train(was_training)
     return cm
+
+
+def resolve_eval(cfg: TrainConfig, changes: Mapping[str, Any] | None = None) -> EvalConfig:
+    """The run's eval section with ``changes`` applied and the window filled in.
+
+    A window of None means the training crop (``data.crop``), as the run validated with.
+    """
+    eval_cfg = replace(cfg.eval, **(changes or {}))
+    return replace(eval_cfg, window=eval_cfg.window or cfg.data.crop)
 
 
 def chance_level(
@@ -124,19 +128,16 @@ def evaluate_checkpoint(
     *,
     data: str | None = None,
     split: str = "val",
-    mode: str | None = None,
-    scales: Sequence[float] | None = None,
-    flip: bool | None = None,
-    window: int | None = None,
-    stride: int | None = None,
+    changes: Mapping[str, Any] | None = None,
     num_samples: int | None = None,
     device: str = "auto",
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a ``train`` checkpoint on ``split`` of ``data``; write ``metrics.json``.
 
-    ``data``, ``num_samples`` (on its val split) and the inference options default to the
-    checkpoint's own config (data and eval sections). ``out`` is a folder or a ``.json``
+    ``data``, ``num_samples`` (on its val split) and the inference default to the
+    checkpoint's own config (data and eval sections); ``changes`` replaces fields of its eval
+    section, e.g. ``{"mode": "slide", "flip": True}``. ``out`` is a folder or a ``.json``
     path; default: next to the checkpoint.
     """
     from autodeeplab.engine.device import select_device
@@ -145,8 +146,7 @@ def evaluate_checkpoint(
     model, state = load_trained_model(path, dev)
     cfg = config_from_dict(state["config"], TrainConfig(), where=str(path))
     spec = data or cfg.data.spec
-    given = {"mode": mode, "scales": scales, "flip": flip, "window": window, "stride": stride}
-    ecfg = replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
+    ecfg = resolve_eval(cfg, changes)
     num_classes = model.num_classes
     class_names = list(state["class_names"])
     if data is not None and data != cfg.data.spec:
@@ -172,9 +172,7 @@ def evaluate_checkpoint(
         num_workers=cfg.data.num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-    window = ecfg.window or cfg.data.crop
-    options = {"mode": ecfg.mode, "scales": ecfg.scales, "flip": ecfg.flip, "window": window}
-    fits = InferenceMemoryCheck(model, dev, stride=ecfg.stride, **options)
+    fits = InferenceMemoryCheck(model, dev, ecfg)
 
     def checked() -> Iterable[tuple[Tensor, Tensor]]:
         """The loader's batches, each refused before inference if it would not fit."""
@@ -182,17 +180,7 @@ def evaluate_checkpoint(
             fits(image.shape[-2:], f"{spec} {split} batch {i}", batch=image.shape[0])
             yield image, target
 
-    cm = evaluate(
-        model,
-        checked(),
-        num_classes,
-        dev,
-        mode=ecfg.mode,
-        scales=ecfg.scales,
-        flip=ecfg.flip,
-        window=window,
-        stride=ecfg.stride,
-    )
+    cm = evaluate(model, checked(), num_classes, dev, ecfg)
     result = cm.compute()
     metrics = {
         "checkpoint": str(path),
@@ -203,7 +191,7 @@ def evaluate_checkpoint(
         "mode": ecfg.mode,
         "scales": list(ecfg.scales),
         "flip": ecfg.flip,
-        "window": window if ecfg.mode == "slide" else None,
+        "window": ecfg.window if ecfg.mode == "slide" else None,
         "miou": _finite(result["miou"]),
         "pixel_acc": _finite(result["pixel_acc"]),
         "mean_acc": _finite(result["mean_acc"]),

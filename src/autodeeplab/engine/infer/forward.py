@@ -16,14 +16,22 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autodeeplab.config import EvalConfig
 from autodeeplab.ops import resize
 
-__all__ = ["MODES", "check_inference_args", "predict_probabilities", "slide_logits"]
+__all__ = [
+    "MODES",
+    "check_inference_args",
+    "inference_options",
+    "predict_probabilities",
+    "slide_logits",
+]
 
 MODES = ("whole", "slide")
 
@@ -40,6 +48,21 @@ def check_inference_args(
         raise ValueError(f"slide inference needs a positive --window, got {window}")
     if stride is not None and stride < 1:
         raise ValueError(f"the sliding-window stride must be positive, got {stride}")
+
+
+def inference_options(eval_cfg: EvalConfig) -> dict[str, Any]:
+    """:func:`predict_probabilities`' keywords (mode, scales, flip, window, stride) of a config.
+
+    ``eval_cfg.window`` is passed as it is: a caller whose config leaves it to the training
+    crop fills it in first. The batch size is the data loader's, not inference's.
+    """
+    return {
+        "mode": eval_cfg.mode,
+        "scales": eval_cfg.scales,
+        "flip": eval_cfg.flip,
+        "window": eval_cfg.window,
+        "stride": eval_cfg.stride,
+    }
 
 
 def slide_logits(model: nn.Module, image: Tensor, window: int, stride: int | None = None) -> Tensor:

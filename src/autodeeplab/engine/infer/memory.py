@@ -21,7 +21,8 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from autodeeplab.engine.infer.forward import predict_probabilities
+from autodeeplab.config import EvalConfig
+from autodeeplab.engine.infer.forward import inference_options, predict_probabilities
 from autodeeplab.space.memory import device_memory_bytes
 
 __all__ = ["InferenceMemoryCheck", "estimate_inference_bytes"]
@@ -117,8 +118,9 @@ def estimate_inference_bytes(
 class InferenceMemoryCheck:
     """Refuse an image size whose inference would not fit the device (estimates cached)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, **options: Any) -> None:
-        self.model, self.device, self.options = model, device, options
+    def __init__(self, model: nn.Module, device: torch.device, eval_cfg: EvalConfig) -> None:
+        self.model, self.device = model, device
+        self.options = inference_options(eval_cfg)
         self.available = device_memory_bytes(device.type)
         self._seen: dict[tuple[int, int, int], int] = {}
 

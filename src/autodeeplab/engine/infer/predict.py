@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autodeeplab.config import EvalConfig
 from autodeeplab.data import denormalize, normalize
 from autodeeplab.data.base import check_image_mode
-from autodeeplab.engine.infer.forward import predict_probabilities
+from autodeeplab.engine.infer.forward import inference_options, predict_probabilities
 from autodeeplab.engine.infer.memory import InferenceMemoryCheck
 from autodeeplab.files import require_file
 from autodeeplab.model import load_trained_model
@@ -85,17 +86,15 @@ def predict_images(
     checkpoint: str | Path,
     images: Sequence[str | Path],
     out_dir: str | Path,
+    eval_cfg: EvalConfig | None = None,
     *,
     device: str = "auto",
-    mode: str = "whole",
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    window: int | None = None,
-    stride: int | None = None,
 ) -> PredictResult:
     """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image into ``out_dir``.
 
-    Images that share a file name get distinct names (:func:`output_stems`).
+    ``eval_cfg``: the inference (whole image or slide, scales, flip); None: one forward pass
+    over the whole image. Images that share a file name get distinct names
+    (:func:`output_stems`).
     """
     from autodeeplab.engine.device import select_device
 
@@ -104,8 +103,8 @@ def predict_images(
     palette = [tuple(c) for c in state["palette"]]
     out = Path(out_dir)
     result = PredictResult()
-    options = {"mode": mode, "scales": scales, "flip": flip, "window": window, "stride": stride}
-    fits = InferenceMemoryCheck(model, dev, **options)
+    eval_cfg = eval_cfg or EvalConfig()
+    fits = InferenceMemoryCheck(model, dev, eval_cfg)
     for path, stem in zip(images, output_stems(images), strict=True):
         try:
             rgb = read_image_file(path)
@@ -118,9 +117,7 @@ def predict_images(
             result.errors.append(str(exc))
             continue
         x = normalize(rgb).unsqueeze(0).to(dev)
-        prob = predict_probabilities(
-            model, x, mode=mode, scales=scales, flip=flip, window=window, stride=stride
-        )
+        prob = predict_probabilities(model, x, **inference_options(eval_cfg))
         mask = prob.argmax(1)[0].to(torch.uint8).cpu().numpy()
         result.written.append(save_png(colorize(mask, palette), out / f"{stem}_mask.png"))
         result.written.append(save_png(overlay(rgb, mask, palette), out / f"{stem}_overlay.png"))

@@ -24,15 +24,7 @@ class CostTerm:
         self.target = parse_madds_target(loop.target_madds)
         self.weight, self.model, self.num_classes = loop.cost_weight, model, num_classes
         self.filter_multiplier = loop.cost_filter_multiplier
-        self.cost = CostModel(
-            m.num_layers,
-            m.num_blocks,
-            m.primitives,
-            len(m.strides),
-            num_classes,
-            self.filter_multiplier,
-            self.target.size,
-        )
+        self.cost = CostModel.of_space(m, num_classes, self.filter_multiplier, self.target.size)
 
     def expected(self) -> Tensor:
         """E[Multi-Adds] of the decoded network under the current alpha and beta."""

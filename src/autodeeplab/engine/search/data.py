@@ -29,7 +29,7 @@ from autodeeplab.engine.search.sampling import EpochSampler, TrainBCycle
 from autodeeplab.engine.search.step import Batch
 from autodeeplab.space.network import min_search_crop
 
-__all__ = ["SearchData", "check_search_crop"]
+__all__ = ["SearchData", "check_search_crop", "search_datasets"]
 
 
 def check_search_crop(cfg: SearchConfig) -> None:
@@ -86,8 +86,11 @@ def _loader(
     )
 
 
-def _datasets(cfg: SearchConfig) -> tuple[Dataset, Dataset, bool]:
-    """trainA+B and val sets; real data gets the crop/scale recipe, synthetic is made at size."""
+def search_datasets(cfg: SearchConfig) -> tuple[Dataset, Dataset, bool]:
+    """trainA+B and val sets, and whether they are synthetic.
+
+    Real data gets the crop/scale recipe; synthetic data is generated at the crop size.
+    """
     d, seed = cfg.data, cfg.search.seed
     synthetic = parse_spec(d.spec)[0] == "synthetic"
     train_tf = val_tf = None
@@ -121,7 +124,7 @@ class SearchData:
     ) -> None:
         loop = cfg.search
         self.rank, self.world = rank, world
-        train_set, val_set, synthetic = _datasets(cfg)
+        train_set, val_set, synthetic = search_datasets(cfg)
         split_path = out / "split.json"
 
         def decide_split() -> tuple[list[int], list[int]]:

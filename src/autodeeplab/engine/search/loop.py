@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from autodeeplab.checkpoint import check_state_dict
-from autodeeplab.config import SearchConfig, SearchModelConfig, config_to_dict, supernet_kwargs
+from autodeeplab.config import SearchConfig, SearchModelConfig, config_to_dict
 from autodeeplab.data import dataset_info
 from autodeeplab.distributed import (
     barrier,
@@ -92,9 +92,7 @@ def supernet(
     mcfg: SearchModelConfig, num_classes: int, checkpoint_cells: bool = False
 ) -> SearchNetwork:
     """The supernet ``mcfg`` describes (``checkpoint_cells``: resolved, never ``auto``)."""
-    return SearchNetwork(
-        num_classes, **{**supernet_kwargs(mcfg), "checkpoint_cells": checkpoint_cells}
-    )
+    return SearchNetwork(num_classes, spec=mcfg.supernet_spec(), checkpoint_cells=checkpoint_cells)
 
 
 @dataclass
@@ -202,11 +200,12 @@ class _SearchRun:
                 cfg.data.crop,
                 loop.batch_size,
                 self.num_classes,
+                spec=cfg.model.supernet_spec(),
+                checkpoint_cells=cfg.model.checkpoint_cells,
                 amp=loop.amp,
                 device=device.type,
                 world_size=run.world,
                 available=device_memory_bytes(device.type),
-                **supernet_kwargs(cfg.model),
             )
         )
         model = supernet(cfg.model, self.num_classes, checkpoint_cells).to(device)

@@ -14,8 +14,12 @@ written by :func:`~autodeeplab.engine.search.loop.run_search`) and writes
 - ``curves.png``: losses and validation mIoU;
 - ``final_path.png``, ``final_cell.png``: the last decoded genotype (:mod:`autodeeplab.viz`).
 
-:mod:`autodeeplab.engine.search.figures` draws the figures. The name ``report_search``
-keeps clear of the ``report.md`` that ``autodeeplab run`` writes for the whole pipeline.
+- ``dynamics.png``: what the search learnt (entropies, logit movement, path margin).
+
+This module writes the text; :mod:`autodeeplab.viz.search_report` draws the figures (the
+run report is split the same way: :mod:`autodeeplab.engine.pipeline_report` and
+:mod:`autodeeplab.viz.run_report`). The name ``report_search`` keeps clear of the
+``report.md`` that ``autodeeplab run`` writes for the whole pipeline.
 """
 
 from __future__ import annotations
@@ -31,19 +35,19 @@ import numpy as np
 import yaml
 
 from autodeeplab.checkpoint import atomic_write
-from autodeeplab.engine.search.figures import (
+from autodeeplab.genotype import Genotype, save_genotype
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.trellis import num_edges
+from autodeeplab.viz import render_genotype
+from autodeeplab.viz.search_report import (
     as_float,
     path_changes,
     plot_alpha,
     plot_beta,
     plot_curves,
     plot_path,
+    plot_search_dynamics,
 )
-from autodeeplab.genotype import Genotype, save_genotype
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.space.cell import num_edges
-from autodeeplab.viz import render_genotype
-from autodeeplab.viz.search_dynamics import plot_search_dynamics
 
 __all__ = ["REPORT_NAME", "read_search_log", "render_search_report", "write_search_results"]
 
@@ -64,12 +68,12 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         )
     by_epoch: dict[int, dict[str, Any]] = {}
     skipped = 0
-    for line in log.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
+    for number, raw in enumerate(log.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # torn, not UTF-8, huge integers: not ours
             skipped += 1
             continue
         if not isinstance(record, dict) or not all(
@@ -77,7 +81,7 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         ):
             skipped += 1
             continue
-        by_epoch[int(record["epoch"])] = record
+        by_epoch[_check_record(record, log, number)] = record
     if not by_epoch:
         raise ValueError(
             f"{log}: holds no complete epoch record yet; wait for the first epoch to finish"
@@ -90,6 +94,43 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
             "two runs, search into a fresh --out folder"
         )
     return records, skipped
+
+
+# Numbers the report formats or plots; each may also be null (e.g. arch_loss in the warm-up).
+_NUMERIC_KEYS = (
+    "train_loss", "arch_loss", "val_loss", "val_miou", "lr", "path_margin", "param_free_share",
+    "arch_lr", "alpha_shift_max", "beta_shift_max",
+)  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_record(record: dict[str, Any], log: Path, number: int) -> int:
+    """The epoch of a complete log record; ValueError naming the log and line if a value
+    the report reads is not a number (a damaged log, not a torn line)."""
+    fix = "the log is damaged: restore it, or rerun the search into a fresh --out"
+    epoch = record["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ValueError(
+            f"{log}: line {number}: 'epoch' is {str(epoch)[:40]!r}, not a count; {fix}"
+        )
+    for key in _NUMERIC_KEYS:
+        value = record.get(key)
+        if value is not None and not _is_number(value):
+            raise ValueError(
+                f"{log}: line {number} (epoch {epoch}): {key!r} is {str(value)[:40]!r}, not a "
+                f"number; {fix}"
+            )
+    for key in ("alpha", "beta"):
+        try:
+            np.asarray(record[key], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{log}: line {number} (epoch {epoch}): {key!r} is not an array of numbers; {fix}"
+            ) from None
+    return epoch
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -152,8 +193,8 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a plain dict ({} when absent or unreadable)."""
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
+        return {}  # the report then goes without the settings it would show
     return data if isinstance(data, dict) else {}
 
 

@@ -21,7 +21,7 @@ from autodeeplab.data.transforms import val_transform
 from autodeeplab.distributed import rank_indices
 from autodeeplab.engine.guards import ignore_sigint
 
-__all__ = ["BatchSchedule", "train_datasets", "train_loaders"]
+__all__ = ["BatchSchedule", "split_dataset", "train_datasets", "train_loaders"]
 
 
 class BatchSchedule(Sampler[list[tuple[int, int]]]):
@@ -117,25 +117,26 @@ def _train_transform(cfg: TrainConfig) -> _SeededTransform | None:
     return _SeededTransform(pipeline, cfg.train.seed)
 
 
+def split_dataset(cfg: TrainConfig, split: str, transform: Any = None) -> Dataset:
+    """``split`` ("train" or "val") of the run's dataset: its crop, seed and image count."""
+    d = cfg.data
+    num_samples = d.train_samples if split == "train" else d.val_samples
+    return build_dataset(
+        d.spec,
+        split,
+        size=d.crop,
+        seed=cfg.train.seed,
+        num_samples=num_samples,
+        transform=transform,
+    )
+
+
 def train_datasets(cfg: TrainConfig, world: int) -> tuple[Dataset, Dataset]:
     """The training set (read by ``(index, key)``) and this rank's share of the validation set."""
     transform = _train_transform(cfg)
-    train_set = build_dataset(
-        cfg.data.spec,
-        "train",
-        size=cfg.data.crop,
-        seed=cfg.train.seed,
-        num_samples=cfg.data.train_samples,
-        transform=transform,
-    )
-    val_set = build_dataset(
-        cfg.data.spec,
-        "val",
-        size=cfg.data.crop,
-        seed=cfg.train.seed,
-        num_samples=cfg.data.val_samples,
-        transform=val_transform(cfg.data.longest_side) if cfg.data.longest_side else None,
-    )
+    train_set = split_dataset(cfg, "train", transform)
+    resize = val_transform(cfg.data.longest_side) if cfg.data.longest_side else None
+    val_set = split_dataset(cfg, "val", resize)
     if world > 1:  # each rank scores every world-th image; the confusion matrices are summed
         val_set = torch.utils.data.Subset(val_set, rank_indices(len(val_set)))
     return _Keyed(train_set, transform), val_set

@@ -58,7 +58,7 @@ from autodeeplab.engine.guards import (
     grads_finite,
     resolve_amp,
 )
-from autodeeplab.engine.infer.evaluate import evaluate
+from autodeeplab.engine.infer.evaluate import evaluate, resolve_eval
 from autodeeplab.engine.rng import seed_everything
 from autodeeplab.engine.scaffold import Run
 from autodeeplab.engine.train.data import BatchSchedule, train_datasets, train_loaders
@@ -319,18 +319,7 @@ def _validate(
     """The eval record at ``iteration``: the whole validation set, summed over ranks."""
     # Under torchrun: rank 0's BN statistics, as DDP's next forward would use (else a no-op).
     broadcast_tensors(list(model.buffers()))
-    cm = evaluate(
-        model,
-        loader,
-        num_classes,
-        device,
-        mode=cfg.eval.mode,
-        scales=cfg.eval.scales,
-        flip=cfg.eval.flip,
-        window=cfg.eval.window or cfg.data.crop,
-        stride=cfg.eval.stride,
-        amp_dtype=amp_dtype,
-    )
+    cm = evaluate(model, loader, num_classes, device, resolve_eval(cfg), amp_dtype=amp_dtype)
     cm.all_reduce()  # the whole validation set (a no-op in one process)
     result = cm.compute()
     return {

@@ -1,34 +1,51 @@
-"""The search report's figures of alpha, beta, the decoded path and the losses, per epoch.
+"""The search report's figures: alpha, beta, the decoded path, the losses and the dynamics.
 
-Figures use ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, headless); every
-file is written atomically. :mod:`autodeeplab.engine.search.report` lays them out in the
-report. They read the trellis and cell layout (``beta_mask``, ``edge_index``) from the
-supernet's modules, which is why they live beside the report and not in ``viz/``.
+:mod:`autodeeplab.engine.search.report` reads the search log and writes the report's text;
+this module draws its figures, one function each, from plain records and arrays:
+
+- :func:`plot_alpha`: softmax(alpha) per edge, ops x epochs, laid out as the cell;
+- :func:`plot_beta`: each trellis node's outgoing transition probabilities, directions x
+  epochs, laid out as the trellis (its edges from :mod:`autodeeplab.trellis`);
+- :func:`plot_path`: the decoded path per epoch, and what changed against the epoch before;
+- :func:`plot_curves`: losses and validation mIoU;
+- :func:`plot_search_dynamics`: what the search learnt, from the log's diagnostic fields
+  (:mod:`autodeeplab.space.diagnostics`): the entropies of alpha and beta, how far they
+  moved since the updates began, the decoded path's margin over its runner-up against the
+  warning threshold, and the share of parameter-free branches in the decoded cell.
+
+Figures are made and written by :mod:`autodeeplab.viz._figure` (headless Agg canvas, atomic
+PNG files).
 """
 
 from __future__ import annotations
 
-import io
+import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from autodeeplab.checkpoint import atomic_write
 from autodeeplab.genotype import Genotype
-from autodeeplab.space.cell import edge_index
-from autodeeplab.space.network import beta_mask
+from autodeeplab.trellis import beta_mask, direction, edge_index
+from autodeeplab.viz._figure import new_figure, save_figure
 
-__all__ = ["DPI", "as_float", "path_changes", "plot_alpha", "plot_beta", "plot_curves", "plot_path"]
+__all__ = [
+    "as_float",
+    "path_changes",
+    "plot_alpha",
+    "plot_beta",
+    "plot_curves",
+    "plot_path",
+    "plot_search_dynamics",
+]
 
-DPI = 100
 _PATH_COLOR = "#1f5fa8"
 _MARK_COLOR = "#d62728"
 _STATES = {0: "$H^{l-2}$", 1: "$H^{l-1}$"}  # genotype inputs; k >= 2 is block k-1 (1-based)
@@ -41,22 +58,14 @@ def as_float(x: Any) -> float:
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    """A figure of ``width`` x ``height`` inches with the constrained layout."""
+    return new_figure((width, height), layout="constrained")
 
 
 def _suptitle(fig: Figure, text: str) -> None:
     """A figure title wrapped to the figure's width (about 12 characters per inch at 11 pt)."""
     width = int(fig.get_figwidth() * 12)
     fig.suptitle(textwrap.fill(text, width), fontsize=11)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path
 
 
 def _epoch_ticks(ax: Any, epochs: list[int], labels: bool = True, most: int = 6) -> None:
@@ -126,7 +135,7 @@ def plot_alpha(
     _suptitle(
         fig, "alpha per edge over the epochs; blue frame + red row: the op the final cell keeps"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_beta(beta: np.ndarray, epochs: list[int], final: Genotype, path: Path) -> Path:
@@ -159,9 +168,8 @@ def plot_beta(beta: np.ndarray, epochs: list[int], final: Genotype, path: Path) 
             if s == 0:
                 ax.set_title("stem" if layer == 0 else f"layer {layer}", fontsize=8)
             if levels[layer] == s:
-                _mark_final(
-                    ax, final.path[layer] - s + 1, len(epochs)
-                )  # the transition the path takes
+                # the transition the path takes
+                _mark_final(ax, direction(s, final.path[layer]), len(epochs))
     assert image is not None
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7, label="beta (outgoing)")
     _suptitle(
@@ -169,7 +177,7 @@ def plot_beta(beta: np.ndarray, epochs: list[int], final: Genotype, path: Path) 
         "beta per node over the epochs: rows = stride of the node, columns = the layer it "
         "leaves; blue frame + red row: the final path (grey: no such edge)",
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def path_changes(genotypes: list[Genotype]) -> tuple[list[int | None], list[int | None]]:
@@ -233,7 +241,7 @@ def plot_path(
     bottom.set_title("changes against the previous epoch", fontsize=10)
     bottom.grid(axis="y", alpha=0.3)
     _epoch_ticks(bottom, epochs)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(records: list[dict[str, Any]], epochs: list[int], path: Path) -> Path:
@@ -268,4 +276,58 @@ def plot_curves(records: list[dict[str, Any]], epochs: list[int], path: Path) ->
         ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # one epoch still gets a sane axis
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def _series(records: list[dict[str, Any]], key: str) -> list[float]:
+    """``key`` of every record as floats (nan where absent)."""
+    out = []
+    for r in records:
+        v = r.get(key)
+        out.append(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan)
+    return out
+
+
+def plot_search_dynamics(
+    records: list[dict[str, Any]], threshold: float | None, path: str | os.PathLike[str]
+) -> Path:
+    """Draw the four dynamics panels of ``records`` (search-log epochs) to ``path``."""
+    epochs = [int(r["epoch"]) for r in records]
+    fig = new_figure((11.0, 6.4))
+    (ent, shift), (margin, share) = fig.subplots(2, 2)
+    style = {"marker": "o", "ms": 4}
+    ent.plot(epochs, _series(records, "alpha_entropy_mean"), label="alpha (per edge)", **style)
+    ent.plot(epochs, _series(records, "beta_entropy_mean"), label="beta (per node)", **style)
+    ent.set(title="Mean entropy (nats; falls as the search commits)", xlabel="epoch")
+    for key, label in (
+        ("alpha_shift_max", "alpha, largest"),
+        ("alpha_shift_mean", "alpha, mean"),
+        ("beta_shift_max", "beta, largest"),
+        ("beta_shift_mean", "beta, mean"),
+    ):
+        shift.plot(epochs, _series(records, key), label=label, **style)
+    shift.set(title="Logit movement since the updates began", xlabel="epoch")
+    margin.plot(epochs, _series(records, "path_margin"), color="#1f5fa8", label="margin", **style)
+    if threshold is not None:
+        margin.axhline(threshold, color="#d62728", ls="--", lw=1, label="warning threshold")
+    margin.set(title="Decoded path: margin over the runner-up (nats)", xlabel="epoch")
+    share.plot(
+        epochs,
+        [100 * v for v in _series(records, "param_free_share")],
+        color="#7f7f7f",
+        label="parameter-free branches",
+        **style,
+    )
+    changed = [e for e, r in zip(epochs, records, strict=True) if r.get("genotype_changed")]
+    if changed:
+        share.scatter(changed, [-4] * len(changed), marker="^", color="#d62728", zorder=3,
+                      label="genotype changed")  # fmt: skip
+    share.set(title="Decoded cell: parameter-free branches (%)", xlabel="epoch", ylim=(-8, 104))
+    for ax in (ent, shift, margin, share):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,83 @@
+"""The skeleton that ``search``, ``train`` and ``run`` share: the config a stage runs with,
+and its run in ``--out`` (refused if the folder holds a run, started afresh or resumed)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from autodeeplab.cli.arguments import for_data
+from autodeeplab.cli.messages import print_search_memory
+from autodeeplab.cli.outdir import check_out_dir, fresh_start
+
+if TYPE_CHECKING:
+    from autodeeplab.config import SearchConfig, TrainConfig
+
+__all__ = ["run_stage", "stage_config"]
+
+R = TypeVar("R")
+
+
+@overload
+def stage_config(
+    stage: Literal["search"], path: str | None, data: str | None, overrides: list[str]
+) -> SearchConfig: ...
+
+
+@overload
+def stage_config(
+    stage: Literal["train"], path: str | None, data: str | None, overrides: list[str]
+) -> TrainConfig: ...
+
+
+def stage_config(
+    stage: str, path: str | None, data: str | None, overrides: list[str]
+) -> SearchConfig | TrainConfig:
+    """The config of a ``search`` or ``train`` stage: defaults <- CPU preset <- file <- overrides.
+
+    Without a config file the built-in CPU preset applies, so the bare command finishes on
+    a laptop; a given file replaces it. ``data`` (``--data``) drops a preset's image counts.
+    """
+    from autodeeplab.config import (
+        CPU_SEARCH_PRESET,
+        CPU_TRAIN_PRESET,
+        SearchConfig,
+        TrainConfig,
+        config_from_dict,
+        load_config,
+    )
+
+    default: SearchConfig | TrainConfig = SearchConfig() if stage == "search" else TrainConfig()
+    preset = CPU_SEARCH_PRESET if stage == "search" else CPU_TRAIN_PRESET
+    base = default if path else config_from_dict(preset, default)
+    return load_config(path, overrides, base=for_data(base, data))
+
+
+def run_stage(
+    args: argparse.Namespace,
+    command: str,
+    header: str,
+    job: Callable[..., R],
+    memory: tuple[Any, int] | None = None,
+) -> R | None:
+    """``job(out, resume=..., progress=...)`` in ``--out`` once the settings passed.
+
+    An ``--out`` that holds a run is refused before anything is printed (unless ``--resume``
+    or ``--overwrite``); then ``header`` and, for a search, the memory estimate of
+    ``memory`` = (search config, number of classes) go to stderr. None for a ``--dry-run``.
+    A fresh start that fails before its first checkpoint removes what it wrote
+    (:func:`~autodeeplab.cli.outdir.fresh_start`).
+    """
+    out = Path(args.out)
+    replaced = check_out_dir(out, command, bool(args.resume), args.overwrite)
+    print(header, file=sys.stderr)
+    if memory is not None:
+        print_search_memory(*memory)
+    if getattr(args, "dry_run", False):
+        return None
+    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+        return job(out, resume=args.resume, progress=not args.no_progress)
