@@ -87,6 +87,17 @@ class SearchLoopConfig:
     # non-affine BNs the running statistics do not describe what the supernet learnt: on the
     # CPU preset they gave val CE 4.2 where batch statistics gave 1.37 (README).
     val_bn: str = "batch"
+    # How the genotype is decoded at the end: "argmax" (the paper's: argmax cell, Viterbi
+    # path), or "score": candidates within compare's Multi-Adds band around that genotype
+    # (it first, then random ones; with decode_generations > 0, evolved from the best) are
+    # scored on the trained supernet (single path, BatchNorm recalibrated on
+    # score_recal_batches trainA batches, val CE over score_val_batches val batches, null:
+    # all), and the lowest val CE becomes genotype.json; all are in candidates.json.
+    decode: str = "argmax"
+    decode_candidates: int = 20
+    decode_generations: int = 0
+    score_recal_batches: int = 8
+    score_val_batches: int | None = None
     # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
     # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
     # architecture epochs, against the collapse onto parameter-free ops. 0 = off.

@@ -106,7 +106,11 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(
     assert (out / "compare.png").stat().st_size > 1000
     # A rerun finds every network done: nothing retrains, the same table comes out.
     stamp = (out / "runs" / "paper" / "result.json").stat().st_mtime_ns
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    from autodeeplab.config import CPU_TRAIN_PRESET, config_from_dict
+
+    # The CLI's config (the CPU preset under the --set's): the manifest refuses any other.
+    preset = config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=preset)
     again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
     assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
     assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]

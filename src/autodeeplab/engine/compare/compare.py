@@ -28,6 +28,14 @@ on has labels; an existing ``out`` was made by the same search, data, schedule a
 (:mod:`~autodeeplab.engine.compare.results`). ``reuse`` takes earlier comparisons' checked
 results (:mod:`~autodeeplab.engine.compare.reuse`); :mod:`~autodeeplab.engine.compare.summary`
 writes what the comparison says.
+
+Whether the search *can* help is measured beside it
+(:mod:`~autodeeplab.engine.compare.ranking_report`): every genotype is scored on the search
+run's supernet after those checks and before the first retraining
+(:mod:`~autodeeplab.engine.compare.scores`), and compare.md/json get Kendall tau and
+Spearman rho between score and retrained mIoU, the searched network's percentile in the
+random cloud, the seed noise (``seed_noise``: 3 random genotypes x 3 seeds) and the
+retrainings that collapsed, which are left out of these statistics.
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ from autodeeplab.engine.compare.plan import (
     check_counts,
     handmade_path,
     plan_compare,
+    seed_noise_entries,
 )
+from autodeeplab.engine.compare.ranking_report import measure_ranking, run_health
 from autodeeplab.engine.compare.results import (
     RESULT_NAME,
     best_checkpoint,
@@ -66,6 +76,7 @@ from autodeeplab.engine.compare.reuse import (
     network_lock,
     reuse_earlier,
 )
+from autodeeplab.engine.compare.scores import SCORES_NAME, Scorer, score_or_why
 from autodeeplab.engine.compare.summary import COMPARE_FILES, summarise, write_comparison
 from autodeeplab.engine.compare.validate import (
     MANIFEST_NAME,
@@ -221,7 +232,7 @@ def _results(out: Path, entries: list[CompareEntry], tcfg: TrainConfig) -> list[
 
 def _empty(out: Path) -> None:
     """--overwrite: remove a comparison's own files from ``out`` (nothing else there)."""
-    for name in ("runs", *COMPARE_FILES, MANIFEST_NAME):
+    for name in ("runs", *COMPARE_FILES, SCORES_NAME, MANIFEST_NAME):
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -243,6 +254,8 @@ def run_compare(
     reuse: Sequence[str | Path] = (),
     report_split: str = "auto",
     overwrite: bool = False,
+    seed_noise: bool = False,
+    scorer: Scorer | None = None,
 ) -> CompareResult:
     """Check every input, then retrain and evaluate every network of :func:`plan_compare`.
 
@@ -250,6 +263,10 @@ def run_compare(
     retrainings here; ``report_split``: ``auto`` (test where it has labels, else val),
     ``test`` or ``val``; ``overwrite``: start afresh in an ``out`` made with other settings.
     Every refusal comes before anything is written (see the module's docstring).
+    ``seed_noise``: also retrain the first 3 random genotypes with 2 more seeds each.
+    ``scorer``: scores every genotype on the search run's supernet after the checks and
+    before any retraining (:mod:`~autodeeplab.engine.compare.scores`), for the ranking
+    section (:mod:`~autodeeplab.engine.compare.ranking_report`); None: no scores.
     """
     check_counts(num_random, searched_seeds, reference_seeds)
     search_dir, out = Path(search_dir), Path(out_dir)
@@ -278,6 +295,8 @@ def run_compare(
         tolerance,
         reference_seeds=reference_seeds,
     )
+    if seed_noise:
+        entries += seed_noise_entries(entries)
     want = manifest(search, tcfg, size, tolerance, split)
     if check_out(out, want, overwrite, [search_dir, *reused_outs]):
         _empty(out)
@@ -286,6 +305,8 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST_NAME).is_file():
         write_json(out / MANIFEST_NAME, want)
+    genotypes = [e.genotype for e in entries]
+    scores, not_scored = score_or_why(search_dir, genotypes, out, scorer, search.config.model)
     if reused_outs:
         reuse_earlier(entries, tcfg, out, split, reused_outs)
     spent: list[float] = []
@@ -322,7 +343,9 @@ def run_compare(
         f"on {split_note}. Multi-Adds at {size[0]}x{size[1]}; random genotypes within "
         f"{tolerance:.0%} of the searched network's."
     )
-    summary = write_comparison(out, results, header, size)
+    health = run_health(out, results, split)
+    ranking = measure_ranking(results, scores, health, not_scored=not_scored)
+    summary = write_comparison(out, results, header, size, ranking=ranking)
     return CompareResult(out, results, summary)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "check_counts",
     "handmade_path",
     "plan_compare",
+    "seed_noise_entries",
 ]
 
 #: How many random genotypes to draw, at most, to find each one within the tolerance.
@@ -42,7 +43,7 @@ class CompareEntry:
     """One network to retrain: its name, kind, genotype, seed and cost."""
 
     name: str
-    kind: str  # searched | random | handmade | paper
+    kind: str  # searched | random | handmade | paper | seed_noise
     genotype: Genotype
     seed: int
     madds: int
@@ -165,3 +166,19 @@ def plan_compare(
             name = kind if k == 0 else f"{kind}_seed{base + k}"
             entries.append(CompareEntry(name, kind, genotype, base + k, cost))
     return entries
+
+
+def seed_noise_entries(
+    entries: list[CompareEntry], genotypes: int = 3, seeds: int = 3
+) -> list[CompareEntry]:
+    """More seeds of the plan's first ``genotypes`` random networks, to measure seed noise.
+
+    Each gets seeds ``seed + 1 .. seed + seeds - 1`` beside the plan's own (kind
+    ``seed_noise``, so that the random cloud's statistics still count one seed each).
+    """
+    randoms = [e for e in entries if e.kind == "random"][:genotypes]
+    return [
+        CompareEntry(f"{e.name}_seed{e.seed + k}", "seed_noise", e.genotype, e.seed + k, e.madds)
+        for e in randoms
+        for k in range(1, seeds)
+    ]

@@ -72,7 +72,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 # What the retraining computed: the fields the digest covers, with produced_by.
 _DIGESTED = ("seed", "genotype", "parameters", "val_miou", "best_iteration", "miou", "split")
 _PRODUCERS = ("genotype", "config", "checkpoint")
-_KINDS = ("searched", "random", "handmade", "paper")
+_KINDS = ("searched", "random", "handmade", "paper", "seed_noise")
 _SPLITS = ("test", "val")
 
 

@@ -3,8 +3,9 @@
 Everything the user reads about a comparison is made here from the networks' results:
 :func:`summarise` (means and spreads by kind, the searched network's margins),
 :func:`markdown` (the table and the verdict lines) and :func:`write_comparison`, which
-writes the three files. :func:`read_comparison` reads compare.json back with its shape
-checked.
+writes the three files, with the ranking section of
+:mod:`~autodeeplab.engine.compare.ranking_report` where it is given.
+:func:`read_comparison` reads compare.json back with its shape checked.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.checkpoint import atomic_write
+from autodeeplab.engine.compare.ranking_report import ranking_markdown
 from autodeeplab.engine.compare.results import ResultError, check_result, read_json, write_json
 from autodeeplab.viz.compare import plot_compare
 
@@ -101,15 +103,27 @@ def markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: str
 
 
 def write_comparison(
-    out: Path, results: list[dict[str, Any]], header: str, size: tuple[int, int]
+    out: Path,
+    results: list[dict[str, Any]],
+    header: str,
+    size: tuple[int, int],
+    ranking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write compare.json, compare.md and compare.png into ``out``; return the summary."""
+    """Write compare.json, compare.md and compare.png into ``out``; return the summary.
+
+    ``ranking``: :func:`~autodeeplab.engine.compare.ranking_report.measure_ranking`'s
+    section, added to compare.json and compare.md and as compare.png's second panel.
+    """
     summary = summarise(results)
     payload = {"header": header, "summary": summary, "results": results, "size": list(size)}
+    if ranking is not None:
+        payload["ranking"] = ranking
     write_json(out / "compare.json", payload)
-    text = markdown(results, summary, header).encode("utf-8")
-    atomic_write(out / "compare.md", lambda f: f.write(text))
-    plot_compare(results, summary, out / "compare.png")
+    text = markdown(results, summary, header)
+    if ranking is not None:
+        text += ranking_markdown(ranking)
+    atomic_write(out / "compare.md", lambda f: f.write(text.encode("utf-8")))
+    plot_compare(results, summary, out / "compare.png", ranking=ranking)
     return summary
 
 

@@ -70,6 +70,7 @@ from autodeeplab.engine.search.epoch import (
     margin_warning,
 )
 from autodeeplab.engine.search.schedule import ArchSchedule
+from autodeeplab.engine.search.score_decode import decode_run_by_score
 from autodeeplab.engine.search.step import all_finite, validate_supernet
 from autodeeplab.engine.search.strategies import check_strategy
 from autodeeplab.genotype import Genotype
@@ -133,8 +134,9 @@ def run_search(
             stopped = state.run_epochs(last_epoch, progress)
         finally:
             state.run.close()
-        genotype = state.strategy.decode(loop.path_decode)
-        record = state.record
+        genotype, record, scored = state.strategy.decode(loop.path_decode), state.record, {}
+        if last_epoch == loop.epochs and not stopped and loop.decode == "score":
+            genotype, scored = decode_run_by_score(state, genotype)  # every rank scores
         if last_epoch == loop.epochs and not stopped and state.run.main:
             from autodeeplab.engine.search.report import write_search_results  # matplotlib
 
@@ -143,6 +145,7 @@ def run_search(
                 "path_margin": record.get("path_margin"),
                 "epochs": state.epochs_done,
                 "arch_started_epoch": state.schedule.started_epoch,
+                **scored,
             }
             beta = state.model.beta_weights().detach().cpu().numpy()
             write_search_results(state.run.out, genotype, beta, provenance)
