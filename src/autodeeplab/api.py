@@ -187,20 +187,26 @@ def compare(
     data: str | None = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    score: bool = True,
+    recal_batches: int = 8,
     **options: Any,
 ) -> CompareResult:
     """Run ``autodeeplab compare``: the searched network against random ones of its cost.
 
     ``options`` are :func:`~autodeeplab.engine.compare.compare.run_compare`'s (``num_random``,
-    ``searched_seeds``, ``reuse``, ...); the result holds every network's scores and the
-    summary (searched minus random).
+    ``searched_seeds``, ``reuse``, ...); with ``score`` (as the CLI) every network is also
+    scored on the search's supernet and the ranking reported. The result holds every
+    network's metrics and the summary (searched minus random, the ranking).
     """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
     from autodeeplab.engine.compare.compare import run_compare
+    from autodeeplab.engine.compare.scores import supernet_scorer
     from autodeeplab.engine.preflight import check_train_settings
     from autodeeplab.genotype import PAPER_GENOTYPE
 
     cfg = _config(config, overrides, data, CPU_TRAIN_PRESET, TrainConfig())
     # The schedule and data with the largest network of the comparison (the paper's).
     check_train_settings(cfg, PAPER_GENOTYPE)
+    if score:
+        options.setdefault("scorer", supernet_scorer(recal_batches, cfg.train.seed))
     return run_compare(search_run, cfg, out, progress=progress, **options)
