@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,29 @@ def test_train_writes_checkpoints_and_resolved_config(cli_run: Path) -> None:
     assert cfg.model.name == "auto-deeplab-s" and cfg.model.genotype is None
 
 
+def _files(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root``: its bytes and modification time (ns), by relative path."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.mark.slow
-def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path) -> None:
-    argv = ["train", "--model", "auto-deeplab-s", "--out", str(cli_run), "--iters", "2",
+def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(cli_run, out)  # copy2 keeps the mtimes
+    before = _files(out)
+    assert before, "the fixture run left no files"
+    argv = ["train", "--model", "auto-deeplab-s", "--out", str(out), "--iters", "2",
             "--batch-size", "2", "--crop", "32", "--seed", "1", *TINY_MODEL,
             "--resume", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
+    after = _files(out)
+    assert sorted(after) == sorted(before)  # nothing written, nothing removed
+    changed = [name for name in before if after[name] != before[name]]
+    assert not changed, f"a resume of a finished run rewrote {changed}"
 
 
 @pytest.mark.slow
