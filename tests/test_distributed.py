@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,12 +43,14 @@ from autodeeplab.distributed import (
     sharded_mean,
     torchrun_env,
 )
+from autodeeplab.engine.guards import StopRequest
 from autodeeplab.engine.logs import read_jsonl
 from autodeeplab.engine.search import loop as search_engine
 from autodeeplab.engine.search.sampling import EpochSampler
 from autodeeplab.engine.train import loop as train_engine
 from autodeeplab.engine.train.loop import BatchSchedule
 from autodeeplab.genotype import Genotype, load_genotype
+from autodeeplab.metrics import ConfusionMatrix
 
 WORLD = 2
 # The TINY search of tests/engine/search/test_loop.py, 2 epochs; strides up to 8 because the search
@@ -189,6 +192,21 @@ def _helpers(rank: int) -> dict[str, object]:
     count = torch.tensor(10 * (rank + 1))  # ranks count 10 and 20 pixels: global mean 1/30
     found["share"] = float(sharded_mean(torch.tensor(3.0 + rank), count))
     found["indices"] = list(rank_indices(5))
+    # Confusion matrices: rank 0 sees pixels (pred, target) (0,0) (1,0); rank 1 sees (1,1) x2.
+    cm = ConfusionMatrix(2)
+    if rank == 0:
+        cm.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    else:
+        cm.update(torch.tensor([1, 1]), torch.tensor([1, 1]))
+    cm.all_reduce()
+    found["confusion"] = cm.matrix.tolist()
+    # A stop signal that only rank 1 receives: every rank must stop after the same step.
+    with StopRequest() as stop:
+        found["stop_before"] = stop.should_stop(torch.device("cpu"))
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        found["stop_seen"] = stop.requested
+        found["stop_after"] = stop.should_stop(torch.device("cpu"))
     for name, call in (
         ("diverged", lambda: check_same_across_ranks([x], "x")),
         ("raised", lambda: call_on_main(lambda: 1 // 0)),
@@ -348,6 +366,12 @@ def test_helpers_in_a_live_process_group(torchrun_base: Path) -> None:
     # Shares 2 * 3/30 and 2 * 4/30 average to the global mean (3 + 4) / 30.
     assert [f["share"] for f in found] == pytest.approx([0.2, 8 / 30])
     assert [f["indices"] for f in found] == [[0, 2, 4], [1, 3]]
+    # Both ranks hold the sum of both matrices (rows: target, columns: prediction).
+    assert [f["confusion"] for f in found] == [[[1, 1], [0, 2]], [[1, 1], [0, 2]]]
+    # Only rank 1 got the signal; both ranks agree to stop, neither stopped before it.
+    assert [f["stop_seen"] for f in found] == [False, True]
+    assert [f["stop_before"] for f in found] == [False, False]
+    assert [f["stop_after"] for f in found] == [True, True]
     for f in found:
         assert f["diverged"].startswith("RuntimeError: x differ between ranks (1 of 2 ranks")
         assert f["raised"] == "ZeroDivisionError: integer division or modulo by zero"
