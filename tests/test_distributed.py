@@ -51,47 +51,25 @@ from autodeeplab.engine.train import loop as train_engine
 from autodeeplab.engine.train.loop import BatchSchedule
 from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.metrics import ConfusionMatrix
+from conftest import TINY_SEARCH_OVERRIDES, TINY_TRAIN_OVERRIDES, set_flags
 
 WORLD = 2
-# The TINY search of tests/engine/search/test_loop.py, 2 epochs; strides up to 8 because the search
-# needs the coarsest level at least 3x3 (SPEC.md §12.12): at crop 32 stride 8 is 4x4.
-SEARCH = (
-    "model.num_layers=3",
-    "model.num_blocks=2",
-    "model.filter_multiplier=2",
-    "model.strides=[4,8]",
-    "data.crop=32",
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "search.epochs=2",
-    "search.arch_start_epoch=1",
-    "search.batch_size=2",  # global: one image per rank
-    "search.tensorboard=false",
-    "search.device=cpu",
-)
-# The tiny retraining of tests/engine/conftest.py, without dropout (each rank draws its own
-# masks, one process draws others), with two images per rank. The random rescale pads crops
-# with ignored pixels, so the ranks count different numbers of pixels in their loss.
+# The shared tiny search (2 epochs; search.batch_size=2 is global: one image per rank);
+# strides up to 8 because the search needs the coarsest level at least 3x3: at crop 32
+# stride 8 is 4x4.
+SEARCH = TINY_SEARCH_OVERRIDES
+# The shared tiny retraining, without dropout (each rank draws its own masks, one process
+# draws others), with two images per rank. The random rescale pads crops with ignored
+# pixels, so the ranks count different numbers of pixels in their loss.
 TRAIN = (
-    "model.name=auto-deeplab-s",
-    "model.filter_multiplier=2",
-    "model.aspp_channels=8",
-    "model.decoder_channels=8",
+    *TINY_TRAIN_OVERRIDES,
     "model.dropout=0.0",
     "data.crop=64",  # at 32 px the stride-32 BN sees 2 values per rank, and training blows up
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "train.iters=4",
     "train.batch_size=4",
-    "train.eval_every=2",
-    "train.log_every=1",
-    "train.tensorboard=false",
-    "train.device=cpu",
-    "eval.batch_size=2",
 )
 CLI_SEARCH = [
     "search", "--no-progress", "--epochs", "1", "--batch-size", "2", "--crop", "32",
-    *[arg for key in SEARCH[:4] + SEARCH[5:7] for arg in ("--set", key)],
+    *set_flags(kv for kv in SEARCH if kv.startswith(("model.", "data.train", "data.val"))),
     "--set", "search.tensorboard=false", "--set", "search.device=cpu",
 ]  # fmt: skip
 

@@ -13,8 +13,7 @@ from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.engine.compare.compare import handmade_path, plan_compare, run_compare
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype, save_genotype
-
-from ..conftest import TINY_TRAIN
+from conftest import TINY_TRAIN_OVERRIDES, set_flags
 
 
 def test_handmade_path_is_deeplabv3_like() -> None:
@@ -42,7 +41,7 @@ def _tiny_search(tmp_path: Path) -> Path:
 
 def test_plan_matches_cost_and_is_reproducible() -> None:
     search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
-    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    tcfg = load_config(None, list(TINY_TRAIN_OVERRIDES), base=TrainConfig())
     searched = _searched()
     plan = plan_compare(searched, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.1)
     kinds = ["searched"] * 2 + ["random"] * 4 + ["handmade"] * 2 + ["paper"] * 2
@@ -103,7 +102,7 @@ def test_compare_verdict_is_searched_minus_random(tmp_path: Path, monkeypatch) -
     import autodeeplab.engine.compare.compare as compare
 
     search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
     mious = {
         "searched_seed0": 0.30, "searched_seed1": 0.26, "random0": 0.21, "random1": 0.25,
         "handmade": 0.31, "handmade_seed1": 0.29, "paper": 0.2, "paper_seed1": 0.2,
@@ -128,7 +127,7 @@ def test_compare_verdict_is_searched_minus_random(tmp_path: Path, monkeypatch) -
 
 def test_plan_says_when_no_random_genotype_fits() -> None:
     search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
-    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    tcfg = load_config(None, list(TINY_TRAIN_OVERRIDES), base=TrainConfig())
     with pytest.raises(ValueError, match="widen --tolerance"):
         plan_compare(_searched(), search_cfg, tcfg, 8, (64, 64), num_random=2, tolerance=1e-9)
 
@@ -157,7 +156,7 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
         "--tolerance",
         "0.5",
         "--no-progress",
-        *[a for kv in TINY_TRAIN for a in ("--set", kv)],
+        *set_flags(TINY_TRAIN_OVERRIDES),
         "--set",
         "data.crop=64",
     ]  # fmt: skip  (the paper's genotype reaches stride 32)
@@ -173,7 +172,7 @@ def test_compare_end_to_end_resumes_and_skips_finished_runs(tmp_path: Path, caps
     assert (out / "compare.png").stat().st_size > 1000
     # A rerun finds every network done: nothing retrains, the same table comes out.
     stamp = (out / "runs" / "paper" / "result.json").stat().st_mtime_ns
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
     again = run_compare(search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5)
     assert (out / "runs" / "paper" / "result.json").stat().st_mtime_ns == stamp
     assert [r["miou"] for r in again.results] == [r["miou"] for r in data["results"]]
@@ -207,7 +206,7 @@ def test_compare_processes_share_an_out_folder(tmp_path: Path, capsys) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+        tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
         result = run_compare(
             search, tcfg, out, num_random=1, searched_seeds=1, tolerance=0.5, progress=False
         )
@@ -248,7 +247,7 @@ def _finished_compare(out: Path, entries: list, tcfg: TrainConfig) -> None:
 def _earlier_compare(tmp_path: Path) -> tuple[Path, TrainConfig, list, Path]:
     """A tiny search, its retraining config, its plan, and a faked earlier comparison of it."""
     search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
     search_cfg = load_config(search / "config.yaml")
     entries = plan_compare(_searched(layers=3, levels=2), search_cfg, tcfg, 8, (64, 64), 1, 1, 0.5)
     earlier = tmp_path / "earlier"
@@ -289,7 +288,9 @@ def test_compare_reuses_finished_runs_of_the_same_network_and_config(
     assert find_reusable(first, _entry_config(first, tcfg, folder), runs)
     other_seed = replace(first, seed=5)
     assert find_reusable(other_seed, _entry_config(other_seed, tcfg, folder / "s"), runs) is None
-    longer = load_config(None, [*TINY_TRAIN, "data.crop=64", "train.iters=5"], base=TrainConfig())
+    longer = load_config(
+        None, [*TINY_TRAIN_OVERRIDES, "data.crop=64", "train.iters=5"], base=TrainConfig()
+    )
     assert find_reusable(first, _entry_config(first, longer, folder / "l"), runs) is None
     assert finished_runs([earlier], "val") == []
     import random
@@ -342,12 +343,12 @@ def test_compare_size_prices_the_networks_at_that_size(tmp_path: Path, monkeypat
     out = tmp_path / "cmp"
     argv = ["compare", str(search), "--out", str(out), "--random", "1", "--searched-seeds", "1",
             "--tolerance", "0.5", "--size", "48x96", "--no-progress",
-            *[a for kv in TINY_TRAIN for a in ("--set", kv)], "--set", "data.crop=64"]  # fmt: skip
+            *set_flags(TINY_TRAIN_OVERRIDES), "--set", "data.crop=64"]  # fmt: skip
     assert main(argv) == 0
     assert calls == names
     data = json.loads((out / "compare.json").read_text())
     assert data["size"] == [48, 96] and "Multi-Adds at 48x96" in data["header"]
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
     search_cfg = load_config(search / "config.yaml")
     searched = _searched(layers=3, levels=2)
     at_size = plan_compare(searched, search_cfg, tcfg, 8, (48, 96), 1, 1, 0.5)
@@ -375,7 +376,7 @@ def test_compare_stopped_by_a_signal_resumes_the_half_retrained_network(
     from autodeeplab.engine.train.loop import run_train
 
     search = _tiny_search(tmp_path)
-    tcfg = load_config(None, [*TINY_TRAIN, "data.crop=64"], base=TrainConfig())
+    tcfg = load_config(None, [*TINY_TRAIN_OVERRIDES, "data.crop=64"], base=TrainConfig())
     out = tmp_path / "cmp"
     kwargs = {"num_random": 0, "searched_seeds": 1, "tolerance": 0.5, "progress": False}
     resumes: list[tuple[str, bool]] = []
