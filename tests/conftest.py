@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from autodeeplab.cli import main
+from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.space.network import SearchNetwork
 
 #: A stem much narrower than the paper's 64/64/128, so that supernet tests stay fast.
@@ -127,6 +128,9 @@ def tiny_search_argv(
     Strides 4 and 8 keep the coarsest level >= 3x3 at crop 32 (crop >= 3 * max stride).
     ``samples`` adds 4 train and 2 val synthetic samples (leave it out for ``--data
     folder:...``); ``arch_steps`` sets ``arch_start_epoch=0`` so alpha and beta are updated.
+    Under the CLI's CPU preset (``arch_start_loss=prior``) they then start in epoch 0 only
+    because no loss is known yet and the deadline, ``0 + epochs // 2``, forces them; with
+    more epochs the start may wait (tests/engine/search/test_loop.py checks both).
     """
     argv = [
         "--crop", "32", "--epochs", str(epochs), "--batch-size", "2", "--seed", "3",
@@ -169,26 +173,106 @@ def tiny_train_argv(
             "--set", "train.tensorboard=false", "--set", "train.device=cpu"]  # fmt: skip
 
 
-#: A one-epoch tiny search on 4 + 2 synthetic samples, with architecture steps.
-TINY_SEARCH = tiny_search_argv()
-#: A two-iteration tiny training on 4 + 2 synthetic samples, evaluated after iteration 2.
-TINY_TRAIN = tiny_train_argv()
-#: A one-iteration tiny training on 2 + 1 synthetic samples, evaluated after it.
-TINY_TRAIN_ONE_ITER = tiny_train_argv(iters=1, samples=(2, 1), eval_every=1)
+# -- the tiny configs, each under one name ------------------------------------------------------
+# *_ARGV: command-line flags for ``autodeeplab search`` / ``train`` (after the command name);
+# *_OVERRIDES: ``key=value`` overrides for ``load_config`` (engine tests call the loops);
+# *_YAML: config files' contents for ``autodeeplab run --search-config/--train-config``.
 
-#: The same tiny stages as YAML presets for ``autodeeplab run`` (--search-config and
-#: --train-config): a one-epoch search, then a two-iteration training.
-TINY_RUN_SEARCH = {
+#: A one-epoch tiny CLI search on 4 + 2 synthetic samples, with architecture steps (L=2).
+TINY_SEARCH_ARGV = tiny_search_argv()
+#: The same without samples, for ``--data folder:...``.
+TINY_FOLDER_SEARCH_ARGV = tiny_search_argv(samples=False)
+#: The same on synthetic samples, alpha and beta frozen unless a test says when they learn.
+TINY_SEARCH_NO_ARCH_ARGV = tiny_search_argv(arch_steps=False)
+#: A two-iteration tiny CLI training on 4 + 2 synthetic samples, evaluated after iteration 2.
+TINY_TRAIN_ARGV = tiny_train_argv()
+#: A one-iteration tiny CLI training on 2 + 1 synthetic samples, evaluated after it.
+TINY_TRAIN_ONE_ITER_ARGV = tiny_train_argv(iters=1, samples=(2, 1), eval_every=1)
+#: The two-iteration training without data, seed or sample counts, for ``--data folder:...``.
+TINY_FOLDER_TRAIN_ARGV = tiny_train_argv(synthetic=False)
+
+#: A supernet search of seconds on CPU: L=3, B=2, F=2 at 32x32; trainA and trainB get 4
+#: images each, so an epoch is 2 step pairs; alpha/beta learn from epoch 2 of 2 (no loss
+#: condition: the dataclass defaults, not the CLI's CPU preset).
+TINY_SEARCH_OVERRIDES = (
+    "model.num_layers=3",
+    "model.num_blocks=2",
+    "model.filter_multiplier=2",
+    "model.strides=[4,8]",  # at crop 32 the coarsest level is 4x4 (crop >= 3 x max stride)
+    "data.crop=32",
+    "data.train_samples=8",
+    "data.val_samples=4",
+    "search.epochs=2",
+    "search.batch_size=2",
+    "search.arch_start_epoch=1",
+    "search.tensorboard=false",
+    "search.device=cpu",
+)
+#: A network that trains in a fraction of a second per step on CPU: auto-deeplab-s at F=2,
+#: 8-channel heads, 4 iterations on 8 + 4 synthetic samples, evaluated every 2.
+TINY_TRAIN_OVERRIDES = (
+    "model.name=auto-deeplab-s",
+    "model.filter_multiplier=2",
+    "model.aspp_channels=8",
+    "model.decoder_channels=8",
+    "data.crop=32",
+    "data.train_samples=8",
+    "data.val_samples=4",
+    "train.iters=4",
+    "train.batch_size=2",
+    "train.eval_every=2",
+    "train.log_every=1",
+    "train.tensorboard=false",
+    "train.device=cpu",
+    "eval.batch_size=2",
+)
+
+#: The tiny stages as YAML configs for ``autodeeplab run`` (--search-config and
+#: --train-config): a one-epoch search (L=2), then a two-iteration training.
+TINY_RUN_SEARCH_YAML = {
     "model": {"num_layers": 2, "num_blocks": 2, "filter_multiplier": 2, "strides": [4, 8]},
     "data": {"crop": 32, "train_samples": 4, "val_samples": 2},
     "search": {"epochs": 1, "arch_start_epoch": 0, "tensorboard": False, "device": "cpu"},
 }
-TINY_RUN_TRAIN = {
+TINY_RUN_TRAIN_YAML = {
     "model": {"filter_multiplier": 2, "aspp_channels": 8, "decoder_channels": 8},
     "data": {"crop": 32, "scale": [0.75, 1.25], "train_samples": 4, "val_samples": 2},
     "train": {"iters": 2, "batch_size": 2, "eval_every": 1, "tensorboard": False},
     "eval": {"batch_size": 2},
 }
+
+
+def set_flags(overrides: Iterable[str]) -> list[str]:
+    """``key=value`` overrides as ``--set key=value`` command-line flags."""
+    return [arg for kv in overrides for arg in ("--set", kv)]
+
+
+def tiny_search_config(*overrides: str) -> SearchConfig:
+    """:data:`TINY_SEARCH_OVERRIDES` then ``overrides``, loaded as a search config."""
+    return load_config(None, [*TINY_SEARCH_OVERRIDES, *overrides])
+
+
+def tiny_train_config(*overrides: str) -> TrainConfig:
+    """:data:`TINY_TRAIN_OVERRIDES` then ``overrides``, loaded as a training config."""
+    return load_config(None, [*TINY_TRAIN_OVERRIDES, *overrides], base=TrainConfig())
+
+
+@pytest.fixture
+def search_config() -> Callable[..., SearchConfig]:
+    """``search_config(*overrides)``: :func:`tiny_search_config`."""
+    return tiny_search_config
+
+
+@pytest.fixture
+def tiny_search_overrides() -> tuple[str, ...]:
+    """:data:`TINY_SEARCH_OVERRIDES` (for ``--set`` on a command line)."""
+    return TINY_SEARCH_OVERRIDES
+
+
+@pytest.fixture
+def train_config() -> Callable[..., TrainConfig]:
+    """``train_config(*overrides)``: :func:`tiny_train_config`."""
+    return tiny_train_config
 
 
 def error_line(err: str, absent: tuple[str, ...] = ("Traceback",)) -> str:
@@ -248,23 +332,23 @@ def tiny_folder(root: Path, *, corner: bool = False) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of a finished ``search`` with :data:`TINY_SEARCH`."""
+    """The folder of a finished ``search`` with :data:`TINY_SEARCH_ARGV`."""
     out = tmp_path_factory.mktemp("tiny_search") / "run"
-    assert main(["search", "--out", str(out), *TINY_SEARCH]) == 0
+    assert main(["search", "--out", str(out), *TINY_SEARCH_ARGV]) == 0
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_train_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of a finished ``train`` with :data:`TINY_TRAIN`."""
+    """The folder of a finished ``train`` with :data:`TINY_TRAIN_ARGV`."""
     out = tmp_path_factory.mktemp("tiny_train") / "run"
-    assert main(["train", "--out", str(out), *TINY_TRAIN]) == 0
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ARGV]) == 0
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``best.pt`` of a finished ``train`` with :data:`TINY_TRAIN_ONE_ITER`."""
+    """``best.pt`` of a finished ``train`` with :data:`TINY_TRAIN_ONE_ITER_ARGV`."""
     out = tmp_path_factory.mktemp("tiny_trained") / "t"
-    assert main(["train", "--out", str(out), *TINY_TRAIN_ONE_ITER]) == 0
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ONE_ITER_ARGV]) == 0
     return out / "checkpoints" / "best.pt"

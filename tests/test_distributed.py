@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,53 +43,33 @@ from autodeeplab.distributed import (
     sharded_mean,
     torchrun_env,
 )
+from autodeeplab.engine.guards import StopRequest
 from autodeeplab.engine.logs import read_jsonl
 from autodeeplab.engine.search import loop as search_engine
 from autodeeplab.engine.search.sampling import EpochSampler
 from autodeeplab.engine.train import loop as train_engine
 from autodeeplab.engine.train.loop import BatchSchedule
 from autodeeplab.genotype import Genotype, load_genotype
+from autodeeplab.metrics import ConfusionMatrix
+from conftest import TINY_SEARCH_OVERRIDES, TINY_TRAIN_OVERRIDES, set_flags
 
 WORLD = 2
-# The TINY search of tests/engine/search/test_loop.py, 2 epochs; strides up to 8 because the search
-# needs the coarsest level at least 3x3 (SPEC.md §12.12): at crop 32 stride 8 is 4x4.
-SEARCH = (
-    "model.num_layers=3",
-    "model.num_blocks=2",
-    "model.filter_multiplier=2",
-    "model.strides=[4,8]",
-    "data.crop=32",
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "search.epochs=2",
-    "search.arch_start_epoch=1",
-    "search.batch_size=2",  # global: one image per rank
-    "search.tensorboard=false",
-    "search.device=cpu",
-)
-# The tiny retraining of tests/engine/conftest.py, without dropout (each rank draws its own
-# masks, one process draws others), with two images per rank. The random rescale pads crops
-# with ignored pixels, so the ranks count different numbers of pixels in their loss.
+# The shared tiny search (2 epochs; search.batch_size=2 is global: one image per rank);
+# strides up to 8 because the search needs the coarsest level at least 3x3: at crop 32
+# stride 8 is 4x4.
+SEARCH = TINY_SEARCH_OVERRIDES
+# The shared tiny retraining, without dropout (each rank draws its own masks, one process
+# draws others), with two images per rank. The random rescale pads crops with ignored
+# pixels, so the ranks count different numbers of pixels in their loss.
 TRAIN = (
-    "model.name=auto-deeplab-s",
-    "model.filter_multiplier=2",
-    "model.aspp_channels=8",
-    "model.decoder_channels=8",
+    *TINY_TRAIN_OVERRIDES,
     "model.dropout=0.0",
     "data.crop=64",  # at 32 px the stride-32 BN sees 2 values per rank, and training blows up
-    "data.train_samples=8",
-    "data.val_samples=4",
-    "train.iters=4",
     "train.batch_size=4",
-    "train.eval_every=2",
-    "train.log_every=1",
-    "train.tensorboard=false",
-    "train.device=cpu",
-    "eval.batch_size=2",
 )
 CLI_SEARCH = [
     "search", "--no-progress", "--epochs", "1", "--batch-size", "2", "--crop", "32",
-    *[arg for key in SEARCH[:4] + SEARCH[5:7] for arg in ("--set", key)],
+    *set_flags(kv for kv in SEARCH if kv.startswith(("model.", "data.train", "data.val"))),
     "--set", "search.tensorboard=false", "--set", "search.device=cpu",
 ]  # fmt: skip
 
@@ -189,6 +170,21 @@ def _helpers(rank: int) -> dict[str, object]:
     count = torch.tensor(10 * (rank + 1))  # ranks count 10 and 20 pixels: global mean 1/30
     found["share"] = float(sharded_mean(torch.tensor(3.0 + rank), count))
     found["indices"] = list(rank_indices(5))
+    # Confusion matrices: rank 0 sees pixels (pred, target) (0,0) (1,0); rank 1 sees (1,1) x2.
+    cm = ConfusionMatrix(2)
+    if rank == 0:
+        cm.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    else:
+        cm.update(torch.tensor([1, 1]), torch.tensor([1, 1]))
+    cm.all_reduce()
+    found["confusion"] = cm.matrix.tolist()
+    # A stop signal that only rank 1 receives: every rank must stop after the same step.
+    with StopRequest() as stop:
+        found["stop_before"] = stop.should_stop(torch.device("cpu"))
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        found["stop_seen"] = stop.requested
+        found["stop_after"] = stop.should_stop(torch.device("cpu"))
     for name, call in (
         ("diverged", lambda: check_same_across_ranks([x], "x")),
         ("raised", lambda: call_on_main(lambda: 1 // 0)),
@@ -348,6 +344,12 @@ def test_helpers_in_a_live_process_group(torchrun_base: Path) -> None:
     # Shares 2 * 3/30 and 2 * 4/30 average to the global mean (3 + 4) / 30.
     assert [f["share"] for f in found] == pytest.approx([0.2, 8 / 30])
     assert [f["indices"] for f in found] == [[0, 2, 4], [1, 3]]
+    # Both ranks hold the sum of both matrices (rows: target, columns: prediction).
+    assert [f["confusion"] for f in found] == [[[1, 1], [0, 2]], [[1, 1], [0, 2]]]
+    # Only rank 1 got the signal; both ranks agree to stop, neither stopped before it.
+    assert [f["stop_seen"] for f in found] == [False, True]
+    assert [f["stop_before"] for f in found] == [False, False]
+    assert [f["stop_after"] for f in found] == [True, True]
     for f in found:
         assert f["diverged"].startswith("RuntimeError: x differ between ranks (1 of 2 ranks")
         assert f["raised"] == "ZeroDivisionError: integer division or modulo by zero"

@@ -147,19 +147,7 @@ def test_all_reduce_is_a_noop_without_distributed():
     assert cm.matrix.tolist() == [[1, 1], [0, 0]]
 
 
-def test_all_reduce_single_process_group(tmp_path):
-    if not dist.is_available():
-        pytest.skip("torch.distributed not available")
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
-    )
-    try:
-        cm = ConfusionMatrix(2)
-        cm.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
-        cm.all_reduce()
-        assert cm.matrix.tolist() == [[1, 1], [0, 0]]
-    finally:
-        dist.destroy_process_group()
+# The sum over a live group of two gloo ranks: tests/test_distributed.py (its helpers test).
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -254,11 +254,14 @@ def save_genotype(
 ) -> None:
     """Write ``genotype`` as JSON atomically (temp file + rename); see :meth:`Genotype.to_json`."""
     p = Path(path)
+    text = genotype.to_json(search)
+    if p.is_file() and p.read_bytes() == text.encode("utf-8"):
+        return  # unchanged (a resume): keep the file and its mtime
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(genotype.to_json(search))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

@@ -21,15 +21,15 @@ from PIL import Image
 from autodeeplab.checkpoint import CheckpointError, check_state_dict, load_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.engine.search.checkpoints import find_latest_checkpoint
-from conftest import TINY_TRAIN, one_error, tiny_search_argv
+from conftest import TINY_TRAIN_ARGV, one_error, tiny_search_argv
 
-TINY_SEARCH = [*tiny_search_argv(epochs=2), "--set", "search.keep_checkpoints=2"]
+TWO_EPOCH_SEARCH_ARGV = [*tiny_search_argv(epochs=2), "--set", "search.keep_checkpoints=2"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_train_run: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    assert main(["search", "--out", str(root / "search"), *TINY_SEARCH]) == 0
+    assert main(["search", "--out", str(root / "search"), *TWO_EPOCH_SEARCH_ARGV]) == 0
     return {"search": root / "search", "train": tiny_train_run}
 
 
@@ -137,6 +137,7 @@ def test_hostile_train_checkpoint_contents_are_refused_by_eval_and_predict(
 @pytest.mark.parametrize(
     "name", ["missing_key", "extra_key", "wrong_shape", "nan_weight", "optimizer_nan"]
 )
+@pytest.mark.slow
 def test_train_resume_refuses_hostile_contents_and_touches_nothing(
     runs: dict[str, Path], tmp_path: Path, capsys, name: str
 ) -> None:
@@ -154,7 +155,9 @@ def test_train_resume_refuses_hostile_contents_and_touches_nothing(
         spoil, message = HOSTILE_TRAIN[name]
     spoiled = _spoiled(last, tmp_path, spoil)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    line = one_error(capsys, ["train", "--out", str(out), *TINY_TRAIN, "--resume", str(spoiled)])
+    line = one_error(
+        capsys, ["train", "--out", str(out), *TINY_TRAIN_ARGV, "--resume", str(spoiled)]
+    )
     assert f"{spoiled}: " in line and message in line, line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -183,6 +186,7 @@ HOSTILE_SEARCH = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_SEARCH))
+@pytest.mark.slow
 def test_hostile_search_checkpoint_contents_are_refused_by_decode(
     runs: dict[str, Path], tmp_path: Path, capsys, name: str
 ) -> None:
@@ -202,6 +206,7 @@ def test_hostile_search_checkpoint_contents_are_refused_by_decode(
         ("nan_weight", "holds inf/nan"),
     ],
 )
+@pytest.mark.slow
 def test_search_resume_refuses_hostile_contents(
     runs: dict[str, Path], tmp_path: Path, capsys, name: str, message: str
 ) -> None:
@@ -210,11 +215,14 @@ def test_search_resume_refuses_hostile_contents(
     spoil = HOSTILE_TRAIN[name][0]
     spoiled = _spoiled(out / "checkpoints" / "epoch_0001.pt", tmp_path, spoil)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    line = one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(spoiled)])
+    line = one_error(
+        capsys, ["search", "--out", str(out), *TWO_EPOCH_SEARCH_ARGV, "--resume", str(spoiled)]
+    )
     assert f"{spoiled}: " in line and message in line, line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_nan_is_never_the_newest_good_one(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -228,6 +236,7 @@ def test_a_checkpoint_with_nan_is_never_the_newest_good_one(
     assert find_latest_checkpoint(out) is None
 
 
+@pytest.mark.slow
 def test_check_state_dict_accepts_the_network_own_weights(runs: dict[str, Path]) -> None:
     state = load_checkpoint(runs["train"] / "checkpoints" / "best.pt")
     check_state_dict("x.pt", state["model"], state["model"], "model")  # no error

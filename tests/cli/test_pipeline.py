@@ -15,14 +15,13 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from autodeeplab.checkpoint import load_checkpoint
 from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
-from conftest import TINY_RUN_SEARCH as TINY_SEARCH
-from conftest import TINY_RUN_TRAIN as TINY_TRAIN
+from conftest import TINY_RUN_SEARCH_YAML, TINY_RUN_TRAIN_YAML
 
 
 @pytest.mark.slow
 def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
-    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_RUN_SEARCH_YAML))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_RUN_TRAIN_YAML))
     load_config(tmp_path / "search.yaml", base=SearchConfig())  # the presets are valid
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),
@@ -50,8 +49,8 @@ def test_run_end_to_end_writes_the_report(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path: Path, capsys) -> None:
     """SIGTERM in the search, then in the retraining; each --resume continues exactly."""
-    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(TINY_RUN_SEARCH_YAML))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_RUN_TRAIN_YAML))
 
     def argv(out: Path, *extra: str) -> list[str]:
         return ["run", "--out", str(out), "--search-config", str(tmp_path / "search.yaml"),

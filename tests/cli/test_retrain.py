@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,9 @@ from autodeeplab.config import (
     config_from_dict,
     load_config,
 )
+from conftest import TINY_TRAIN_ARGV, tiny_train_argv
 
 REPO = Path(__file__).resolve().parents[2]
-
-TINY_MODEL = [
-    "--set", "model.filter_multiplier=2",
-    "--set", "model.aspp_channels=8",
-    "--set", "model.decoder_channels=8",
-    "--set", "data.train_samples=4",
-    "--set", "data.val_samples=2",
-    "--set", "train.eval_every=2",
-    "--set", "train.tensorboard=false",
-    "--set", "train.device=cpu",
-]  # fmt: skip
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -44,12 +35,9 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-iteration ``autodeeplab train`` run of auto-deeplab-s at F=2."""
+    """A ``train`` with :data:`TINY_TRAIN_ARGV` (its own: the eval test writes next to it)."""
     out = tmp_path_factory.mktemp("cli_train")
-    argv = ["train", "--model", "auto-deeplab-s", "--data", "synthetic", "--out", str(out),
-            "--iters", "2", "--batch-size", "2", "--crop", "32", "--seed", "1",
-            *TINY_MODEL, "--no-progress"]  # fmt: skip
-    assert main(argv) == 0
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ARGV]) == 0
     return out
 
 
@@ -62,12 +50,26 @@ def test_train_writes_checkpoints_and_resolved_config(cli_run: Path) -> None:
     assert cfg.model.name == "auto-deeplab-s" and cfg.model.genotype is None
 
 
+def _files(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root``: its bytes and modification time (ns), by relative path."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.mark.slow
-def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path) -> None:
-    argv = ["train", "--model", "auto-deeplab-s", "--out", str(cli_run), "--iters", "2",
-            "--batch-size", "2", "--crop", "32", "--seed", "1", *TINY_MODEL,
-            "--resume", "--no-progress"]  # fmt: skip
-    assert main(argv) == 0
+def test_train_resume_of_a_finished_run_is_a_no_op(cli_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(cli_run, out)  # copy2 keeps the mtimes
+    before = _files(out)
+    assert before, "the fixture run left no files"
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ARGV, "--resume"]) == 0
+    after = _files(out)
+    assert sorted(after) == sorted(before)  # nothing written, nothing removed
+    changed = [name for name in before if after[name] != before[name]]
+    assert not changed, f"a resume of a finished run rewrote {changed}"
 
 
 @pytest.mark.slow
@@ -75,8 +77,7 @@ def test_train_stopped_by_sigterm_prints_a_resume_command_that_finishes(
     tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "stopped"
-    argv = ["train", "--model", "auto-deeplab-s", "--out", str(out), "--iters", "3",
-            "--batch-size", "2", "--crop", "32", *TINY_MODEL, "--no-progress"]  # fmt: skip
+    argv = ["train", "--out", str(out), *tiny_train_argv(iters=3)]
 
     def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # during the first step: the run stops after it

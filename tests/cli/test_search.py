@@ -10,19 +10,15 @@ import pytest
 
 from autodeeplab.cli import main
 from autodeeplab.genotype import load_genotype
+from conftest import tiny_search_argv
 
-TINY = [
-    "--crop", "32", "--epochs", "2", "--batch-size", "2", "--seed", "3", "--no-progress",
-    "--set", "model.num_layers=3", "--set", "num_blocks=2", "--set", "filter_multiplier=2",
-    "--set", "train_samples=8", "--set", "val_samples=4", "--set", "arch_start_epoch=1",
-    "--set", "tensorboard=false", "--set", "model.strides=[4,8]",
-]  # fmt: skip
+TWO_EPOCH_SEARCH_ARGV = tiny_search_argv(epochs=2)
 
 
 @pytest.mark.slow
 def test_search_and_decode_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["search", "--out", str(out), *TINY]) == 0
+    assert main(["search", "--out", str(out), *TWO_EPOCH_SEARCH_ARGV]) == 0
     printed = capsys.readouterr()
     genotype = load_genotype(out / "genotype.json")
     assert json.loads(printed.out)["path"] == list(genotype.path)
@@ -50,8 +46,11 @@ def test_search_and_decode_through_the_cli(tmp_path, capsys):
 @pytest.mark.slow
 def test_resume_alone_continues_the_newest_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["search", "--out", str(out), *TINY, "--epochs", "1"]) == 0
-    assert main(["search", "--out", str(out), *TINY, "--epochs", "1", "--resume"]) == 0
+    assert main(["search", "--out", str(out), *TWO_EPOCH_SEARCH_ARGV, "--epochs", "1"]) == 0
+    assert (
+        main(["search", "--out", str(out), *TWO_EPOCH_SEARCH_ARGV, "--epochs", "1", "--resume"])
+        == 0
+    )
     capsys.readouterr()
     assert len((out / "search_log.jsonl").read_text().splitlines()) == 1
 

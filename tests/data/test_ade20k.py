@@ -82,3 +82,9 @@ def test_dataset_info(root):
     assert info.num_classes == 150 and len(info.palette) == 150
     assert info.class_names[0] == "wall" and info.class_names[149] == "flag"
     assert info.class_names[12] == "person"
+
+
+def test_info_matches_the_built_dataset(root):
+    info = dataset_info(f"ade20k:{root}")
+    dataset = build_dataset(f"ade20k:{root}", "train")
+    assert tuple(info) == (dataset.num_classes, dataset.class_names, dataset.palette)

@@ -70,3 +70,9 @@ def test_dataset_info(root):
     assert info.num_classes == 11
     assert info.class_names[0] == "sky" and info.class_names[10] == "bicyclist"
     assert info.palette[3] == (128, 64, 128)
+
+
+def test_info_matches_the_built_dataset(root):
+    info = dataset_info(f"camvid:{root}")
+    dataset = build_dataset(f"camvid:{root}", "train")
+    assert tuple(info) == (dataset.num_classes, dataset.class_names, dataset.palette)

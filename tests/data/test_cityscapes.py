@@ -105,3 +105,9 @@ def test_missing_label_fails_at_construction(root):
     label.unlink()
     with pytest.raises(ValueError, match=f"^{label}: missing label for image .*bremen"):
         CityscapesDataset(root, "train")
+
+
+def test_info_matches_the_built_dataset(root):
+    info = dataset_info(f"cityscapes:{root}")
+    dataset = build_dataset(f"cityscapes:{root}", "train")
+    assert tuple(info) == (dataset.num_classes, dataset.class_names, dataset.palette)

@@ -180,3 +180,9 @@ def test_spec_errors(root, tmp_path):
     (root / "labels" / "val").rename(root / "labels" / "validation")
     with pytest.raises(ValueError, match=r"split 'val' not found"):
         build_dataset(f"folder:{root}", "val")
+
+
+def test_info_matches_the_built_dataset(root):
+    info = dataset_info(f"folder:{root}")
+    dataset = build_dataset(f"folder:{root}", "train")
+    assert tuple(info) == (dataset.num_classes, dataset.class_names, dataset.palette)

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from autodeeplab.data import (
-    DATASETS,
     MEAN,
     STD,
     SyntheticDataset,
@@ -222,11 +221,9 @@ def test_synthetic_takes_no_argument():
         dataset_info("synthetic:")
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
-def test_dataset_info_matches_the_built_dataset(name):
-    if name != "synthetic":
-        pytest.skip("needs files on disk; covered by the dataset's own tests")
-    info = dataset_info(name)
-    num_classes, class_names, palette = info
-    ds = build_dataset(name, "train")
-    assert (num_classes, class_names, palette) == (ds.num_classes, ds.class_names, ds.palette)
+def test_dataset_info_matches_the_built_dataset():
+    # The datasets on disk check the same against their own tiny roots (test_cityscapes.py,
+    # test_voc.py, test_camvid.py, test_ade20k.py, test_folder.py); synthetic needs none.
+    info = dataset_info("synthetic")
+    ds = build_dataset("synthetic", "train")
+    assert tuple(info) == (ds.num_classes, ds.class_names, ds.palette)

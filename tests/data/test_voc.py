@@ -115,3 +115,9 @@ def test_dataset_info(voc):
     assert info.num_classes == 21
     assert info.class_names[15] == "person" and info.class_names[0] == "background"
     assert info.palette[15] == (192, 128, 128) and info.palette[1] == (128, 0, 0)
+
+
+def test_info_matches_the_built_dataset(voc):
+    info = dataset_info(f"voc:{voc}")
+    dataset = build_dataset(f"voc:{voc}", "train")
+    assert tuple(info) == (dataset.num_classes, dataset.class_names, dataset.palette)

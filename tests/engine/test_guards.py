@@ -66,6 +66,7 @@ def _checkpoints_finite(folder: Path) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_search_stops_on_a_nan_loss_naming_step_and_checkpoint(
     tmp_path: Path, search_config
 ) -> None:
@@ -81,6 +82,7 @@ def test_search_stops_on_a_nan_loss_naming_step_and_checkpoint(
     assert not (tmp_path / "genotype.json").exists()
 
 
+@pytest.mark.slow
 def test_search_nan_before_any_checkpoint(tmp_path: Path, search_config) -> None:
     with inf_images(SearchNetwork, {1}), pytest.raises(NonFiniteError) as err:
         run_search(search_config(), tmp_path, progress=False)
@@ -89,6 +91,7 @@ def test_search_nan_before_any_checkpoint(tmp_path: Path, search_config) -> None
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
+@pytest.mark.slow
 def test_search_stops_on_nonfinite_alpha_even_in_skip_mode(tmp_path: Path, search_config) -> None:
     # The loss and gradients are finite, and the Adam step leaves alpha at inf.
     def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
@@ -120,6 +123,7 @@ def test_search_skip_drops_and_counts_bad_batches(tmp_path: Path, search_config)
     assert (tmp_path / "genotype.json").is_file()
 
 
+@pytest.mark.slow
 def test_search_skip_stops_past_max_skipped(tmp_path: Path, search_config) -> None:
     cfg = search_config("search.nonfinite=skip", "search.max_skipped=0.1")  # 6 updates: 0 allowed
     with inf_images(SearchNetwork, {2}), pytest.raises(NonFiniteError) as err:

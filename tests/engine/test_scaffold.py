@@ -61,6 +61,19 @@ def test_restart_log_cuts_back_to_the_checkpoint_or_starts_empty(tmp_path: Path)
     assert not run.log_path.exists()
 
 
+def test_restart_log_leaves_a_log_with_nothing_to_cut_and_cuts_a_torn_line(tmp_path) -> None:
+    run = _run(tmp_path)
+    for epoch in (1, 2):
+        run.log({"epoch": epoch}, epoch, {})
+    stamp = run.log_path.stat().st_mtime_ns
+    run.restart_log(lambda r: r["epoch"] <= 2)  # a resume of a finished run
+    assert run.log_path.stat().st_mtime_ns == stamp
+    with open(run.log_path, "a", encoding="utf-8") as f:
+        f.write('{"epoch": 3, "tr')  # killed mid-line
+    run.restart_log(lambda r: r["epoch"] <= 2)
+    assert run.log_path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
 def test_log_sends_the_finite_tagged_values_to_tensorboard(tmp_path: Path) -> None:
     scalars: list[tuple[str, float, int]] = []
 

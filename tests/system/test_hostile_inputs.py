@@ -23,7 +23,7 @@ from PIL import Image
 
 from autodeeplab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from autodeeplab.cli import main
-from conftest import TINY_SEARCH, one_error, tiny_folder
+from conftest import TINY_SEARCH_ARGV, one_error, tiny_folder
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     genotype = (search_run / "genotype.json").read_bytes()
     ckpt = search_run / "checkpoints" / "epoch_0001.pt"
     # Resuming with another num_layers than the checkpoint's (task 4: config mismatch).
-    argv = ["search", "--out", str(search_run), *TINY_SEARCH, "--set", "model.num_layers=3"]
+    argv = ["search", "--out", str(search_run), *TINY_SEARCH_ARGV, "--set", "model.num_layers=3"]
     line = one_error(capsys, [*argv, "--resume"])
     assert f"{ckpt}: checkpoint was made with model" in line and "not the configured one" in line
     assert {p.name: p.read_bytes() for p in (search_run / "checkpoints").iterdir()} == before
@@ -198,7 +198,7 @@ def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     save_checkpoint(train_ckpt, {"iteration": 1, "model": {}}, "train")
     out = tmp_path / "s"
     line = one_error(
-        capsys, ["search", "--out", str(out), *TINY_SEARCH, "--resume", str(train_ckpt)]
+        capsys, ["search", "--out", str(out), *TINY_SEARCH_ARGV, "--resume", str(train_ckpt)]
     )
     assert f"{train_ckpt}: this is a 'train' checkpoint" in line and not out.exists()
     out = tmp_path / "t"
@@ -302,7 +302,7 @@ def test_search_on_hostile_data_stops_with_one_error_and_no_result(
     spoil(root / rel)
     out = tmp_path / "run"
     line = one_error(
-        capsys, ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH]
+        capsys, ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH_ARGV]
     )
     assert f"{root / rel}: " in line and message in line
     assert not (out / "genotype.json").exists()

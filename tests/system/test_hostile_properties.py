@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autodeeplab.cli.outdir import RUN_ENTRIES
-from conftest import TINY_SEARCH, TINY_TRAIN_ONE_ITER, one_error
+from conftest import TINY_SEARCH_ARGV, TINY_TRAIN_ONE_ITER_ARGV, one_error
 
 # Few examples each (the suite must stay fast) and no deadline (a CLI call takes ~0.1-1 s);
 # capsys is reset by each example's readouterr().
@@ -44,9 +44,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 # -- 1: a folder that holds a run is never touched by a new start --------------------------------
 
 COMMANDS = {
-    "search": ["search", *TINY_SEARCH],
-    "search_dry_run": ["search", *TINY_SEARCH, "--dry-run"],
-    "train": ["train", *TINY_TRAIN_ONE_ITER],
+    "search": ["search", *TINY_SEARCH_ARGV],
+    "search_dry_run": ["search", *TINY_SEARCH_ARGV, "--dry-run"],
+    "train": ["train", *TINY_TRAIN_ONE_ITER_ARGV],
     "run": ["run", "--no-progress", "--set", "search.epochs=1"],
 }
 
@@ -107,8 +107,8 @@ def test_property_run_refuses_a_late_setting_before_the_search(
             search_key = key.removeprefix("search.")
             if not key.startswith("search."):
                 return
-            argv = ["search", "--out", str(out), *TINY_SEARCH, "--set", f"{search_key}={value}",
-                    "--dry-run"]  # fmt: skip
+            argv = ["search", "--out", str(out), *TINY_SEARCH_ARGV,
+                    "--set", f"{search_key}={value}", "--dry-run"]  # fmt: skip
         _one_error(capsys, argv)
         assert not out.exists()
 
@@ -305,7 +305,7 @@ def test_property_os_errors_are_one_line_naming_the_path(capsys, code: int, writ
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, writer, fail)
         out = Path(tmp) / "s"
-        line = _one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+        line = _one_error(capsys, ["search", "--out", str(out), *TINY_SEARCH_ARGV])
         assert f"{out}/" in line and os.strerror(code).lower() in line, line
         assert not out.exists()
 

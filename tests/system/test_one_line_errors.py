@@ -19,11 +19,9 @@ from PIL import Image
 
 from autodeeplab.checkpoint import save_checkpoint
 from autodeeplab.cli import build_parser
-from conftest import one_error, tiny_folder, tiny_search_argv, tiny_train_argv
+from conftest import TINY_FOLDER_SEARCH_ARGV, TINY_FOLDER_TRAIN_ARGV, one_error, tiny_folder
 
 # For --data folder:...: no synthetic sample counts (nor a training seed).
-TINY_SEARCH = tiny_search_argv(samples=False)
-TINY_TRAIN = tiny_train_argv(synthetic=False)
 
 
 def _options(command: str) -> set[str]:
@@ -74,7 +72,7 @@ def test_a_worker_error_reads_as_the_same_line_as_without_workers(
     lines = []
     for workers in (0, 2):
         out = tmp_path / f"run{workers}"
-        tiny = TINY_SEARCH if command == "search" else TINY_TRAIN
+        tiny = TINY_FOLDER_SEARCH_ARGV if command == "search" else TINY_FOLDER_TRAIN_ARGV
         argv = [command, "--data", f"folder:{root}", "--out", str(out), *tiny,
                 "--set", f"data.num_workers={workers}"]  # fmt: skip
         line = _error(capsys, argv)
@@ -107,7 +105,7 @@ def test_os_errors_name_the_path_and_the_fix(
 
     monkeypatch.setattr(run_scaffold, "save_config", fail)
     out = tmp_path / "s"
-    line = _error(capsys, ["search", "--out", str(out), *TINY_SEARCH])
+    line = _error(capsys, ["search", "--out", str(out), *TINY_FOLDER_SEARCH_ARGV])
     reason = os.strerror(code).lower()
     assert f"{out / 'config.yaml'}: {reason}; {OS_ERRORS[code]}" in line, line
     assert not out.exists()
@@ -132,8 +130,8 @@ def _argv_for(use: str, path: Path, tmp: Path) -> list[str]:
         "eval": ["eval", p],
         "predict_checkpoint": ["predict", p, p, "--out", out],
         "export": ["export", p],
-        "search_resume": ["search", "--out", out, *TINY_SEARCH, "--resume", p],
-        "train_resume": ["train", "--out", out, *TINY_TRAIN, "--resume", p],
+        "search_resume": ["search", "--out", out, *TINY_FOLDER_SEARCH_ARGV, "--resume", p],
+        "train_resume": ["train", "--out", out, *TINY_FOLDER_TRAIN_ARGV, "--resume", p],
         "info": ["info", p],
         "train_genotype": ["train", "--genotype", p, "--out", out, "--no-progress"],
         "search_config": ["search", "--config", p, "--out", out],

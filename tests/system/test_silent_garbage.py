@@ -17,10 +17,7 @@ from PIL import Image
 from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, load_config
 from autodeeplab.data.split import load_split
-from conftest import one_error, tiny_folder, tiny_search_argv
-
-TINY_SEARCH = tiny_search_argv(arch_steps=False)  # each test says when alpha, beta learn
-
+from conftest import TINY_SEARCH_NO_ARCH_ARGV, one_error, tiny_folder
 
 # -- duplicate keys -------------------------------------------------------------------------------
 
@@ -114,7 +111,7 @@ def test_wide_image_modes_are_reported_and_refused(tmp_path: Path, capsys, mode:
     problems = [ln for ln in report.splitlines() if "which 8-bit RGB would clip" in ln]
     assert len(problems) == 1 and str(bad) in problems[0] and kind in problems[0], report
     out = tmp_path / "s"
-    argv = ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH]
+    argv = ["search", "--data", f"folder:{root}", "--out", str(out), *TINY_SEARCH_NO_ARCH_ARGV]
     line = one_error(capsys, [*argv, "--set", "arch_start_epoch=0"])  # both halves are read
     assert f"{bad}: image has mode {mode}" in line and not out.exists()
     from autodeeplab.engine.infer.predict import read_image_file
@@ -129,7 +126,12 @@ def test_wide_image_modes_are_reported_and_refused(tmp_path: Path, capsys, mode:
 @pytest.mark.slow
 def test_a_search_without_architecture_steps_warns(tmp_path: Path, capsys) -> None:
     out = tmp_path / "s"
-    assert main(["search", "--out", str(out), *TINY_SEARCH, "--set", "arch_start_epoch=1"]) == 0
+    assert (
+        main(
+            ["search", "--out", str(out), *TINY_SEARCH_NO_ARCH_ARGV, "--set", "arch_start_epoch=1"]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     warnings = [ln for ln in err.splitlines() if "alpha and beta were never updated" in ln]
     assert len(warnings) == 1 and str(out / "genotype.json") in warnings[0]
@@ -138,7 +140,17 @@ def test_a_search_without_architecture_steps_warns(tmp_path: Path, capsys) -> No
     assert "alpha and beta were never updated" in capsys.readouterr().err
     searched = tmp_path / "searched"
     assert (
-        main(["search", "--out", str(searched), *TINY_SEARCH, "--set", "arch_start_epoch=0"]) == 0
+        main(
+            [
+                "search",
+                "--out",
+                str(searched),
+                *TINY_SEARCH_NO_ARCH_ARGV,
+                "--set",
+                "arch_start_epoch=0",
+            ]
+        )
+        == 0
     )
     assert "never updated" not in capsys.readouterr().err
     assert main(["decode", str(searched / "checkpoints" / "epoch_0001.pt")]) == 0

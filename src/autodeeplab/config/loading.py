@@ -180,6 +180,8 @@ def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if p.is_file() and p.read_bytes() == text.encode("utf-8"):
+        return  # unchanged (a resume): keep the file and its mtime
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

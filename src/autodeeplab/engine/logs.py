@@ -33,11 +33,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def truncate_jsonl(path: Path, keep: Any) -> None:
     """Rewrite ``path`` keeping the records for which ``keep(record)`` is true."""
-    records = [r for r in read_jsonl(path) if keep(r)]
+    text = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r))
+    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+        return  # nothing to cut (a resume of a finished run): keep the file and its mtime
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
         os.replace(tmp, path)

@@ -15,8 +15,7 @@ import pytest
 
 import autodeeplab.engine.compare.compare as compare
 from autodeeplab.config import TrainConfig, load_config, save_config
-
-from ..conftest import TINY_TRAIN
+from conftest import TINY_TRAIN_OVERRIDES as TINY_TRAIN
 
 #: The retraining of the compare tests; crop 64 as the paper's genotype reaches stride 32.
 COMPARE_TRAIN = (*TINY_TRAIN, "data.crop=64")

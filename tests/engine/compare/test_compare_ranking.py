@@ -12,8 +12,8 @@ import pytest
 from autodeeplab.config import TrainConfig, load_config
 from autodeeplab.engine.compare.compare import plan_compare, run_compare
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, load_genotype, random_genotype
+from conftest import TINY_TRAIN_OVERRIDES as TINY_TRAIN
 
-from ..conftest import TINY_TRAIN
 from .fakes import compare_config, copy_search, fake_training
 
 

@@ -103,21 +103,58 @@ def test_single_scale_without_flip_is_the_softmax_of_whole_inference(tiny_model:
     torch.testing.assert_close(got, want)
 
 
-def test_flip_and_scales_are_exact_for_a_flip_equivariant_scale_consistent_model() -> None:
+def _ramp_image(height: int, width: int) -> torch.Tensor:
+    """An image ``(1, 3, H, W)`` whose channels are affine in (row, column), none symmetric.
+
+    Bilinear resizing with align_corners=True reproduces an affine function exactly, so a
+    resize down and back gives the image again, while a mirror image differs from it.
+    """
+    rows = torch.linspace(0, 1, height).view(height, 1)
+    cols = torch.linspace(0, 1, width).view(1, width)
+    channels = [2 * cols - rows, 0.5 - cols + 0.3 * rows, 3 * cols - 1]
+    return torch.stack([c.expand(height, width) for c in channels]).unsqueeze(0)
+
+
+class _ColumnLogits(nn.Module):
+    """Logits that depend on the column only, not on the image: class 0 gets ``r_j``, a ramp
+    from 0 on the left to 3 on the right; class 1 gets 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0, 3, x.shape[-1]).expand(x.shape[0], 1, *x.shape[-2:])
+        return torch.cat([ramp, torch.zeros_like(ramp)], dim=1)
+
+
+def test_flip_averages_the_prediction_and_the_unflipped_mirror_prediction() -> None:
+    # Class 0's probability at column j is sigmoid(r_j) unflipped and sigmoid(r_{W-1-j}) for
+    # the mirror image flipped back: the average is symmetric although each term is not.
+    width = 9
+    ramp = torch.linspace(0, 3, width)
+    want = (torch.sigmoid(ramp) + torch.sigmoid(ramp.flip(0))) / 2
+    got = predict_probabilities(_ColumnLogits(), torch.zeros(1, 3, 4, width), flip=True)
+    torch.testing.assert_close(got[0, 0], want.expand(4, width))
+    torch.testing.assert_close(got[0, 1], 1 - want.expand(4, width))
+    # Without flip, the column ramp stays one-sided.
+    plain = predict_probabilities(_ColumnLogits(), torch.zeros(1, 3, 4, width), flip=False)
+    torch.testing.assert_close(plain[0, 0], torch.sigmoid(ramp).expand(4, width))
+
+
+@pytest.mark.parametrize(
+    ("scales", "flip"), [((1.0,), True), ((0.5, 0.75, 1.25, 2.0), False), ((0.5, 1.5), True)]
+)
+def test_flip_and_scales_are_exact_on_an_asymmetric_ramp(scales, flip) -> None:
+    # A 1x1 conv commutes with mirroring, and bilinear resizing is exact on an affine image:
+    # every flipped-back, resized-back term equals the plain prediction. The image is not
+    # mirror-symmetric, so a missing un-flip (or a resize back that shifts or transposes)
+    # changes the result.
     torch.manual_seed(0)
     model = nn.Conv2d(3, K, 1)
-    # Columns mirrored and a constant image: flipping and resizing change nothing.
-    x = torch.randn(1, 3, 1, 1).expand(1, 3, 16, 20).contiguous()
+    x = _ramp_image(17, 21)
+    assert not torch.allclose(x, x.flip(-1))
     with torch.no_grad():
         want = torch.softmax(model(x), 1)
-    got = predict_probabilities(model, x, scales=[0.5, 0.75, 1.0, 1.25, 1.75], flip=True)
-    torch.testing.assert_close(got, want)
-    # Flip alone on a mirror-symmetric image, through a pointwise model: also exact.
-    y = torch.randn(1, 3, 16, 10)
-    y = torch.cat([y, y.flip(-1)], dim=-1)
-    with torch.no_grad():
-        want = torch.softmax(model(y), 1)
-    torch.testing.assert_close(predict_probabilities(model, y, flip=True), want)
+    assert not torch.allclose(want, want.flip(-1), atol=1e-3)
+    got = predict_probabilities(model, x, scales=scales, flip=flip)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

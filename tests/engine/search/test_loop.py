@@ -269,3 +269,41 @@ def test_search_on_cuda_stops_and_resumes(tmp_path, tiny_config):
     state = load_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt", "search")
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert decode_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt")[0] == resumed.genotype
+
+
+@pytest.mark.slow
+def test_forced_start_and_auto_lr_as_the_run_picks_them(tmp_path, tiny_config):
+    # The loss condition is never met (0.001), so the updates wait for the deadline,
+    # arch_start_epoch + (epochs - arch_start_epoch) // 2 = 1 + 2 // 2 = epoch index 2, the
+    # third. auto then spreads the budget over the steps left: 1 epoch x 2 steps (4 trainB
+    # images, batch 2), so lr = 0.02 / 2 = 0.01, inside ARCH_LR_RANGE.
+    cfg = tiny_config(
+        "search.arch_start_loss=0.001", "search.arch_lr=auto", "search.arch_logit_budget=0.02"
+    )
+    run_search(cfg, tmp_path, progress=False)
+    records = [
+        json.loads(line) for line in (tmp_path / "search_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["arch_start_forced"] for r in records] == [None, None, True]
+    assert [r["arch_lr"] for r in records] == [None, None, pytest.approx(0.01)]
+    assert [r["arch_loss"] is None for r in records] == [True, True, False]
+    assert [r["arch_start_loss"] for r in records] == [0.001] * 3
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "epoch_0003.pt", "search")
+    assert ckpt["arch_optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
+    search = json.loads((tmp_path / "genotype.json").read_text())["search"]
+    assert search["arch_started_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_the_cli_tiny_search_starts_its_updates_by_the_deadline(tiny_search_run):
+    # The CLI's tiny search inherits the CPU preset (arch_start_loss=prior, arch_lr=auto):
+    # with arch_start_epoch=0 and one epoch, no loss is known yet when epoch 0 begins, so the
+    # updates start only because the deadline (0 + 1 // 2 = 0) forces them; auto's one step
+    # (4 samples: 2 trainB, batch 2) asks for the whole budget at once and gets the cap.
+    from autodeeplab.engine.search.schedule import ARCH_LR_RANGE
+
+    (record,) = [
+        json.loads(line) for line in (tiny_search_run / "search_log.jsonl").read_text().splitlines()
+    ]
+    assert record["arch_start_forced"] is True and record["arch_loss"] is not None
+    assert record["arch_lr"] == ARCH_LR_RANGE[1]
