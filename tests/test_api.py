@@ -12,7 +12,8 @@ import torch
 import autodeeplab
 from autodeeplab.config import SearchConfig, TrainConfig, config_from_dict
 from autodeeplab.model import count_parameters
-from conftest import TINY_RUN_SEARCH, TINY_RUN_TRAIN
+from conftest import TINY_RUN_SEARCH_YAML as TINY_RUN_SEARCH
+from conftest import TINY_RUN_TRAIN_YAML as TINY_RUN_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ from autodeeplab.engine.compare.plan import plan_compare
 from autodeeplab.engine.search.score_run import load_scoring_run, score_run
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, load_genotype, save_genotype
 from autodeeplab.space.network import SearchNetwork
-from conftest import TINY_SEARCH, error_line
+from conftest import TINY_SEARCH_ARGV as TINY_SEARCH
+from conftest import error_line
 
 
 def _scores(out: Path) -> list[dict]:

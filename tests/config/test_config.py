@@ -89,8 +89,10 @@ def test_null_in_yaml_for_optional_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("search:\n  epochz: 3\n", "unknown key 'search.epochz'; valid keys here: .*epochs"),
-        ("modle:\n  num_layers: 3\n", "unknown key 'modle'; valid keys here: data, model, search"),
+        ("search:\n  epochz: 3\n", "unknown key 'search.epochz'; did you mean search.epochs"),
+        ("modle:\n  num_layers: 3\n", "unknown key 'modle'; did you mean model"),
+        ("xyz: 3\n", "unknown key 'xyz'; valid keys here: data, model, search"),
+        ("search:\n  qqqq: 3\n", "unknown key 'search.qqqq'; see docs/configuration.md"),
         ("search:\n  epochs: three\n", "key 'search.epochs': expected an integer, got 'three'"),
         ("search:\n  epochs: true\n", "key 'search.epochs': expected an integer, got True"),
         ("search:\n  epochs: 2.5\n", "key 'search.epochs': expected an integer, got 2.5"),

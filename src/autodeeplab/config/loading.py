@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import typing
@@ -98,8 +99,15 @@ def _merge(cfg: T, data: Any, where: str, prefix: str = "") -> T:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in names:
+            # The closest names when there are any; the whole list only for a short section
+            # (the search loop has over 40 keys: listing them all hides the one meant).
+            close = difflib.get_close_matches(str(key), sorted(names), n=3, cutoff=0.6)
+            shown = close if close or len(names) > 12 else sorted(names)
+            what = "did you mean" if close else "valid keys here:"
+            hint = f"{what} {', '.join(f'{prefix}{n}' for n in shown)}" if shown else ""
             raise ConfigError(
-                f"{where}: unknown key '{dotted}'; valid keys here: {', '.join(sorted(names))}"
+                f"{where}: unknown key '{dotted}'; "
+                + (hint or "see docs/configuration.md for the keys of each section")
             )
         current = getattr(cfg, key)
         if is_dataclass(current):

@@ -12,8 +12,8 @@ from autodeeplab.cli import main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.engine.compare.compare import handmade_path, plan_compare, run_compare
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, load_genotype, random_genotype
+from conftest import TINY_TRAIN_OVERRIDES as TINY_TRAIN
 
-from ..conftest import TINY_TRAIN
 from .fakes import compare_config, copy_search, fake_training
 
 
