@@ -46,28 +46,16 @@ def pct(x: float | None) -> str:
 
 def print_search_memory(cfg: SearchConfig, num_classes: int) -> None:
     """One line with the estimated peak memory; a warning if the device looks too small."""
-    from autodeeplab.config import supernet_kwargs
     from autodeeplab.distributed import get_world_size
     from autodeeplab.engine.device import select_device
-    from autodeeplab.space.memory import (
-        device_memory_bytes,
-        estimate_search_memory,
-        format_estimate,
-        memory_warning,
-    )
+    from autodeeplab.engine.search.strategies import memory_estimate
+    from autodeeplab.space.memory import device_memory_bytes, format_estimate, memory_warning
 
     device = select_device(cfg.search.device)
     available = device_memory_bytes(device.type)
-    est = estimate_search_memory(
-        cfg.data.crop,
-        cfg.search.batch_size,
-        num_classes,
-        amp=cfg.search.amp,
-        device=device.type,
-        world_size=get_world_size(),
-        available=available,
-        **supernet_kwargs(cfg.model),
-    )
+    # The strategy's own model of its peak: DARTS's two steps over the whole supernet, or
+    # one sampled path's.
+    est = memory_estimate(cfg, num_classes, device.type, get_world_size(), available)
     print(format_estimate(est), file=sys.stderr)
     warning = memory_warning(est, available) if available is not None else None
     if warning:

@@ -12,8 +12,7 @@ from torch import Tensor
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.distributed import all_reduce_mean, is_distributed
 from autodeeplab.engine.search.schedule import ARCH_LR_RANGE, ArchSchedule, class_prior_entropy
-from autodeeplab.engine.search.step import Batch, bn_running_stats
-from autodeeplab.engine.search.strategies.base import StepResult
+from autodeeplab.engine.search.step import Batch, StepResult, bn_running_stats
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.decode import path_margin
 from autodeeplab.space.diagnostics import search_diagnostics

@@ -39,6 +39,7 @@ from autodeeplab.engine.search.figures import (
     plot_curves,
     plot_path,
 )
+from autodeeplab.engine.search.strategies.base import Decoded
 from autodeeplab.genotype import Genotype, save_genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.cell import num_edges
@@ -331,16 +332,18 @@ def _html(parts: list[tuple[str, Any]]) -> str:
     )
 
 
-def write_search_results(
-    out: Path, genotype: Genotype, beta: np.ndarray, provenance: dict[str, Any]
-) -> None:
+def write_search_results(out: Path, decoded: Decoded) -> None:
     """A finished search's genotype.json, genotype figures and report (rank 0).
 
-    ``beta``: the final transition probabilities (L, levels, 3) the path figure shades;
-    ``provenance``: how the genotype was decoded, stored in genotype.json beside it.
+    ``decoded.beta``: the final transition probabilities (L, levels, 3) the path figure
+    shades (None: none); ``decoded.provenance``: how the genotype was decoded, stored in
+    genotype.json beside it; the report only where the log holds alpha and beta.
     """
-    save_genotype(genotype, out / "genotype.json", search=provenance)
-    render_genotype(genotype, out, beta=beta, prefix="genotype_")
+    genotype = decoded.genotype
+    save_genotype(genotype, out / "genotype.json", search=decoded.provenance)
+    render_genotype(genotype, out, beta=decoded.beta, prefix="genotype_")
+    if not decoded.report:
+        return
     try:
         render_search_report(out)
     except (OSError, ValueError) as exc:  # the genotype is saved: a report failure is not fatal

@@ -32,6 +32,7 @@ backward, averages the gradients of the set it steps with one flat all-reduce. S
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ from autodeeplab.space.network import SearchNetwork
 
 __all__ = [
     "Batch",
+    "StepResult",
     "IGNORE_INDEX",
     "search_step",
     "bn_running_stats",
@@ -56,6 +58,16 @@ __all__ = [
 
 #: An (images (N, 3, H, W), labels (N, H, W)) pair, as the search's loaders yield it.
 Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class StepResult:
+    """One iteration of a strategy: its losses (detached) and whether each update applied."""
+
+    w_loss: Tensor
+    w_applied: bool
+    arch_loss: Tensor | None = None  # None: the iteration had no architecture update
+    arch_applied: bool = False
 
 
 def search_step(
