@@ -77,6 +77,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "eval_every": (1, 10**10),
     "log_every": (1, 10**10),
     "keep_checkpoints": (1, 10**6),
+    "decode_candidates": (1, 10**6),
     "seed": (0, 2**63 - 1),  # torch.manual_seed takes a 64-bit integer
     # rates and coefficients (finite: YAML's .nan and .inf are floats too)
     "lr": (0.0, 1e3),

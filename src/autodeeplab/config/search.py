@@ -53,8 +53,9 @@ def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
 class SearchLoopConfig:
     """The first-order bi-level search (paper §4.2, §5.1)."""
 
-    # How w and alpha/beta are updated: a name in engine.strategies.STRATEGIES ("darts":
-    # first-order bi-level DARTS, the paper's). The engine checks it against that registry,
+    # How the search learns: a name in engine.strategies.STRATEGIES ("darts": first-order
+    # bi-level DARTS, the paper's; "spos": uniform single-path one-shot training, then an
+    # evolutionary decode scored on the supernet). The engine checks it against that registry,
     # which this layer cannot see, so that a strategy is added with one module and one line.
     strategy: str = "darts"
     epochs: int = 40
@@ -119,6 +120,9 @@ class SearchLoopConfig:
     target_madds: str | None = None
     cost_weight: float = 1.0  # lambda in CE + lambda * log(E[Multi-Adds] / target)^2
     cost_filter_multiplier: int = 20  # F of the retrain network the budget is for (S = 20)
+    # Single-path search (strategy spos): the networks its decode scores on the supernet, in
+    # an evolutionary search within the Multi-Adds band (target_madds, or the space's median).
+    decode_candidates: int = 20
     # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
     sync_bn: bool = False
     # Mixed precision: off (the paper's fp32, the default), auto (bf16 or fp16 on CUDA, off

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from autodeeplab.ops import PRIMITIVES, OpSpec, op_spec
 from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve, level_sizes
 
-__all__ = ["saved_activation_bytes", "search_parameter_count"]
+__all__ = ["saved_activation_bytes", "search_parameter_count", "single_path_saved_bytes"]
 
 
 def _specs(primitives: Sequence[str]) -> list[OpSpec]:
@@ -170,4 +170,48 @@ def saved_activation_bytes(
         largest = max(largest, 3 * n * c * hw)
     saved += n * num_classes * crop * crop  # the loss's log_softmax output
     largest = max(largest, n * num_classes * crop * crop)
+    return int(saved * bytes_per_element), int(largest * bytes_per_element)
+
+
+def single_path_saved_bytes(
+    crop: int,
+    batch_size: int,
+    num_classes: int = 19,
+    num_layers: int = 12,
+    num_blocks: int = 5,
+    filter_multiplier: int = 8,
+    strides: Sequence[int] = (4, 8, 16, 32),
+    primitives: Sequence[str] = PRIMITIVES,
+    bytes_per_element: int = 4,
+    stem_channels: Sequence[int] = PAPER_STEM.channels,
+    pool_bn: bool = True,
+) -> tuple[int, int]:
+    """(bytes autograd saves in one single-path w step, bytes of its largest activation).
+
+    An upper bound over the sub-networks a single-path search samples: the path that stays
+    at level 0 (a cell's width doubles a level down while its area quarters, so level 0 holds
+    the most), every branch the op that saves the most, one edge each (the single-path
+    forward runs only the sampled op of the sampled edge), and one head.
+    """
+    stem = StemSpec(tuple(stem_channels))
+    trellis = Trellis(num_layers, len(strides), num_blocks, filter_multiplier, stem)
+    stem0 = halve((crop, crop))
+    pixels = [stem0[0] * stem0[1]] + [h * w for h, w in level_sizes((crop, crop), len(strides))]
+    n, b, c, hw = batch_size, num_blocks, trellis.width(0), pixels[1]
+    unit = n * c * hw
+    branch, big = max(
+        _mixed_saved(1, [spec], 1, False, True, pool_bn=pool_bn) for spec in _specs(primitives)
+    )
+    saved = float(n * stem.saved_elements((crop, crop)))
+    largest = float(max(n * 3 * crop * crop, b * unit, big * unit))
+    for layer in range(1, num_layers + 1):
+        for src_layer in (layer - 1, layer - 2):  # H^{l-1}, H^{l-2}, both at level 0
+            c_in = trellis.channels(src_layer, 0)
+            # Layer 1's H^{l-2} is the stem's stride-2 output: a strided conv from level -1.
+            delta, first = (1, 0) if src_layer < 0 else (0, 1)
+            saved += n * Resample.saved_elements(c_in, c, delta, pixels[first:])
+        saved += (2 * b * branch + b) * unit  # 2 branches a block, and the cell's output
+    saved += 10 * unit * b  # the head at level 0, on the cell's B * width channels
+    saved += n * num_classes * crop * crop  # the loss's log_softmax output
+    largest = max(largest, 3 * unit * b, n * num_classes * crop * crop)
     return int(saved * bytes_per_element), int(largest * bytes_per_element)

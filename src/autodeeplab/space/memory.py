@@ -28,6 +28,12 @@ with ``saved_tensors_hooks`` on CPU). The two overhead constants were fitted on 
 (calibration below), so the estimate holds for other crops, batches and widths, and for
 CUDA, where activations dominate.
 
+A single-path search (``search.strategy=spos``) has no architecture step and trains one
+sampled sub-network per step: :func:`estimate_single_path_memory` counts the supernet's
+weights and momentum as above, but the activations of the largest sub-network only
+(:func:`~autodeeplab.space.footprint.single_path_saved_bytes`) and the gradients of at most
+every weight; the same fixed overhead and slack.
+
 Calibration: one process per row (``OMP_NUM_THREADS=1``), 2 steps of each kind as
 the engine's ``search_step`` runs them (gradients set to None before the forward pass and after
 the optimiser step, the other parameter set frozen), peak RSS from ``VmHWM``; 2 shared CPU
@@ -69,7 +75,11 @@ from typing import Any
 
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.cell import num_edges
-from autodeeplab.space.footprint import saved_activation_bytes, search_parameter_count
+from autodeeplab.space.footprint import (
+    saved_activation_bytes,
+    search_parameter_count,
+    single_path_saved_bytes,
+)
 from autodeeplab.trellis import PAPER_STEM
 
 __all__ = [
@@ -77,6 +87,7 @@ __all__ = [
     "MemoryEstimate",
     "device_memory_bytes",
     "estimate_search_memory",
+    "estimate_single_path_memory",
     "format_estimate",
     "memory_warning",
     "resolve_checkpoint_cells",
@@ -234,6 +245,66 @@ def _estimate(
         crop=crop,
         batch_size=batch_size,
         partial_channels=partial_channels,
+    )
+
+
+def estimate_single_path_memory(
+    crop: int,
+    batch_size: int,
+    num_classes: int = 19,
+    *,
+    num_layers: int = 12,
+    num_blocks: int = 5,
+    filter_multiplier: int = 8,
+    strides: Sequence[int] = (4, 8, 16, 32),
+    primitives: Sequence[str] = PRIMITIVES,
+    affine: bool = False,
+    stem_channels: Sequence[int] = PAPER_STEM.channels,
+    checkpoint_cells: bool | str = False,
+    partial_channels: int = 1,
+    pool_bn: bool = True,
+    amp: str = "off",
+    device: str = "cpu",
+    world_size: int = 1,
+    available: int | None = None,
+) -> MemoryEstimate:
+    """Estimated peak memory of a single-path search; the arguments of
+    :func:`estimate_search_memory`.
+
+    One sub-network's activations are a few percent of the supernet's, so cell
+    checkpointing would buy nothing: ``auto`` resolves to off (``true`` is kept, and the
+    estimate is the same either way, an upper bound).
+    """
+    half = amp in ("bf16", "fp16") or (amp == "auto" and device == "cuda")
+    batch = max(1, batch_size // max(1, world_size))
+    weights, buffers = search_parameter_count(
+        num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives, affine,
+        partial_channels, stem_channels, pool_bn,
+    )  # fmt: skip
+    # The weights and SGD's momentum; alpha and beta are kept (unused) without an optimiser.
+    arch = num_edges(num_blocks) * len(primitives) + 3 * num_layers * len(strides)
+    persistent = 4 * (2 * weights + buffers + arch)
+    act, big = single_path_saved_bytes(
+        crop, batch, num_classes, num_layers, num_blocks, filter_multiplier, strides,
+        primitives, 2 if half else 4, stem_channels, pool_bn,
+    )  # fmt: skip
+    # The gradients of the sampled weights (at most all of them), those in flight, and slack.
+    transient = int(4 * weights + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * act)
+    transient += batch * crop * crop * (3 * 4 + 8)  # one batch: no trainB batch
+    fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
+    return MemoryEstimate(
+        total=fixed + persistent + act + transient,
+        fixed=fixed,
+        persistent=persistent,
+        activations=act,
+        transient=transient,
+        weight_params=weights,
+        device=device,
+        checkpoint_cells=checkpoint_cells is True,
+        crop=crop,
+        batch_size=batch_size,
+        partial_channels=partial_channels,
+        auto=checkpoint_cells == "auto",
     )
 
 

@@ -133,7 +133,9 @@ def run_search(
         record = state.record
         if last_epoch == loop.epochs and not stopped:
             out = state.run.out if state.run.main else None
-            decoded = state.strategy.final_decode(record, state.epochs_done, out)
+            decoded = state.strategy.final_decode(
+                record, state.epochs_done, out, state.data, state.num_classes
+            )
             genotype = decoded.genotype
             if state.run.main:
                 from autodeeplab.engine.search.report import write_search_results  # matplotlib

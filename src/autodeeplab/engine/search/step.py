@@ -84,6 +84,7 @@ def search_step(
     scaler: torch.amp.GradScaler | None = None,
     guard: NonFiniteGuard | None = None,
     where: str = "a search step",
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, bool]:
     """One optimiser step on ``params``; returns the (detached) loss and whether it was applied.
 
@@ -94,6 +95,9 @@ def search_step(
     ``amp_dtype`` autocasts the forward pass (the loss and ``penalty`` stay fp32), ``scaler``
     (fp16) scales the loss, and ``guard`` vets the loss and gradients before the optimiser
     step (``where`` names the step in its error); a step it drops returns False.
+    ``forward``: the logits of a batch (default: the softmax supernet, ``model``); a
+    single-path step passes one sub-network's. Parameters it leaves unused keep no
+    gradient; since every rank runs the same sub-network, the all-reduced set is the same.
     """
     x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
     if guard is not None:
@@ -104,7 +108,7 @@ def search_step(
         p.requires_grad_(False)
     try:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
+            logits = (forward or model)(x)
         logits = logits.float()  # the identity in fp32; the loss is computed in fp32
         if is_distributed():  # this rank's share of the global batch's mean
             ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -162,6 +166,7 @@ def recalibrate_bn(
     batches: Iterable[Tensor],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> None:
     """Recompute every BatchNorm's running statistics as the mean over ``batches``.
 
@@ -169,7 +174,8 @@ def recalibrate_bn(
     their running averages trail weights that change every step: validation with them
     under-reports the supernet (at the end of the old CPU preset, pixel accuracy 0.58 in
     eval mode against 0.63 in train mode). Single-path NAS recalibrates the same way before
-    it evaluates a path.
+    it evaluates a path. ``forward``: what runs the batches (default: the softmax supernet,
+    ``model``; a single path's leaves the BatchNorms off it at their reset statistics).
     """
     bns = [
         m
@@ -185,7 +191,7 @@ def recalibrate_bn(
     try:
         for x in batches:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                model(x.to(device, non_blocking=True))
+                (forward or model)(x.to(device, non_blocking=True))
     finally:
         for m, momentum in zip(bns, momenta, strict=True):
             m.momentum = momentum
@@ -202,6 +208,7 @@ def validate_supernet(
     batch_stats: bool = False,
     recalibrate: list[Tensor] | None = None,
     average_bn: bool = True,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks).
 
@@ -209,10 +216,11 @@ def validate_supernet(
     the training and architecture steps, and the running statistics are left as they were.
     ``recalibrate``: first recompute the running statistics over these image batches (this
     rank's share), and under torchrun average them over ranks if ``average_bn`` (not needed
-    with SyncBatchNorm, which saw every rank's images).
+    with SyncBatchNorm, which saw every rank's images). ``forward``: the network validated
+    (default: the softmax supernet, ``model``; or one of its single paths).
     """
     if recalibrate is not None:
-        recalibrate_bn(model, recalibrate, device, amp_dtype)
+        recalibrate_bn(model, recalibrate, device, amp_dtype, forward)
         if average_bn:
             all_reduce_mean(bn_running_stats(model))
     saved = [t.clone() for t in bn_running_stats(model)] if batch_stats else []
@@ -222,7 +230,7 @@ def validate_supernet(
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
+            logits = (forward or model)(x)
         logits = logits.float()
         total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += int((y != IGNORE_INDEX).sum())

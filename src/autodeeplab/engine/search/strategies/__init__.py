@@ -10,6 +10,7 @@ from __future__ import annotations
 from autodeeplab.config import SearchConfig, supernet_kwargs
 from autodeeplab.engine.search.strategies.base import SearchStrategy, StepResult, StrategyFactory
 from autodeeplab.engine.search.strategies.darts import FirstOrderDarts
+from autodeeplab.engine.search.strategies.spos import SinglePathOneShot
 from autodeeplab.space.memory import MemoryEstimate
 
 __all__ = ["STRATEGIES", "SearchStrategy", "StepResult", "check_strategy", "memory_estimate"]
@@ -17,6 +18,7 @@ __all__ = ["STRATEGIES", "SearchStrategy", "StepResult", "check_strategy", "memo
 #: ``search.strategy`` -> the strategy's constructor.
 STRATEGIES: dict[str, StrategyFactory] = {
     "darts": FirstOrderDarts,  # first-order bi-level DARTS (the paper's)
+    "spos": SinglePathOneShot,  # uniform single-path one-shot, evolutionary decode (SPOS)
 }
 
 

@@ -119,9 +119,16 @@ class SearchStrategy(Protocol):
         """The epoch record's view of what the search has learnt, ``genotype`` included."""
         ...
 
-    def final_decode(self, record: dict[str, Any], epochs: int, out: Path | None) -> Decoded:
-        """The search's result once every epoch ran (``out``: where to write files; None on
-        the ranks that write nothing). Every rank calls it."""
+    def final_decode(
+        self,
+        record: dict[str, Any],
+        epochs: int,
+        out: Path | None,
+        data: ValidationData,
+        num_classes: int,
+    ) -> Decoded:
+        """The search's result once every epoch ran (``record``: the last epoch's; ``out``:
+        where to write files, None on the ranks that write nothing). Every rank calls it."""
         ...
 
     def state_dict(self) -> dict[str, Any]:

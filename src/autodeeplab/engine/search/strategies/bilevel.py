@@ -122,7 +122,14 @@ class BiLevelStrategy:
             model, genotype, previous, self.schedule, loop, arch_on, self.aux_weight, epoch
         )
 
-    def final_decode(self, record: dict[str, Any], epochs: int, out: Path | None) -> Decoded:
+    def final_decode(
+        self,
+        record: dict[str, Any],
+        epochs: int,
+        out: Path | None,
+        data: ValidationData,
+        num_classes: int,
+    ) -> Decoded:
         """The last epoch's decode, with its margin and the epoch alpha/beta started."""
         loop = self.loop
         provenance = {

@@ -1,0 +1,145 @@
+"""The single-path strategy (search.strategy=spos): its sampler, its seam entries and its runs."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+
+import pytest
+import torch
+from scipy import stats
+
+from autodeeplab.checkpoint import CheckpointError
+from autodeeplab.config import config_to_dict
+from autodeeplab.engine.search.checkpoints import check_same_model
+from autodeeplab.engine.search.sampling import sample_single_path, step_generator
+from autodeeplab.engine.search.strategies import STRATEGIES, memory_estimate
+from autodeeplab.engine.search.strategies.spos import evolve, madds_band
+from autodeeplab.genotype import count_paths
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.space.cost import CostModel
+
+OPS = tuple(p for p in PRIMITIVES if p != "none")
+
+
+def _valid_paths(num_layers: int, num_levels: int) -> list[tuple[int, ...]]:
+    """Every level sequence from the stem at level 0, at most one level a layer."""
+    return [
+        p
+        for p in itertools.product(range(num_levels), repeat=num_layers)
+        if all(abs(b - a) <= 1 for a, b in zip((0, *p), p, strict=False))
+    ]
+
+
+def _draws(n: int, num_layers: int, num_levels: int, num_blocks: int = 1, seed: int = 0):
+    return [
+        sample_single_path(
+            step_generator(seed, step), num_layers, num_blocks, num_levels, PRIMITIVES
+        )
+        for step in range(n)
+    ]
+
+
+def test_the_sample_is_a_function_of_seed_and_step_alone():
+    # What every rank computes, and what a resumed run computes again: no global RNG state.
+    first = [_draws(1, 6, 4, 5, seed=7)[0] for _ in range(2)]
+    torch.manual_seed(123)
+    random.seed(5)
+    again = sample_single_path(step_generator(7, 0), 6, 5, 4, PRIMITIVES)
+    assert first[0] == first[1] == again
+    steps = _draws(50, 6, 4, 5, seed=7)
+    assert len({(g.cell, g.path) for g in steps}) == 50  # neighbouring steps are unrelated
+    other_seed = _draws(50, 6, 4, 5, seed=8)
+    assert sum(a == b for a, b in zip(steps, other_seed, strict=True)) == 0
+
+
+def test_the_path_is_uniform_over_the_valid_paths():
+    num_layers, num_levels = 4, 3
+    paths = _valid_paths(num_layers, num_levels)
+    assert len(paths) == count_paths(num_layers, num_levels)[0][0] == 29
+    n = 5800
+    draws = [g.path for g in _draws(n, num_layers, num_levels)]
+    seen = collections.Counter(draws)
+    assert set(seen) == set(paths)  # every valid path is reachable, and nothing else
+    observed = [seen[p] for p in paths]
+    assert stats.chisquare(observed).pvalue > 1e-3  # uniform: n / 29 each
+    # Per layer, the level's share is its share of the valid paths: no level is favoured
+    # (a uniform choice per layer would put 1/2 of layer 1 at level 1, not 17/29).
+    for layer in range(num_layers):
+        levels = collections.Counter(p[layer] for p in paths)
+        expected = [n * levels[s] / len(paths) for s in sorted(levels)]
+        got = collections.Counter(p[layer] for p in draws)
+        assert stats.chisquare([got[s] for s in sorted(levels)], expected).pvalue > 1e-3
+    assert collections.Counter(p[0] for p in paths) == {0: 12, 1: 17}
+
+
+def test_each_block_reads_two_distinct_inputs_through_ops_other_than_none():
+    draws = _draws(600, 3, 2, num_blocks=5)
+    pairs = collections.Counter()
+    ops = collections.Counter()
+    for g in draws:
+        for block, branches in enumerate(g.cell):
+            (op_a, in_a), (op_b, in_b) = branches
+            assert in_a != in_b and min(in_a, in_b) >= 0 and max(in_a, in_b) < block + 2
+            assert "none" not in (op_a, op_b)
+            ops.update([op_a, op_b])
+            if block == 2:
+                pairs[frozenset((in_a, in_b))] += 1
+    assert set(ops) == set(OPS)
+    assert stats.chisquare([ops[o] for o in OPS]).pvalue > 1e-3
+    assert len(pairs) == 6 and stats.chisquare(list(pairs.values())).pvalue > 1e-3  # C(4, 2)
+
+
+def test_resuming_under_another_strategy_is_refused_in_one_line(search_config):
+    state = {"config": config_to_dict(search_config("search.strategy=darts"))}
+    with pytest.raises(CheckpointError) as err:
+        check_same_model(state, search_config("search.strategy=spos"), None)
+    message = str(err.value)
+    assert "\n" not in message and "search.strategy=darts, not spos" in message
+    assert "--set search.strategy=darts" in message
+    check_same_model(state, search_config("search.strategy=darts"), None)  # same: accepted
+
+
+@pytest.mark.parametrize("crop", [64, 128, 321])
+def test_the_dry_run_estimate_of_spos_is_below_darts(search_config, crop):
+    paper = ("model.num_layers=12", "model.num_blocks=5", "model.filter_multiplier=8",
+             "model.strides=[4,8,16,32]", f"data.crop={crop}")  # fmt: skip
+    paper = (*paper, "model.checkpoint_cells=false")
+    darts = memory_estimate(search_config(*paper), 19, "cpu", 1, None)
+    spos = memory_estimate(search_config(*paper, "search.strategy=spos"), 19, "cpu", 1, None)
+    assert spos.total < darts.total and spos.activations < darts.activations / 5
+    assert spos.fixed == darts.fixed and spos.weight_params == darts.weight_params
+    # checkpoint_cells=auto: DARTS turns it on where its activations dominate; one path's
+    # activations never need it.
+    auto = ("model.checkpoint_cells=auto",)
+    assert not memory_estimate(
+        search_config(*paper, *auto, "search.strategy=spos"), 19, "cpu", 1, 2**40
+    ).checkpoint_cells
+    if crop == 321:
+        assert memory_estimate(search_config(*paper, *auto), 19, "cpu", 1, 2**33).checkpoint_cells
+
+
+def test_spos_needs_no_train_b_and_keeps_its_own_checkpoint_entries():
+    spos, darts = STRATEGIES["spos"], STRATEGIES["darts"]
+    assert darts.uses_train_b and not spos.uses_train_b
+    assert (
+        "arch_optimizer" in darts.checkpoint_keys and "arch_optimizer" not in spos.checkpoint_keys
+    )
+
+
+def test_the_evolutionary_decode_stays_in_its_band_and_never_repeats():
+    cost = CostModel(4, 2, PRIMITIVES, 3, 5, 20, (64, 64))
+    rng = random.Random(0)
+    loop = type("Loop", (), {"target_madds": None})()
+    low, high = madds_band(loop, cost, rng)  # type: ignore[arg-type]
+    assert high == pytest.approx(low * 1.1 / 0.9)
+    scored: list[dict] = []
+    origins = []
+    for origin, g in evolve(rng, cost, (low, high), 20, scored):
+        assert low <= cost.of_genotype(g) <= high
+        origins.append(origin)
+        # A score that prefers stride-4 paths: the children should follow their parents.
+        scored.append({"val_loss": float(sum(g.path)), "genotype": g.to_dict()})
+    assert len(scored) == 20 and len({str(e["genotype"]) for e in scored}) == 20
+    assert origins[:8] == ["random"] * 8 and {"mutation", "crossover"} <= set(origins[8:])
