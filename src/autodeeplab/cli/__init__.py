@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from autodeeplab.cli import compare, data, deploy, pipeline, retrain, search
+from autodeeplab.cli import compare, data, deploy, pipeline, retrain, score, search
 
 __all__ = ["main", "build_parser", "one_line"]
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autodeeplab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for subject in (search, retrain, pipeline, compare, deploy, data):
+    for subject in (search, retrain, pipeline, compare, score, deploy, data):
         subject.register(sub)
     return parser
 

@@ -77,7 +77,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "eval_every": (1, 10**10),
     "log_every": (1, 10**10),
     "keep_checkpoints": (1, 10**6),
-    "decode_candidates": (1, 10**6),
     "seed": (0, 2**63 - 1),  # torch.manual_seed takes a 64-bit integer
     # rates and coefficients (finite: YAML's .nan and .inf are floats too)
     "lr": (0.0, 1e3),
@@ -97,6 +96,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "drop_path_keep_prob": (0.01, 1.0),
     "aspp_gamma_init": (1e-12, 1e6),
     "max_skipped": (0.0, 1.0),
+    "decode_candidates": (1, 10**5),
+    "decode_generations": (0, 10**4),
+    "score_recal_batches": (1, 10**6),
+    "score_val_batches": (1, 10**9),
 }
 
 
@@ -106,6 +109,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "path_decode": ("relative", "literal"),
     "arch_lr_schedule": ("constant", "cosine"),
     "val_bn": ("batch", "recalibrate", "running"),
+    "decode": ("argmax", "score"),
 }
 # Keys that take a number or one of a few words (checked after the type and the range).
 WORDS: dict[str, tuple[str, ...]] = {"arch_lr": ("auto",), "arch_start_loss": ("prior",)}

@@ -98,6 +98,19 @@ class SearchLoopConfig:
     # non-affine BNs the running statistics do not describe what the supernet learnt: on the
     # CPU preset they gave val CE 4.2 where batch statistics gave 1.37 (README).
     val_bn: str = "batch"
+    # How the genotype is decoded at the end: "argmax" (the paper's: argmax cell, Viterbi
+    # path), or "score": candidates within compare's Multi-Adds band around that genotype
+    # (it first, then random ones; with decode_generations > 0, evolved from the best) are
+    # scored on the trained supernet (single path, BatchNorm recalibrated on
+    # score_recal_batches trainA batches, val CE over score_val_batches val batches, null:
+    # all), and the lowest val CE becomes genotype.json; all are in candidates.json. The
+    # spos strategy always decodes so, in the band around target_madds (at retrain F
+    # cost_filter_multiplier) or, without one, around the median network of the space.
+    decode: str = "argmax"
+    decode_candidates: int = 20
+    decode_generations: int = 0
+    score_recal_batches: int = 8
+    score_val_batches: int | None = None
     # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
     # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
     # architecture epochs, against the collapse onto parameter-free ops. 0 = off.
@@ -120,9 +133,6 @@ class SearchLoopConfig:
     target_madds: str | None = None
     cost_weight: float = 1.0  # lambda in CE + lambda * log(E[Multi-Adds] / target)^2
     cost_filter_multiplier: int = 20  # F of the retrain network the budget is for (S = 20)
-    # Single-path search (strategy spos): the networks its decode scores on the supernet, in
-    # an evolutionary search within the Multi-Adds band (target_madds, or the space's median).
-    decode_candidates: int = 20
     # Under torchrun: SyncBatchNorm (CUDA only), so BN sees the global batch, not the rank's.
     sync_bn: bool = False
     # Mixed precision: off (the paper's fp32, the default), auto (bf16 or fp16 on CUDA, off

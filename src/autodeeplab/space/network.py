@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.genotype import Genotype
-from autodeeplab.ops import OPS, PRIMITIVES, resize
+from autodeeplab.ops import PRIMITIVES, resize
+from autodeeplab.space.arguments import check_args, check_partial_channels
 from autodeeplab.space.cell import MixedOp, SearchCell, edge_softmax, num_edges, state_edges
 from autodeeplab.space.decode import decode
 from autodeeplab.space.head import SearchHead
@@ -54,6 +55,7 @@ from autodeeplab.space.relaxation import (
     cell_decode_weights,
     masked_softmax,
 )
+from autodeeplab.space.single_path import build_path_edges, single_path_forward
 from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve
 
 __all__ = [
@@ -197,8 +199,8 @@ class SearchNetwork(nn.Module):
             "pool_bn": pool_bn,
         }
         self.checkpoint_cells = checkpoint_cells
-        _check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
-        _check_partial_channels(partial_channels, filter_multiplier)
+        check_args(num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives)
+        check_partial_channels(partial_channels, filter_multiplier)
         self.partial_channels = partial_channels
         self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
         self.filter_multiplier, self.strides = filter_multiplier, tuple(strides)
@@ -249,6 +251,35 @@ class SearchNetwork(nn.Module):
         self._incoming_counts = counts
         for s in range(num_blocks + 1):
             self.register_buffer(f"_rows{s}", torch.tensor(state_edges(s, num_blocks)), False)
+        # The H^{l-2} edges of paths that change level (space/single_path.py): only once
+        # add_path_edges() is called, so that the paper's supernet keeps its keys.
+        self.path_edges: nn.ModuleDict | None = None
+
+    def add_path_edges(self, seed: int = 0) -> None:
+        """Add the single-path H^{l-2} edges the trellis lacks (once), initialised from ``seed``.
+
+        Their initialisation draws from its own generator, not the global one. New state-dict
+        keys ``path_edges.*``; :meth:`forward` never reads them.
+        """
+        if self.path_edges is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                edges = build_path_edges(self.trellis, self.model_kwargs["affine"])
+            self.path_edges = edges.to(self.alpha.device, self.alpha.dtype).train(self.training)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As ``nn.Module``'s; a state with path edges adds them here first (see above)."""
+        if self.path_edges is None and any(k.startswith("path_edges.") for k in state_dict):
+            self.add_path_edges()
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def forward_genotype(self, x: Tensor, genotype: Genotype, prev_prev: str = "auto") -> Tensor:
+        """Logits of ``genotype``'s network on the shared weights, like :meth:`forward`'s.
+
+        Only the genotype's nodes and ops run (``space/single_path.py``); ``prev_prev``:
+        how a path that changes level reads H^{l-2} (``path``, ``trellis``, ``auto``).
+        """
+        return single_path_forward(self, x, genotype, prev_prev)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters: [alpha, beta], and gamma with partial channels."""
@@ -350,50 +381,3 @@ def min_search_crop(strides: Sequence[int]) -> int:
     of 1e9 at crop 32 with strides up to 32).
     """
     return 3 * max(strides)
-
-
-def _check_partial_channels(partial_channels: int, filter_multiplier: int) -> None:
-    if (
-        not isinstance(partial_channels, int)
-        or isinstance(partial_channels, bool)
-        or partial_channels < 1
-    ):
-        raise ValueError(f"partial_channels must be a positive integer, got {partial_channels!r}")
-    # Block widths are F * 2**level and level 0 always exists, so K divides every block
-    # width exactly when it divides F.
-    if filter_multiplier % partial_channels:
-        raise ValueError(
-            f"partial_channels={partial_channels} must divide the block width "
-            f"filter_multiplier={filter_multiplier} (C % K == 0 for C = F * 2**level); "
-            f"choose a divisor of {filter_multiplier}"
-        )
-
-
-def _check_args(
-    num_classes: int,
-    num_layers: int,
-    num_blocks: int,
-    filter_multiplier: int,
-    strides: Sequence[int],
-    primitives: Sequence[str],
-) -> None:
-    for name, value in (
-        ("num_classes", num_classes),
-        ("num_layers", num_layers),
-        ("num_blocks", num_blocks),
-        ("filter_multiplier", filter_multiplier),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    strides = list(strides)
-    if not strides or strides != [4 * 2**i for i in range(len(strides))]:
-        raise ValueError(
-            f"strides must be consecutive doublings from 4 (e.g. 4,8,16,32), got {strides}"
-        )
-    unknown = [p for p in primitives if p not in OPS]
-    if unknown:
-        raise ValueError(f"unknown ops {unknown}; known ops: {', '.join(OPS)}")
-    if len(set(primitives)) != len(primitives):
-        raise ValueError(f"primitives has duplicates: {list(primitives)}")
-    if all(p == "none" for p in primitives):
-        raise ValueError("primitives needs at least one op other than 'none'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,12 +14,12 @@ from scipy import stats
 from autodeeplab.checkpoint import CheckpointError
 from autodeeplab.config import config_to_dict
 from autodeeplab.engine.search.checkpoints import check_same_model
+from autodeeplab.engine.search.evolution import GenotypeSpace
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
 from autodeeplab.engine.search.strategies import STRATEGIES, memory_estimate
-from autodeeplab.engine.search.strategies.spos import evolve, madds_band
+from autodeeplab.engine.search.strategies.spos import decode_band
 from autodeeplab.genotype import count_paths
 from autodeeplab.ops import PRIMITIVES
-from autodeeplab.space.cost import CostModel
 
 OPS = tuple(p for p in PRIMITIVES if p != "none")
 
@@ -128,18 +129,18 @@ def test_spos_needs_no_train_b_and_keeps_its_own_checkpoint_entries():
     )
 
 
-def test_the_evolutionary_decode_stays_in_its_band_and_never_repeats():
-    cost = CostModel(4, 2, PRIMITIVES, 3, 5, 20, (64, 64))
-    rng = random.Random(0)
-    loop = type("Loop", (), {"target_madds": None})()
-    low, high = madds_band(loop, cost, rng)  # type: ignore[arg-type]
-    assert high == pytest.approx(low * 1.1 / 0.9)
-    scored: list[dict] = []
-    origins = []
-    for origin, g in evolve(rng, cost, (low, high), 20, scored):
-        assert low <= cost.of_genotype(g) <= high
-        origins.append(origin)
-        # A score that prefers stride-4 paths: the children should follow their parents.
-        scored.append({"val_loss": float(sum(g.path)), "genotype": g.to_dict()})
-    assert len(scored) == 20 and len({str(e["genotype"]) for e in scored}) == 20
-    assert origins[:8] == ["random"] * 8 and {"mutation", "crossover"} <= set(origins[8:])
+def test_the_decode_band_is_the_target_or_compares_band_around_a_typical_network(
+    search_config,
+):
+    space = GenotypeSpace(4, 2, 3)
+    loop = search_config("model.num_layers=4", "model.strides=[4,8,16]").search
+    band = decode_band(loop, space, 5)
+    again = decode_band(loop, space, 5)
+    assert (band.low, band.high) == (again.low, again.high)  # from search.seed alone
+    assert band.high / band.low == pytest.approx(1.1 / 0.9)
+    # The centre is a typical network: about half of the space's networks cost less.
+    rng = random.Random(1)
+    below = sum(band.madds(space.random(rng)) < band.center for _ in range(400))
+    assert 120 < below < 280
+    target = decode_band(replace(loop, target_madds="2G@64x64"), space, 5)
+    assert (target.low, target.high) == pytest.approx((1.8e9, 2.2e9))

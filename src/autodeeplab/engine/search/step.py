@@ -166,7 +166,6 @@ def recalibrate_bn(
     batches: Iterable[Tensor],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> None:
     """Recompute every BatchNorm's running statistics as the mean over ``batches``.
 
@@ -174,8 +173,7 @@ def recalibrate_bn(
     their running averages trail weights that change every step: validation with them
     under-reports the supernet (at the end of the old CPU preset, pixel accuracy 0.58 in
     eval mode against 0.63 in train mode). Single-path NAS recalibrates the same way before
-    it evaluates a path. ``forward``: what runs the batches (default: the softmax supernet,
-    ``model``; a single path's leaves the BatchNorms off it at their reset statistics).
+    it evaluates a path.
     """
     bns = [
         m
@@ -191,7 +189,7 @@ def recalibrate_bn(
     try:
         for x in batches:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                (forward or model)(x.to(device, non_blocking=True))
+                model(x.to(device, non_blocking=True))
     finally:
         for m, momentum in zip(bns, momenta, strict=True):
             m.momentum = momentum
@@ -208,7 +206,6 @@ def validate_supernet(
     batch_stats: bool = False,
     recalibrate: list[Tensor] | None = None,
     average_bn: bool = True,
-    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Loss, mIoU and pixel accuracy of the supernet on ``loader`` (summed over ranks).
 
@@ -216,11 +213,10 @@ def validate_supernet(
     the training and architecture steps, and the running statistics are left as they were.
     ``recalibrate``: first recompute the running statistics over these image batches (this
     rank's share), and under torchrun average them over ranks if ``average_bn`` (not needed
-    with SyncBatchNorm, which saw every rank's images). ``forward``: the network validated
-    (default: the softmax supernet, ``model``; or one of its single paths).
+    with SyncBatchNorm, which saw every rank's images).
     """
     if recalibrate is not None:
-        recalibrate_bn(model, recalibrate, device, amp_dtype, forward)
+        recalibrate_bn(model, recalibrate, device, amp_dtype)
         if average_bn:
             all_reduce_mean(bn_running_stats(model))
     saved = [t.clone() for t in bn_running_stats(model)] if batch_stats else []
@@ -230,7 +226,7 @@ def validate_supernet(
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = (forward or model)(x)
+            logits = model(x)
         logits = logits.float()
         total += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += int((y != IGNORE_INDEX).sum())

@@ -20,6 +20,7 @@ from torch import Tensor
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.engine.search.epoch import arch_record
 from autodeeplab.engine.search.schedule import ArchSchedule, restore_schedule
+from autodeeplab.engine.search.score_decode import decode_by_score, score_batches
 from autodeeplab.engine.search.step import validate_supernet
 from autodeeplab.engine.search.strategies.base import Decoded, ValidationData
 from autodeeplab.genotype import Genotype
@@ -130,16 +131,25 @@ class BiLevelStrategy:
         data: ValidationData,
         num_classes: int,
     ) -> Decoded:
-        """The last epoch's decode, with its margin and the epoch alpha/beta started."""
+        """The last epoch's decode, with its margin and the epoch alpha/beta started; with
+        ``search.decode=score``, the best-scoring network in the band around it."""
         loop = self.loop
+        genotype, scored = self.decode(loop.path_decode), {}
+        if loop.decode == "score":  # every rank scores; ``out`` gets candidates.json
+            recal, val = score_batches(data, loop)
+            genotype, scored = decode_by_score(
+                self.model, genotype, recal, val, num_classes, loop,
+                device=self.device, amp_dtype=self.amp_dtype, out=out,
+            )  # fmt: skip
         provenance = {
             "path_decode": loop.path_decode,
             "path_margin": record.get("path_margin"),
             "epochs": epochs,
             "arch_started_epoch": self.schedule.started_epoch,
+            **scored,
         }
         beta = self.model.beta_weights().detach().cpu().numpy()
-        return Decoded(self.decode(loop.path_decode), provenance, beta)
+        return Decoded(genotype, provenance, beta)
 
     def schedule_state(self) -> dict[str, Any]:
         """The schedules' checkpoint entries, under their historical keys."""

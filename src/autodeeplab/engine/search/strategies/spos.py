@@ -18,12 +18,14 @@ Which data each stage uses:
   sub-network at a time, its statistics recomputed from scratch;
 - validation each epoch and every score of the decode: val.
 
-Decoding: an evolutionary search as SPOS runs it (a population, the best as parents, their
-mutations and crossovers), within a Multi-Adds band: ``search.target_madds`` (at the retrain
-width ``search.cost_filter_multiplier``) +- :data:`BAND`, or by default the band ``compare``
-draws its random networks in, around the median network of the space at the search's crop.
-Each candidate is scored by its val cross-entropy on the supernet after recalibration; every
-candidate and its score go to ``candidates.jsonl`` in the run folder.
+Decoding (:func:`~autodeeplab.engine.search.evolution.search_by_score`): random sampling of
+``search.decode_candidates`` networks, then, with ``search.decode_generations`` > 0, an
+evolutionary search as SPOS runs it (the best half as parents, their mutations and
+crossovers), all within a Multi-Adds band (:func:`decode_band`): ``search.target_madds`` +-
+:data:`BAND`, or by default the band ``compare`` draws its random networks in, around the
+median network of the space. Each candidate is scored by its val cross-entropy on the
+supernet after recalibration (:mod:`~autodeeplab.engine.search.score`); every candidate and
+its score go to ``candidates.json`` in the run folder.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import json
 import random
 import statistics
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,8 +42,16 @@ from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.engine.guards import NonFiniteGuard
+from autodeeplab.engine.search.evolution import (
+    GenotypeSpace,
+    MaddsBand,
+    compare_band,
+    search_by_score,
+)
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
-from autodeeplab.engine.search.step import search_step, validate_supernet
+from autodeeplab.engine.search.score import GenotypeScore, score_genotype, write_json
+from autodeeplab.engine.search.score_decode import CANDIDATES_FILE, score_batches
+from autodeeplab.engine.search.step import search_step
 from autodeeplab.engine.search.strategies.base import (
     Batch,
     Decoded,
@@ -50,12 +59,12 @@ from autodeeplab.engine.search.strategies.base import (
     StepResult,
     ValidationData,
 )
-from autodeeplab.genotype import Genotype, random_genotype
+from autodeeplab.genotype import Genotype
 from autodeeplab.space.cost import CostModel, parse_madds_target
 from autodeeplab.space.memory import MemoryEstimate, estimate_single_path_memory
 from autodeeplab.space.network import SearchNetwork
 
-__all__ = ["BAND", "SinglePathOneShot", "evolve", "madds_band"]
+__all__ = ["BAND", "SinglePathOneShot", "decode_band"]
 
 #: The decode's Multi-Adds band: +-10% around its centre, the tolerance ``compare`` uses.
 BAND = 0.1
@@ -63,89 +72,28 @@ BAND = 0.1
 VALIDATION_PATHS = 3
 #: The validation paths' generator steps: negative, never a training step's.
 _VALIDATION_STEPS = tuple(-1 - k for k in range(VALIDATION_PATHS))
-#: The decode's first generation (and each later one), SPOS's 50 scaled to a CPU budget.
-POPULATION = 8
-#: A mutation redraws each block (and the path) with this probability (SPOS: 0.1).
-MUTATION = 0.1
-#: Draws per candidate before the band is given up on (compare's bound).
-MAX_DRAWS = 400
+#: Random networks whose median (by Multi-Adds) is the default band's centre.
+TYPICAL_DRAWS = 201
 
 
-def madds_band(loop: SearchLoopConfig, cost: CostModel, rng: random.Random) -> tuple[float, float]:
-    """(low, high) Multi-Adds of the decode's band (``cost`` prices at the band's size)."""
+def decode_band(loop: SearchLoopConfig, space: GenotypeSpace, num_classes: int) -> MaddsBand:
+    """The decode's Multi-Adds band: around ``search.target_madds`` (priced at its size and
+    at ``search.cost_filter_multiplier``), or by default the band ``compare`` draws its
+    random networks in (:func:`~autodeeplab.engine.search.evolution.compare_band`) around the
+    median network of the space (of :data:`TYPICAL_DRAWS`, drawn from ``search.seed``)."""
     if loop.target_madds:
-        centre = parse_madds_target(loop.target_madds).madds
-    else:  # the median network of the space, as compare's random draws see it
-        space = (cost.num_layers, cost.num_blocks, cost.num_levels, cost.primitives)
-        centre = statistics.median(
-            cost.of_genotype(random_genotype(rng, *space)) for _ in range(201)
-        )
-    return (1 - BAND) * centre, (1 + BAND) * centre
-
-
-def _in_band(
-    rng: random.Random, cost: CostModel, band: tuple[float, float], seen: set[Genotype]
-) -> Genotype:
-    """A random genotype of the space within ``band``, not in ``seen`` (by rejection)."""
-    space = (cost.num_layers, cost.num_blocks, cost.num_levels, cost.primitives)
-    for _ in range(MAX_DRAWS):
-        g = random_genotype(rng, *space)
-        if band[0] <= cost.of_genotype(g) <= band[1] and g not in seen:
-            return g
-    raise ValueError(
-        f"found no new network within the Multi-Adds band {band[0] / 1e9:.3g}G-"
-        f"{band[1] / 1e9:.3g}G in {MAX_DRAWS} draws; set another search.target_madds or fewer "
-        "search.decode_candidates"
-    )
-
-
-def _child(rng: random.Random, cost: CostModel, parents: list[Genotype], mutate: bool) -> Genotype:
-    """A mutation of one parent (each block and the path redrawn with probability
-    :data:`MUTATION`) or a crossover of two (each block and the path from either)."""
-    a, b = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
-    if mutate:
-        space = (cost.num_layers, cost.num_blocks, cost.num_levels, cost.primitives)
-        b = random_genotype(rng, *space)
-        pick = [rng.random() < MUTATION for _ in range(len(a.cell) + 1)]
-    else:
-        pick = [rng.random() < 0.5 for _ in range(len(a.cell) + 1)]
-    cell = tuple(y if p else x for x, y, p in zip(a.cell, b.cell, pick, strict=False))
-    return Genotype(cell, b.path if pick[-1] else a.path)
-
-
-def evolve(
-    rng: random.Random,
-    cost: CostModel,
-    band: tuple[float, float],
-    budget: int,
-    scored: list[dict[str, Any]],
-) -> Iterator[tuple[str, Genotype]]:
-    """The candidates of an evolutionary search (SPOS, Guo et al., §3.3), one at a time.
-
-    The first generation: :data:`POPULATION` random networks in ``band``. Each later one:
-    children of the best half of everything scored so far (``scored``, filled by the caller
-    with each candidate's ``val_loss`` and ``genotype`` before it asks for the next), half
-    mutations, half crossovers, kept when in the band and new. ``budget`` candidates in all.
-    """
-    seen: set[Genotype] = set()
-    population = min(POPULATION, budget)
-    for _ in range(population):
-        g = _in_band(rng, cost, band, seen)
-        seen.add(g)
-        yield "random", g
-    while len(seen) < budget:
-        ranked = sorted(scored, key=lambda e: e["val_loss"])
-        parents = [Genotype.from_dict(e["genotype"]) for e in ranked[: max(2, len(ranked) // 2)]]
-        for k in range(min(population, budget - len(seen))):
-            mutate = k % 2 == 0
-            for _ in range(MAX_DRAWS):
-                g = _child(rng, cost, parents, mutate)
-                if band[0] <= cost.of_genotype(g) <= band[1] and g not in seen:
-                    break
-            else:  # the parents' neighbourhood is exhausted: a fresh network
-                g, mutate = _in_band(rng, cost, band, seen), True
-            seen.add(g)
-            yield ("mutation" if mutate else "crossover"), g
+        target = parse_madds_target(loop.target_madds)
+        cost = CostModel(
+            space.num_layers, space.num_blocks, space.primitives, space.num_levels,
+            num_classes, loop.cost_filter_multiplier, target.size,
+        )  # fmt: skip
+        centre = target.madds
+        return MaddsBand((1 - BAND) * centre, (1 + BAND) * centre, cost.of_genotype, int(centre))
+    rng = random.Random(loop.seed)
+    draws = [space.random(rng) for _ in range(TYPICAL_DRAWS)]
+    priced = compare_band(draws[0], num_classes, tolerance=BAND)
+    typical = sorted(draws, key=priced.madds)[TYPICAL_DRAWS // 2]
+    return compare_band(typical, num_classes, tolerance=BAND)
 
 
 class SinglePathOneShot:
@@ -231,25 +179,23 @@ class SinglePathOneShot:
             self.w_sched.step()
         return lr
 
-    def score(self, genotype: Genotype, data: ValidationData, num_classes: int) -> dict[str, float]:
-        """``genotype`` on val after recalibrating the BatchNorms on training batches."""
-        return validate_supernet(
-            self.model,
-            data.loader_val,
-            num_classes,
-            self.device,
-            self.amp_dtype,
-            recalibrate=data.recalibration_batches(),
-            forward=lambda x: self.model.forward_genotype(x, genotype),
-        )
+    def score(
+        self, genotype: Genotype, data: ValidationData, num_classes: int, name: str = ""
+    ) -> GenotypeScore:
+        """``genotype`` on val after recalibrating its BatchNorms on training batches (the
+        supernet's own statistics are left as they were)."""
+        recal, val = score_batches(data, self.loop)
+        return score_genotype(
+            self.model, genotype, recal, val, num_classes,
+            device=self.device, amp_dtype=self.amp_dtype, name=name,
+        )  # fmt: skip
 
     def validate(self, data: ValidationData, num_classes: int, sync_bn: bool) -> dict[str, float]:
-        """The mean over :data:`VALIDATION_PATHS` fixed sub-networks, each recalibrated."""
+        """The mean score of :data:`VALIDATION_PATHS` fixed sub-networks, each recalibrated."""
         self.validated = []
         for step in _VALIDATION_STEPS:
-            genotype = self.sample(step)
-            metrics = self.score(genotype, data, num_classes)
-            self.validated.append({"genotype": genotype.to_dict(), **metrics})
+            score = self.score(self.sample(step), data, num_classes).to_dict()
+            self.validated.append({k: v for k, v in score.items() if k != "name"})
         keys = ("val_loss", "val_miou", "val_pixel_acc")
         return {k: statistics.fmean(v[k] for v in self.validated) for k in keys}
 
@@ -280,48 +226,45 @@ class SinglePathOneShot:
         data: ValidationData,
         num_classes: int,
     ) -> Decoded:
-        """The best of ``search.decode_candidates`` networks in the band, by val loss after
-        BN recalibration; each written to ``out/candidates.jsonl`` as it is scored."""
-        loop, m = self.loop, self.model
-        height, width = data.recalibration_batches(1)[0].shape[-2:]
-        size = parse_madds_target(loop.target_madds).size if loop.target_madds else (height, width)
-        cost = CostModel(
-            m.num_layers, m.num_blocks, m.primitives, m.num_levels, num_classes,
-            loop.cost_filter_multiplier, size,
-        )  # fmt: skip
-        rng = random.Random(loop.seed)
-        band = madds_band(loop, cost, rng)
-        path = None if out is None else out / "candidates.jsonl"
-        if path is not None:
-            path.unlink(missing_ok=True)  # a decode run again starts its file afresh
-        scored: list[dict[str, Any]] = []
-        for origin, genotype in evolve(rng, cost, band, loop.decode_candidates, scored):
-            metrics = self.score(genotype, data, num_classes)
-            entry = {
-                "index": len(scored),
-                "origin": origin,
-                "madds": cost.of_genotype(genotype),
-                **metrics,
-                "genotype": genotype.to_dict(),
-            }
-            scored.append(entry)
-            if path is not None:
-                with path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(entry) + "\n")
-        best = min(scored, key=lambda e: e["val_loss"])
+        """The best of the candidates in the band by val loss after BN recalibration
+        (``search.decode_candidates`` random ones, then ``search.decode_generations``
+        generations of mutations and crossovers); all written to ``out/candidates.json``."""
+        loop = self.loop
+        space = GenotypeSpace.of(self.model)
+        band = decode_band(loop, space, num_classes)
+        candidates = search_by_score(
+            lambda g, name: self.score(g, data, num_classes, name),
+            band,
+            random.Random(loop.seed),
+            space=space,
+            population=loop.decode_candidates,
+            generations=loop.decode_generations,
+        )
+        best = min(candidates, key=lambda c: c.score.val_loss)
+        files = []
+        if out is not None:
+            files.append(out / CANDIDATES_FILE)
+            write_json(
+                files[0],
+                {
+                    "band_madds": [band.low, band.high],
+                    "center_madds": band.center,
+                    "best": best.score.name,
+                    "candidates": [c.to_dict() for c in candidates],
+                },
+            )
         provenance = {
             "strategy": "spos",
-            "decode": "evolution",
-            "candidates": len(scored),
-            "madds_band": [band[0], band[1]],
-            "madds_size": list(size),
-            "val_loss": best["val_loss"],
-            "val_miou": best["val_miou"],
+            "decode": "score",
+            "candidates": len(candidates),
+            "generations": loop.decode_generations,
+            "band_madds": [band.low, band.high],
+            "val_loss": best.score.val_loss,
+            "val_miou": best.score.val_miou,
             "epochs": epochs,
             "sampled_steps": self.steps,
         }
-        files = [] if path is None else [path]
-        return Decoded(Genotype.from_dict(best["genotype"]), provenance, None, False, files)
+        return Decoded(best.score.genotype, provenance, None, False, files)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimiser, its schedule and scaler, the step count and the last validation."""
