@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
+import os
 import random
+import signal
 from dataclasses import replace
 
 import pytest
 import torch
 from scipy import stats
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from autodeeplab.checkpoint import CheckpointError
-from autodeeplab.config import config_to_dict
+from autodeeplab.checkpoint import CheckpointError, load_checkpoint
+from autodeeplab.cli.messages import arch_never_updated
+from autodeeplab.config import SearchLoopConfig, config_to_dict
+from autodeeplab.engine.guards import NonFiniteGuard
+from autodeeplab.engine.logs import read_jsonl
 from autodeeplab.engine.search.checkpoints import check_same_model
 from autodeeplab.engine.search.evolution import GenotypeSpace
+from autodeeplab.engine.search.loop import run_search
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
 from autodeeplab.engine.search.strategies import STRATEGIES, memory_estimate
 from autodeeplab.engine.search.strategies.spos import decode_band
-from autodeeplab.genotype import count_paths
+from autodeeplab.genotype import Genotype, count_paths
 from autodeeplab.ops import PRIMITIVES
 
 OPS = tuple(p for p in PRIMITIVES if p != "none")
@@ -144,3 +152,101 @@ def test_the_decode_band_is_the_target_or_compares_band_around_a_typical_network
     assert 120 < below < 280
     target = decode_band(replace(loop, target_madds="2G@64x64"), space, 5)
     assert (target.low, target.high) == pytest.approx((1.8e9, 2.2e9))
+
+
+def _batch(seed: int, n: int = 2, size: int = 32, classes: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, size, size, generator=g)
+    return images, torch.randint(0, classes, (n, size, size), generator=g)
+
+
+def _spos(net, **loop):
+    device = torch.device("cpu")
+    return STRATEGIES["spos"](
+        net,
+        replace(SearchLoopConfig(), **loop),
+        device=device,
+        amp_dtype=None,
+        guard=NonFiniteGuard("stop", 0, device, "search"),
+        penalty=None,
+    )
+
+
+def test_a_step_trains_only_the_sub_network_its_step_draws(make_net):
+    net = make_net(num_classes=3, num_layers=3, strides=(4, 8))
+    strategy = _spos(net, seed=4)
+    genotype = strategy.sample(0)
+    assert genotype == _spos(make_net(num_classes=3, num_layers=3, strides=(4, 8)), seed=4).sample(
+        0
+    )
+    # The parameters its single-path forward reaches, by autograd (the reference).
+    images, labels = _batch(0)
+    net.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(net.forward_genotype(images, genotype), labels).backward()
+    used = {n for n, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad(set_to_none=True)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    result = strategy.step((images, labels), None, "a test step")
+    assert result.w_applied and result.arch_loss is None and strategy.steps == 1
+    moved = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= used and "alpha" not in moved and "beta" not in moved
+    assert len(used) < len(before) / 2  # one path of a 3-layer, 2-level trellis
+    assert strategy.arch_parameters() == [] and not strategy.start_epoch(0, 4, False)
+
+
+@pytest.mark.slow
+def test_a_spos_search_records_no_margin_and_writes_its_candidates(tmp_path, search_config):
+    cfg = search_config("search.strategy=spos", "search.decode_candidates=3")
+    result = run_search(cfg, tmp_path, progress=False)
+    records = read_jsonl(tmp_path / "search_log.jsonl")
+    assert [r["sampled_steps"] for r in records] == [4, 8]  # trainA + trainB: 8 images
+    for r in records:  # no alpha, beta, path margin, nor its warning
+        assert not {"alpha", "beta", "path_margin", "warning"} & set(r)
+        assert len(r["validated"]) == 3 and r["arch_loss"] is None
+    saved = json.loads((tmp_path / "genotype.json").read_text())
+    assert saved["search"]["strategy"] == "spos" and saved["search"]["candidates"] == 3
+    candidates = json.loads((tmp_path / "candidates.json").read_text())
+    assert len(candidates["candidates"]) == 3
+    best = min(candidates["candidates"], key=lambda c: c["val_loss"])
+    assert Genotype.from_dict(best["genotype"]) == result.genotype
+    low, high = candidates["band_madds"]
+    assert all(low <= c["madds"] <= high for c in candidates["candidates"])
+    assert not arch_never_updated(tmp_path)  # no "alpha and beta never updated" warning
+
+
+@pytest.mark.slow
+def test_a_stopped_spos_search_resumes_to_the_same_bits(tmp_path, search_config):
+    cfg = search_config("search.strategy=spos", "search.decode_candidates=2")
+    full = run_search(cfg, tmp_path / "full", progress=False)
+    out = tmp_path / "part"
+    count = 0
+
+    def sigterm_at_step_6(optimizer, args, kwargs):  # step 2 of epoch 2
+        nonlocal count
+        count += 1
+        if count == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handle = register_optimizer_step_post_hook(sigterm_at_step_6)
+    try:
+        part = run_search(cfg, out, progress=False)
+    finally:
+        handle.remove()
+    assert part.stopped and part.checkpoint.name == "epoch_0002_step_000002.pt"
+    resumed = run_search(cfg, out, resume=True, progress=False)
+    assert resumed.genotype == full.genotype
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0002.pt", "search")
+    b = load_checkpoint(out / "checkpoints" / "epoch_0002.pt", "search")
+    assert a["model"].keys() == b["model"].keys() and any("path_edges" in k for k in a["model"])
+    for key in a["model"]:  # weights, path edges and BN statistics
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for i, sa in a["w_optimizer"]["state"].items():
+        for name, value in sa.items():
+            assert torch.equal(value, b["w_optimizer"]["state"][i][name])
+    assert a["spos"] == b["spos"] and a["step"] == b["step"] == 8
+    assert (tmp_path / "full" / "candidates.json").read_bytes() == (
+        out / "candidates.json"
+    ).read_bytes()
+    # Resuming it as a DARTS search is refused before anything runs.
+    with pytest.raises(CheckpointError, match="search.strategy=spos, not darts"):
+        run_search(search_config(), out, resume=True, progress=False)
