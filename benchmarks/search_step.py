@@ -176,7 +176,11 @@ def measure(args: argparse.Namespace) -> dict:
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
         print(table, file=sys.stderr)
         record["profile_top"] = top_ops(prof, args.profile)
-    times = [iteration() for _ in range(args.iters)]
+    # At least --iters iterations and --min-seconds of them: a sampled sub-network's cost
+    # depends on its path, so a cheap step is averaged over many samples.
+    times: list[float] = []
+    while len(times) < args.iters or (sum(times) < args.min_seconds and len(times) < 1000):
+        times.append(iteration())
     record.update(
         {
             # A sampled sub-network's cost depends on its path: the mean is the throughput.
@@ -185,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict:
             "iteration_min_s": round(min(times), 4),
             "iteration_max_s": round(max(times), 4),
             "peak_memory_mib": round(peak_memory_mib(device), 1),
-            "iters": args.iters,
+            "iters": len(times),
         }
     )
     if wants_b:  # the weight step alone (the same call without a trainB batch)
@@ -290,6 +294,12 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=19)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=10.0,
+        help="time iterations until at least this many seconds (and --iters) have run",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--checkpoint-cells",
@@ -322,7 +332,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--inline", "--crop", str(crop), "--strategy", name]
             for flag in (
                 "batch_size", "layers", "blocks", "filter_multiplier", "classes", "iters",
-                "warmup", "partial_channels", "profile",
+                "warmup", "min_seconds", "partial_channels", "profile",
             ):  # fmt: skip
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             cmd += ["--device", args.device, "--amp", args.amp]

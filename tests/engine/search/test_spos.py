@@ -22,7 +22,8 @@ from autodeeplab.engine.guards import NonFiniteGuard
 from autodeeplab.engine.logs import read_jsonl
 from autodeeplab.engine.search.checkpoints import check_same_model
 from autodeeplab.engine.search.evolution import GenotypeSpace
-from autodeeplab.engine.search.loop import run_search
+from autodeeplab.engine.search.loop import decode_checkpoint, run_search
+from autodeeplab.engine.search.report import render_search_report
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
 from autodeeplab.engine.search.strategies import STRATEGIES, memory_estimate
 from autodeeplab.engine.search.strategies.spos import decode_band
@@ -212,6 +213,8 @@ def test_a_spos_search_records_no_margin_and_writes_its_candidates(tmp_path, sea
     low, high = candidates["band_madds"]
     assert all(low <= c["madds"] <= high for c in candidates["candidates"])
     assert not arch_never_updated(tmp_path)  # no "alpha and beta never updated" warning
+    with pytest.raises(ValueError, match="strategy=spos run learns no alpha or beta to report"):
+        render_search_report(tmp_path)
 
 
 @pytest.mark.slow
@@ -247,6 +250,8 @@ def test_a_stopped_spos_search_resumes_to_the_same_bits(tmp_path, search_config)
     assert (tmp_path / "full" / "candidates.json").read_bytes() == (
         out / "candidates.json"
     ).read_bytes()
+    with pytest.raises(CheckpointError, match="learns no alpha or beta to decode"):
+        decode_checkpoint(out / "checkpoints" / "epoch_0002.pt")
     # Resuming it as a DARTS search is refused before anything runs.
     with pytest.raises(CheckpointError, match="search.strategy=spos, not darts"):
         run_search(search_config(), out, resume=True, progress=False)

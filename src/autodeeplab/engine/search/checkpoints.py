@@ -33,6 +33,7 @@ from autodeeplab.config import (
     config_to_dict,
     supernet_kwargs,
 )
+from autodeeplab.engine.search.strategies import STRATEGIES
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.decode import decode, path_margin
 from autodeeplab.space.network import beta_probabilities, cell_decode_weights
@@ -203,6 +204,13 @@ def decode_checkpoint(
     """
     state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
     cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    strategy = STRATEGIES.get(cfg.search.strategy)
+    if strategy is not None and not strategy.uses_train_b:
+        raise CheckpointError(
+            f"{path}: written by search.strategy={cfg.search.strategy}, which learns no alpha or "
+            "beta to decode; its genotype is the finished run's genotype.json (the best of "
+            "candidates.json), or score networks on it with 'autodeeplab score RUN_DIR'"
+        )
     weights = state["model"]
     if not isinstance(weights, dict) or not isinstance(weights.get("alpha"), torch.Tensor):
         raise CheckpointError(f"{path}: 'model' holds no alpha tensor; use a search checkpoint")

@@ -205,6 +205,8 @@ class _SearchRun:
         self.sync_bn = loop.sync_bn and run.world > 1
         self.model = model = run.sync_batchnorm(model, loop.sync_bn)  # type: ignore[assignment]
         arch_epochs = max(loop.epochs - max(loop.arch_start_epoch, 0), 0)
+        if not make_strategy.uses_train_b:  # no architecture steps to skip
+            arch_epochs = 0
         self.guard = NonFiniteGuard(
             loop.nonfinite,
             int(loop.max_skipped * (loop.epochs + arch_epochs) * self.data.steps_per_epoch),

@@ -65,6 +65,7 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         )
     by_epoch: dict[int, dict[str, Any]] = {}
     skipped = 0
+    strategy = None  # set by a strategy whose records hold no alpha/beta (spos)
     for line in log.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
@@ -73,12 +74,19 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
             skipped += 1
             continue
+        if isinstance(record, dict) and "alpha" not in record and "strategy" in record:
+            strategy = record["strategy"]
         if not isinstance(record, dict) or not all(
             k in record for k in ("epoch", "alpha", "beta", "genotype")
         ):
             skipped += 1
             continue
         by_epoch[int(record["epoch"])] = record
+    if not by_epoch and strategy is not None:
+        raise ValueError(
+            f"{log}: a search.strategy={strategy} run learns no alpha or beta to report; its "
+            "result is genotype.json and the scored candidates.json beside it"
+        )
     if not by_epoch:
         raise ValueError(
             f"{log}: holds no complete epoch record yet; wait for the first epoch to finish"
