@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from autodeeplab.ops import PRIMITIVES, OpSpec, op_spec
 from autodeeplab.trellis import PAPER_STEM, Resample, StemSpec, Trellis, halve, level_sizes
 
-__all__ = ["saved_activation_bytes", "search_parameter_count", "single_path_saved_bytes"]
+__all__ = [
+    "saved_activation_bytes",
+    "search_parameter_count",
+    "single_path_saved_bytes",
+    "single_path_weight_bound",
+]
 
 
 def _specs(primitives: Sequence[str]) -> list[OpSpec]:
@@ -215,3 +220,40 @@ def single_path_saved_bytes(
     saved += n * num_classes * crop * crop  # the loss's log_softmax output
     largest = max(largest, 3 * unit * b, n * num_classes * crop * crop)
     return int(saved * bytes_per_element), int(largest * bytes_per_element)
+
+
+def single_path_weight_bound(
+    num_classes: int,
+    num_layers: int = 12,
+    num_blocks: int = 5,
+    filter_multiplier: int = 8,
+    strides: Sequence[int] = (4, 8, 16, 32),
+    primitives: Sequence[str] = PRIMITIVES,
+    stem_channels: Sequence[int] = PAPER_STEM.channels,
+) -> int:
+    """At most the weights one sampled sub-network trains (those that get a gradient).
+
+    Per layer the widest level the path can reach by then (weights grow with the width
+    squared), its 2B branches each the heaviest op, its two inputs' resampling from the
+    farthest level they may come from; the stem and the head at the widest level.
+    """
+    stem = StemSpec(tuple(stem_channels))
+    trellis = Trellis(num_layers, len(strides), num_blocks, filter_multiplier, stem)
+    specs = _specs(primitives)
+    total = stem.weight_count()
+    top = len(strides) - 1
+    for layer in range(1, num_layers + 1):
+        level = min(layer, top)  # the path climbs at most one level a layer
+        width = trellis.width(level)
+        total += 2 * num_blocks * max(spec.weights(width) for spec in specs)
+        for src_layer, reach in ((layer - 1, 1), (layer - 2, 2)):
+            sources = [t for t in range(level - reach, level + reach + 1) if 0 <= t <= top]
+            total += max(
+                Resample.weight_count(
+                    trellis.channels(src_layer, t), width, level - t if src_layer > 0 else 1, False
+                )
+                for t in sources
+            )
+    c = trellis.channels(num_layers, min(num_layers, top))
+    total += c * c + c * c * 9 + (c * c + c) + 3 * c * c + c * num_classes + num_classes
+    return total + 3 * 2 * c

@@ -31,8 +31,13 @@ CUDA, where activations dominate.
 A single-path search (``search.strategy=spos``) has no architecture step and trains one
 sampled sub-network per step: :func:`estimate_single_path_memory` counts the supernet's
 weights and momentum as above, but the activations of the largest sub-network only
-(:func:`~autodeeplab.space.footprint.single_path_saved_bytes`) and the gradients of at most
-every weight; the same fixed overhead and slack.
+(:func:`~autodeeplab.space.footprint.single_path_saved_bytes`) and the gradients of the
+largest sub-network's weights (:func:`~autodeeplab.space.footprint.single_path_weight_bound`);
+the same fixed overhead and slack. SGD's momentum is counted for every weight: a long search
+samples each op and node sooner or later. Measured (benchmarks/search_step.py, crop 64, L=12,
+F=8, batch 2, after 14 steps): 687 MiB peak RSS against 836 MiB estimated, the momentum of the
+weights not yet sampled (SGD creates it at a weight's first update) making up most of the
+difference; DARTS's estimate there is 1,187 MiB, measured 1,171.
 
 Calibration: one process per row (``OMP_NUM_THREADS=1``), 2 steps of each kind as
 the engine's ``search_step`` runs them (gradients set to None before the forward pass and after
@@ -79,6 +84,7 @@ from autodeeplab.space.footprint import (
     saved_activation_bytes,
     search_parameter_count,
     single_path_saved_bytes,
+    single_path_weight_bound,
 )
 from autodeeplab.trellis import PAPER_STEM
 
@@ -288,8 +294,12 @@ def estimate_single_path_memory(
         crop, batch, num_classes, num_layers, num_blocks, filter_multiplier, strides,
         primitives, 2 if half else 4, stem_channels, pool_bn,
     )  # fmt: skip
-    # The gradients of the sampled weights (at most all of them), those in flight, and slack.
-    transient = int(4 * weights + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * act)
+    # The gradients of the sampled sub-network's weights, those in flight, and slack.
+    path_weights = single_path_weight_bound(
+        num_classes, num_layers, num_blocks, filter_multiplier, strides, primitives,
+        stem_channels,
+    )  # fmt: skip
+    transient = int(4 * path_weights + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * act)
     transient += batch * crop * crop * (3 * 4 + 8)  # one batch: no trainB batch
     fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
     return MemoryEstimate(
