@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from autodeeplab.genotype import Genotype, random_genotype
+from autodeeplab.model.backbone import Backbone
 from autodeeplab.model.cell import Cell
 from autodeeplab.ops import PRIMITIVES, resize
 from autodeeplab.space import single_path
 from autodeeplab.space.cell import edge_index
 from autodeeplab.space.network import SearchNetwork
 from autodeeplab.space.single_path import batchnorms_used, path_edge_key, recalibrate
+from autodeeplab.trellis import PAPER_STEM
 
 #: Every kind of op: edge-batched convs (sliced), pools and skip (shared), on every input.
 CELLS = [
@@ -46,34 +48,49 @@ def _copy_op(net_node, cell: Cell, genotype: Genotype, single_edge_copy) -> None
         single_edge_copy(mixed.ops[col], cell.ops[j], block - max(0, state - 1), mixed.num_edges)
 
 
+class _StemEdgeCell(torch.nn.Module):
+    """Layer 1's retrain cell fed its H^{l-2} through the supernet's stem edge."""
+
+    def __init__(self, cell: Cell, edge: torch.nn.Module) -> None:
+        super().__init__()
+        self.cell, self.edge = cell, edge
+
+    def forward(self, net: torch.Tensor, prev_layer: torch.Tensor, progress) -> torch.Tensor:
+        return self.cell(net, self.edge(prev_layer, tuple(net.shape[-2:])), progress)
+
+
 @pytest.mark.parametrize("cell", CELLS)
-def test_single_path_equals_the_discrete_cells_on_the_same_weights(
+def test_single_path_equals_the_retrain_backbone_on_the_same_weights(
     make_net, randomize, single_edge_copy, cell
 ) -> None:
-    # affine BNs and plain pools: the supernet's modules are then the discrete cell's.
-    net = randomize(make_net(affine=True, pool_bn=False), seed=2).eval()
+    # Affine BNs, plain pools and the paper's stem: the supernet's modules are then the
+    # retrain backbone's, along a path that stays at stride 4.
+    net = make_net(affine=True, pool_bn=False, stem_channels=PAPER_STEM.channels)
+    net = randomize(net, seed=2).eval()
     genotype = Genotype(cell, (0, 0, 0, 0))
-    x = _x()
-    stem0, stem1 = net.stem(x)
-    size = tuple(stem1.shape[-2:])
-    prev2, prev = stem0, stem1
-    for layer in range(1, 5):
+    backbone = Backbone(genotype, filter_multiplier=2).eval()
+    stem = {  # SearchStem's Sequential(conv, bn) -> Stem's convK / bnK
+        f"{'conv' if part == '0' else 'bn'}{k}.{name}": t
+        for key, t in net.stem.state_dict().items()
+        for k, part, name in [(key[4], key.split(".")[1], key.split(".", 2)[2])]
+    }
+    backbone.stem.load_state_dict(stem)
+    for layer, ref in enumerate(backbone.cells, start=1):
         node = net.layers[layer - 1][0]
-        width = net.trellis.width(0)
-        in_ch = net.trellis.channels(layer - 1, 0)
-        if layer == 1:
-            # The one place the modules differ: the supernet brings stem0 (stride 2) to
-            # level 0 by its stride-2 edge, the retrain cell by resizing; feed the edge's
-            # output as an H^{l-2} that needs no preprocessing.
-            ref = Cell(genotype, width, in_ch, prev_channels=width).eval()
-            prev2 = node.pre_prev(prev2, size)
-        else:
-            ref = Cell(genotype, width, in_ch, net.trellis.channels(layer - 2, 0)).eval()
-            ref.preprocess_prev.load_state_dict(node.pre_prev.body.state_dict())
         ref.preprocess.load_state_dict(node.pre[0].body.state_dict())
+        if layer > 1:
+            ref.preprocess_prev.load_state_dict(node.pre_prev.body.state_dict())
         _copy_op(node, ref, genotype, single_edge_copy)
-        prev2, prev = prev, ref(prev, prev2)
-    expected = resize(net.heads[0](prev), x.shape[-2:])
+    # The one place the modules differ: the supernet brings stem0 (stride 2) to level 0 by a
+    # stride-2 conv edge, the retrain cell by resizing and a 1x1 conv. Layer 1 reads its
+    # H^{l-2} through the supernet's edge, as an input that needs no preprocessing.
+    first = Cell(genotype, 2, PAPER_STEM.stem1_channels, prev_channels=2).eval()
+    first.preprocess.load_state_dict(net.layers[0][0].pre[0].body.state_dict())
+    _copy_op(net.layers[0][0], first, genotype, single_edge_copy)
+    backbone.cells[0] = _StemEdgeCell(first, net.layers[0][0].pre_prev)
+    x = _x()
+    features, _ = backbone(x)
+    expected = resize(net.heads[0](features), x.shape[-2:])
     got = net.forward_genotype(x, genotype)
     assert got.shape == net(x).shape
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

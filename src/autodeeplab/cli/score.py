@@ -88,6 +88,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise ValueError(f"--random {args.random}: give a number of genotypes >= 0")
     if not args.genotypes and not args.random:
         raise ValueError("nothing to score: give GENOTYPE_FILE(s) or --random N")
+    batches = (("--recal-batches", args.recal_batches), ("--val-batches", args.val_batches))
+    for flag, value in batches:
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: give a number of batches >= 1")
     if not 0 < args.tolerance <= 10:
         raise ValueError(f"--tolerance {args.tolerance}: give a fraction, e.g. 0.1 for 10%")
     genotypes = [load_genotype(f) for f in args.genotypes]  # bad files fail before loading

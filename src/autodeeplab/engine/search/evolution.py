@@ -27,9 +27,11 @@ __all__ = [
     "GenotypeSpace",
     "MaddsBand",
     "compare_band",
+    "compare_pricing",
     "crossover",
     "mutate",
     "search_by_score",
+    "typical_genotype",
 ]
 
 
@@ -74,16 +76,11 @@ class MaddsBand:
         return self.low <= self.madds(genotype) <= self.high
 
 
-def compare_band(
-    center: Genotype,
-    num_classes: int,
-    *,
-    tolerance: float = 0.1,
-    train_config: TrainConfig | None = None,
-    size: tuple[int, int] | None = None,
-) -> MaddsBand:
-    """``compare``'s band: within ``tolerance`` of ``center``'s Multi-Adds, priced as compare
-    prices them (its default: the CPU train preset's F and heads, at its crop)."""
+def compare_pricing(
+    num_classes: int, train_config: TrainConfig | None = None, size: tuple[int, int] | None = None
+) -> Callable[[Genotype], int]:
+    """Multi-Adds of a genotype's retrain network as ``compare`` prices them (its default:
+    the CPU train preset's F and heads, at its crop)."""
     tcfg = train_config or config_from_dict(CPU_TRAIN_PRESET, TrainConfig())
     size = size or (tcfg.data.crop, tcfg.data.crop)
     models: dict[tuple[int, int, int], CostModel] = {}
@@ -104,8 +101,38 @@ def compare_band(
             )
         return models[key].of_genotype(g)
 
+    return price
+
+
+def compare_band(
+    center: Genotype,
+    num_classes: int,
+    *,
+    tolerance: float = 0.1,
+    train_config: TrainConfig | None = None,
+    size: tuple[int, int] | None = None,
+) -> MaddsBand:
+    """``compare``'s band: within ``tolerance`` of ``center``'s Multi-Adds, priced by
+    :func:`compare_pricing`."""
+    price = compare_pricing(num_classes, train_config, size)
     target = price(center)
     return MaddsBand(target * (1 - tolerance), target * (1 + tolerance), price, target)
+
+
+def typical_genotype(
+    space: GenotypeSpace,
+    num_classes: int,
+    rng: random.Random,
+    *,
+    samples: int = 101,
+    train_config: TrainConfig | None = None,
+    size: tuple[int, int] | None = None,
+) -> Genotype:
+    """A typical network of the space: of ``samples`` uniform genotypes, the one of median
+    Multi-Adds (:func:`compare_pricing`). ``compare_band`` around it is a default band."""
+    price = compare_pricing(num_classes, train_config, size)
+    drawn = sorted((space.random(rng) for _ in range(samples)), key=price)
+    return drawn[len(drawn) // 2]
 
 
 def mutate(genotype: Genotype, space: GenotypeSpace, rng: random.Random, prob: float) -> Genotype:

@@ -199,6 +199,9 @@ def write_score_table(
         )
     md = out / "scores.md"
     tmp = md.with_name(".scores.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(md)
+    try:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(md)
+    finally:
+        tmp.unlink(missing_ok=True)
     return md
