@@ -47,6 +47,7 @@ from autodeeplab.engine.search.evolution import (
     MaddsBand,
     compare_band,
     search_by_score,
+    typical_genotype,
 )
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
 from autodeeplab.engine.search.score import GenotypeScore, score_genotype, write_json
@@ -72,15 +73,14 @@ BAND = 0.1
 VALIDATION_PATHS = 3
 #: The validation paths' generator steps: negative, never a training step's.
 _VALIDATION_STEPS = tuple(-1 - k for k in range(VALIDATION_PATHS))
-#: Random networks whose median (by Multi-Adds) is the default band's centre.
-TYPICAL_DRAWS = 201
 
 
 def decode_band(loop: SearchLoopConfig, space: GenotypeSpace, num_classes: int) -> MaddsBand:
     """The decode's Multi-Adds band: around ``search.target_madds`` (priced at its size and
     at ``search.cost_filter_multiplier``), or by default the band ``compare`` draws its
     random networks in (:func:`~autodeeplab.engine.search.evolution.compare_band`) around the
-    median network of the space (of :data:`TYPICAL_DRAWS`, drawn from ``search.seed``)."""
+    median network of the space (:func:`~autodeeplab.engine.search.evolution.typical_genotype`,
+    drawn from ``search.seed``)."""
     if loop.target_madds:
         target = parse_madds_target(loop.target_madds)
         cost = CostModel(
@@ -89,10 +89,7 @@ def decode_band(loop: SearchLoopConfig, space: GenotypeSpace, num_classes: int) 
         )  # fmt: skip
         centre = target.madds
         return MaddsBand((1 - BAND) * centre, (1 + BAND) * centre, cost.of_genotype, int(centre))
-    rng = random.Random(loop.seed)
-    draws = [space.random(rng) for _ in range(TYPICAL_DRAWS)]
-    priced = compare_band(draws[0], num_classes, tolerance=BAND)
-    typical = sorted(draws, key=priced.madds)[TYPICAL_DRAWS // 2]
+    typical = typical_genotype(space, num_classes, random.Random(loop.seed))
     return compare_band(typical, num_classes, tolerance=BAND)
 
 
