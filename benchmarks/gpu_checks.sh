@@ -41,13 +41,14 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with a time limit; JSON to
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
     || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-step search_default 60 "$py" benchmarks/search_step.py --crop "$crop" --iters 2 --warmup 1
+step search_default 60 "$py" benchmarks/search_step.py --crop "$crop" --iters 2 --warmup 1 \
+    --min-seconds 0
 step search_partial_channels 60 "$py" benchmarks/search_step.py --crop "$crop" --iters 2 \
-    --warmup 1 --partial-channels 4
+    --warmup 1 --min-seconds 0 --partial-channels 4
 # auto leaves checkpointing off on a large GPU (the estimate is under half its memory): the
 # third run measures it on, the memory option the first two do not show there.
 step search_checkpointing_on 60 "$py" benchmarks/search_step.py --crop "$crop" --iters 2 \
-    --warmup 1 --checkpoint-cells on
+    --warmup 1 --min-seconds 0 --checkpoint-cells on
 # pytest's report is no JSON: it goes to log.txt. A test module whose optional dependency the
 # machine lacks (cityscapesscripts) must not stop the collection of the GPU tests.
 step pytest_gpu 90 sh -c '"$0" -m pytest -q -p no:cacheprovider -m gpu \

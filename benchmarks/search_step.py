@@ -1,14 +1,18 @@
-"""Seconds and peak memory of one search iteration (w step on trainA + alpha/beta step on trainB).
+"""Seconds and peak memory of one search iteration of each registered search strategy.
 
-Prints one JSON object per crop. Each crop runs in a fresh subprocess so that the peak
-memory (RSS on CPU, max allocated on CUDA) belongs to that crop alone. With ``--fit`` a
-last object fits iteration seconds (and peak memory) against pixels per step: does the
-cost of a step grow linearly with the crop's pixels?
+One iteration is what the search engine does per step, driven through the strategy registry
+(``engine/search/strategies``, ``search.strategy``): for ``darts`` a weight step on a trainA
+batch and an architecture step on a trainB batch; for ``spos`` one sampled sub-network's
+weight step. Prints one JSON object per (strategy, crop), each measured in a fresh subprocess
+so that the peak memory (RSS on CPU, max allocated on CUDA) is its own, then one
+``search_step_ratio`` object: each strategy's iteration time and peak memory over the first
+strategy's, per crop. With ``--fit`` a last object per strategy fits iteration seconds (and
+peak memory) against pixels per step.
 
-    python benchmarks/search_step.py                 # crops 64, 128, 224, paper settings
-    python benchmarks/search_step.py --crop 128      # one crop
+    python benchmarks/search_step.py                 # every strategy at crops 64 and 128
+    python benchmarks/search_step.py --strategy darts --crop 128
     python benchmarks/search_step.py --crop 32 --crop 64 --crop 96 --crop 128 --fit
-    python benchmarks/search_step.py --crop 64 --partial-channels 4 --amp bf16 --compile
+    python benchmarks/search_step.py --crop 64 --partial-channels 4 --amp bf16
 
 See benchmarks/README.md for every field.
 """
@@ -16,49 +20,25 @@ See benchmarks/README.md for every field.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
+from autodeeplab.config import SearchLoopConfig
 from autodeeplab.engine.device import peak_memory_mib
+from autodeeplab.engine.guards import NonFiniteGuard
+from autodeeplab.engine.search.strategies import STRATEGIES
 from autodeeplab.space import SearchNetwork
-from autodeeplab.space.memory import (
-    device_memory_bytes,
-    estimate_search_memory,
-    resolve_checkpoint_cells,
-)
+from autodeeplab.space.memory import device_memory_bytes
 from autodeeplab.trellis import SupernetSpec
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Raise TimeoutError in the main thread after ``seconds`` (0: no limit; POSIX only)."""
-    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def expire(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise TimeoutError(f"did not finish within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def top_ops(prof, n: int) -> list[dict]:
@@ -117,7 +97,7 @@ def supernet_spec(args: argparse.Namespace) -> SupernetSpec:
 
 
 def memory_model_args(args: argparse.Namespace) -> dict:
-    """The flags as arguments of the memory model (space/memory.py), checkpointing aside."""
+    """The flags as arguments of the strategy's memory model, checkpointing aside."""
     return {
         "crop": args.crop,
         "batch_size": args.batch_size,
@@ -128,22 +108,20 @@ def memory_model_args(args: argparse.Namespace) -> dict:
     }
 
 
-def resolved_checkpoint_cells(args: argparse.Namespace) -> bool:
-    """``--checkpoint-cells`` as the search engine would resolve it (``auto``: the estimate)."""
-    if args.checkpoint_cells != "auto":
-        return args.checkpoint_cells == "on"
-    kwargs = memory_model_args(args)
-    return resolve_checkpoint_cells(
-        **kwargs, checkpoint_cells="auto", available=device_memory_bytes(kwargs["device"])
-    )
-
-
 def measure(args: argparse.Namespace) -> dict:
-    """Build the supernet, run warm-up and timed iterations, and return the JSON record."""
+    """Build the supernet and the strategy, run warm-up and timed iterations; the record."""
     torch.manual_seed(0)
     device = torch.device(args.device)
+    factory = STRATEGIES[args.strategy]
+    # The strategy's own memory model decides ``auto`` as the engine would.
+    mode = {"auto": "auto", "on": True, "off": False}[args.checkpoint_cells]
+    available = device_memory_bytes(device.type) if mode == "auto" else None
+    est = factory.estimate_memory(
+        **memory_model_args(args), checkpoint_cells=mode, available=available
+    )
     record: dict = {
         "benchmark": "search_step",
+        "strategy": args.strategy,
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -154,105 +132,43 @@ def measure(args: argparse.Namespace) -> dict:
         "filter_multiplier": args.filter_multiplier,
         "partial_channels": args.partial_channels,
         "amp": args.amp,
-        "compile": args.compile_backend if args.compile else False,
-        "channels_last": args.channels_last,
-        "freeze_other_params": args.freeze,
-        "stale_grads": args.stale_grads,
         "checkpoint_cells_mode": args.checkpoint_cells,
-        "checkpoint_cells": resolved_checkpoint_cells(args),
+        "checkpoint_cells": est.checkpoint_cells,
+        # The estimate the engine weighs, beside the measured peak; on CUDA it counts the
+        # context, which max_memory_allocated does not: the allocator's share compares.
+        "estimated_peak_mib": round(est.total / 2**20, 1),
+        "estimated_allocator_mib": round((est.total - est.fixed) / 2**20, 1),
     }
-    # The estimate the engine weighs (space/memory.py), beside the measured peak, so one run
-    # on a device checks the memory model there. On CUDA it counts the context, which
-    # max_memory_allocated does not: the allocator's share is the comparable figure.
-    est = estimate_search_memory(
-        **memory_model_args(args), checkpoint_cells=record["checkpoint_cells"]
-    )
-    record["estimated_peak_mib"] = round(est.total / 2**20, 1)
-    record["estimated_allocator_mib"] = round((est.total - est.fixed) / 2**20, 1)
     net = SearchNetwork(
-        args.classes, spec=supernet_spec(args), checkpoint_cells=record["checkpoint_cells"]
+        args.classes, spec=supernet_spec(args), checkpoint_cells=est.checkpoint_cells
     ).to(device)
-    if args.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    record["weight_params"] = sum(p.numel() for p in weights)
-    w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(arch, lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
-    model: Callable[[torch.Tensor], torch.Tensor] = net
-    if args.compile:
-        model = torch.compile(net, backend=args.compile_backend)
+    # The search config's defaults (lr, momentum, arch lr, betas, clipping), with the
+    # architecture updates on from the first epoch.
+    loop = replace(SearchLoopConfig(), strategy=args.strategy, arch_start_epoch=0, seed=0)
+    amp_dtype = AMP_DTYPES.get(args.amp)
+    guard = NonFiniteGuard("stop", 0, device, "search")
+    strategy = factory(net, loop, device=device, amp_dtype=amp_dtype, guard=guard, penalty=None)
+    wants_b = strategy.start_epoch(0, args.warmup + args.iters, False)
+    record["weight_params"] = sum(p.numel() for p in net.weight_parameters())
+    record["trainB_batches"] = wants_b
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn(args.batch_size, 3, args.crop, args.crop, device=device)
-        if args.channels_last:
-            x = x.to(memory_format=torch.channels_last)
         y = torch.randint(0, args.classes, (args.batch_size, args.crop, args.crop), device=device)
         return x, y
 
-    (xa, ya), (xb, yb) = batch(), batch()
+    batch_a, batch_b = batch(), batch()
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    # The engine may gain its own AMP switch; the benchmark autocasts its own step so that
-    # it measures the same thing either way. fp16 would need a GradScaler: bf16 does not.
-    def autocast() -> contextlib.AbstractContextManager:
-        if args.amp == "off":
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
-
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-
-    def step(x, y, params, frozen, opt) -> None:
-        # As the engine does: free the gradients before the forward and after the update, so
-        # that none sits beside the activations (--stale-grads: keep them, as before).
-        if not args.stale_grads:
-            opt.zero_grad(set_to_none=True)
-        if args.freeze:
-            for p in frozen:
-                p.requires_grad_(False)
-        with autocast():
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward(inputs=params)
-        scaler.step(opt)
-        scaler.update()
-        if not args.stale_grads:
-            opt.zero_grad(set_to_none=True)
-        if args.freeze:
-            for p in frozen:
-                p.requires_grad_(True)
-
-    def iteration() -> tuple[float, float]:
+    def iteration() -> float:
         t0 = time.perf_counter()
-        step(xa, ya, weights, arch, w_opt)
+        strategy.step(batch_a, batch_b if wants_b else None, "a benchmark step")
         sync()
-        t1 = time.perf_counter()
-        step(xb, yb, arch, weights, a_opt)
-        sync()
-        return t1 - t0, time.perf_counter() - t1
+        return time.perf_counter() - t0
 
-    if args.compile:
-        # The first iteration compiles both steps (the frozen set differs, so each step
-        # gets its own graph); report it apart from the steady state.
-        t0 = time.perf_counter()
-        try:
-            with time_limit(args.compile_timeout):
-                iteration()
-        except Exception as exc:  # noqa: BLE001 - report any compile failure in the JSON
-            elapsed = time.perf_counter() - t0
-            record["compile_s"] = round(elapsed, 2)
-            record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-            if args.compile_timeout and elapsed >= args.compile_timeout:
-                # Inductor re-raises the alarm's TimeoutError as its own error: say so.
-                record["error"] = (
-                    f"compile timed out after {args.compile_timeout} s; " + (record["error"])
-                )
-            record["error_where"] = traceback.format_exc().splitlines()[-3:]
-            record["peak_memory_mib"] = round(peak_memory_mib(device), 1)
-            return record
-        record["compile_s"] = round(time.perf_counter() - t0, 2)
     for _ in range(args.warmup):
         iteration()
     if args.profile:
@@ -263,26 +179,58 @@ def measure(args: argparse.Namespace) -> dict:
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
         print(table, file=sys.stderr)
         record["profile_top"] = top_ops(prof, args.profile)
-    times = [iteration() for _ in range(args.iters)]
-    w = [t[0] for t in times]
-    a = [t[1] for t in times]
+    # At least --iters iterations and --min-seconds of them: a sampled sub-network's cost
+    # depends on its path, so a cheap step is averaged over many samples.
+    times: list[float] = []
+    while len(times) < args.iters or (sum(times) < args.min_seconds and len(times) < 1000):
+        times.append(iteration())
     record.update(
         {
-            "weight_step_s": round(statistics.median(w), 4),
-            "arch_step_s": round(statistics.median(a), 4),
-            "iteration_s": round(statistics.median([x + y for x, y in times]), 4),
+            # A sampled sub-network's cost depends on its path: the mean is the throughput.
+            "iteration_s": round(statistics.median(times), 4),
+            "iteration_mean_s": round(statistics.fmean(times), 4),
+            "iteration_min_s": round(min(times), 4),
+            "iteration_max_s": round(max(times), 4),
             "peak_memory_mib": round(peak_memory_mib(device), 1),
-            "iters": args.iters,
+            "iters": len(times),
         }
     )
+    if wants_b:  # the weight step alone (the same call without a trainB batch)
+        w = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            strategy.step(batch_a, None, "a benchmark step")
+            sync()
+            w.append(time.perf_counter() - t0)
+        record["weight_step_s"] = round(statistics.median(w), 4)
     if args.tensor_peak and device.type == "cpu":  # after the timings: the profiler costs time
-        states = [v for o in (w_opt, a_opt) for st in o.state.values() for v in st.values()]
-        live = [*net.parameters(), *net.buffers(), *states, xa, ya, xb, yb]
+        opt_states = [strategy.w_optimizer] + [getattr(strategy, "arch_optimizer", None)]
+        states = [v for o in opt_states if o for st in o.state.values() for v in st.values()]
+        live = [*net.parameters(), *net.buffers(), *states, *batch_a, *batch_b]
         live = [t for t in live if isinstance(t, torch.Tensor)]
         peak, net_change = tensor_peak_mib(iteration, live)
         record["peak_tensor_mib"] = round(peak, 1)
         record["tensor_net_change_mib"] = round(net_change, 1)
     return record
+
+
+def ratio_record(records: list[dict]) -> dict:
+    """Per crop, each strategy's mean iteration time and peak memory over the first's."""
+    out: dict = {"benchmark": "search_step_ratio", "baseline": records[0].get("strategy")}
+    for crop in sorted({r["crop"] for r in records}):
+        ok = {r["strategy"]: r for r in records if r["crop"] == crop and "iteration_s" in r}
+        base = ok.get(out["baseline"])
+        if base is None:
+            continue
+        out[str(crop)] = {
+            name: {
+                "iteration_mean_s": r["iteration_mean_s"],
+                "time_ratio": round(r["iteration_mean_s"] / base["iteration_mean_s"], 4),
+                "peak_memory_ratio": round(r["peak_memory_mib"] / base["peak_memory_mib"], 4),
+            }
+            for name, r in ok.items()
+        }
+    return out
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict:
@@ -333,8 +281,14 @@ def scaling_record(records: list[dict]) -> dict:
 
 
 def main() -> None:
-    """Parse the flags; one crop runs here, several each in a subprocess."""
+    """Parse the flags; one (strategy, crop) runs here, several each in a subprocess."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--strategy",
+        action="append",
+        choices=sorted(STRATEGIES),
+        help="a registered search strategy (repeatable; default: all, darts first)",
+    )
     p.add_argument("--crop", type=int, action="append", help="crop size (repeatable)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--layers", type=int, default=12)
@@ -343,8 +297,13 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=19)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=10.0,
+        help="time iterations until at least this many seconds (and --iters) have run",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--channels-last", action="store_true")
     p.add_argument(
         "--checkpoint-cells",
         choices=("auto", "on", "off"),
@@ -354,31 +313,7 @@ def main() -> None:
     p.add_argument(
         "--partial-channels", type=int, default=1, metavar="K", help="PC-DARTS K (1 = off)"
     )
-    p.add_argument("--amp", choices=("off", *AMP_DTYPES), default="off", help="autocast dtype")
-    p.add_argument("--compile", action="store_true", help="torch.compile the supernet")
-    p.add_argument(
-        "--compile-backend",
-        default="inductor",
-        help="torch.compile backend (aot_eager: trace only, no code generation)",
-    )
-    p.add_argument(
-        "--compile-timeout",
-        type=int,
-        default=600,
-        metavar="S",
-        help="give up compiling after S seconds and report it (0: no limit)",
-    )
-    p.add_argument(
-        "--no-freeze",
-        dest="freeze",
-        action="store_false",
-        help="leave the other parameter set in autograd (the engine takes it out)",
-    )
-    p.add_argument(
-        "--stale-grads",
-        action="store_true",
-        help="keep each step's gradients until the next backward (the engine frees them)",
-    )
+    p.add_argument("--amp", choices=("off", *AMP_DTYPES), default="off", help="search.amp")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops")
     p.add_argument(
         "--tensor-peak",
@@ -388,50 +323,42 @@ def main() -> None:
     p.add_argument("--fit", action="store_true", help="fit seconds against pixels over crops")
     p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    crops = args.crop or [64, 128, 224]
-    if args.inline or (len(crops) == 1 and not args.fit):
-        args.crop = crops[0]
-        record = measure(args)
-        print(json.dumps(record), flush=True)
-        if "error" in record:
-            # A timed-out compile leaves Inductor's compile workers busy, and the interpreter
-            # would wait for them at exit: the record is out, so leave at once.
-            sys.stderr.flush()
-            os._exit(0)
+    crops = args.crop or [64, 128]
+    strategies = args.strategy or sorted(STRATEGIES)
+    if args.inline:
+        args.crop, args.strategy = crops[0], strategies[0]
+        print(json.dumps(measure(args)), flush=True)
         return
     records = []
     for crop in crops:
-        cmd = [sys.executable, __file__, "--inline", "--crop", str(crop)]
-        for flag in (
-            "batch_size",
-            "layers",
-            "blocks",
-            "filter_multiplier",
-            "classes",
-            "iters",
-            "warmup",
-            "partial_channels",
-            "compile_timeout",
-            "profile",
-        ):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        cmd += ["--device", args.device, "--amp", args.amp]
-        cmd += ["--compile-backend", args.compile_backend]
-        cmd += ["--checkpoint-cells", args.checkpoint_cells]
-        for flag in ("channels_last", "compile", "stale_grads", "tensor_peak"):
-            if getattr(args, flag):
-                cmd.append(f"--{flag.replace('_', '-')}")
-        if not args.freeze:
-            cmd.append("--no-freeze")
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        if proc.returncode == 0:
-            record = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:  # e.g. killed by the OOM killer (-9): report it and go on with the next crop
-            record = {"benchmark": "search_step", "crop": crop, "error": f"exit {proc.returncode}"}
-        records.append(record)
-        print(json.dumps(record), flush=True)
+        for name in strategies:
+            cmd = [sys.executable, __file__, "--inline", "--crop", str(crop), "--strategy", name]
+            for flag in (
+                "batch_size", "layers", "blocks", "filter_multiplier", "classes", "iters",
+                "warmup", "min_seconds", "partial_channels", "profile",
+            ):  # fmt: skip
+                cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            cmd += ["--device", args.device, "--amp", args.amp]
+            cmd += ["--checkpoint-cells", args.checkpoint_cells]
+            if args.tensor_peak:
+                cmd.append("--tensor-peak")
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if proc.returncode == 0:
+                record = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:  # e.g. killed by the OOM killer (-9): report it and go on
+                record = {
+                    "benchmark": "search_step",
+                    "strategy": name,
+                    "crop": crop,
+                    "error": f"exit {proc.returncode}",
+                }
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    print(json.dumps(ratio_record(records)), flush=True)
     if args.fit:
-        print(json.dumps(scaling_record(records)), flush=True)
+        for name in strategies:
+            fit = scaling_record([r for r in records if r.get("strategy") == name])
+            print(json.dumps({**fit, "strategy": name}), flush=True)
 
 
 if __name__ == "__main__":

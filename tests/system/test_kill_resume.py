@@ -197,6 +197,27 @@ def test_killed_search_resumes_to_the_same_bits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_killed_spos_search_resumes_to_the_same_bits(tmp_path: Path) -> None:
+    # The single-path strategy: its sub-network of each step comes from (seed, step), whose
+    # step count is in the checkpoint, so a killed run draws what the reference drew.
+    argv = [*SEARCH, "--set", "search.strategy=spos", "--set", "search.decode_candidates=2"]
+    log = tmp_path / "stderr.txt"
+    reference = _start(argv, tmp_path / "ref", tmp_path / "ref_stderr.txt")
+    hits = _kill_and_resume(argv, tmp_path / "run", "search", seed=13, log=log)
+    assert reference.wait(TIMEOUT * 2) == 0, (tmp_path / "ref_stderr.txt").read_text()
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    for name in ("genotype.json", "candidates.json"):
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    a = load_checkpoint(ref / "checkpoints" / "epoch_0005.pt", "search")
+    b = load_checkpoint(find_latest_checkpoint(run), "search")
+    print("spos search killed:", "; ".join(hits))
+    assert b["epoch"] == 5 and len(hits) == 3 and "arch_optimizer" not in b
+    for key in ("model", "w_optimizer", "w_scheduler", "spos", "rng", "split", "step"):
+        _assert_bitwise(a[key], b[key], key)
+    assert _log(ref / "search_log.jsonl", "seconds") == _log(run / "search_log.jsonl", "seconds")
+
+
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_bits(tmp_path: Path) -> None:
     log = tmp_path / "stderr.txt"
     reference = _start(TRAIN, tmp_path / "ref", tmp_path / "ref_stderr.txt")

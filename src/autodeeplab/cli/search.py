@@ -33,7 +33,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         "--target-madds",
         metavar="BUDGET@HxW",
         help="cost-aware search: pull the found network (at retrain F=20) toward this "
-        "Multi-Adds budget, e.g. 50G@1024x2048",
+        "Multi-Adds budget, e.g. 50G@1024x2048; with search.strategy=spos, the centre of the "
+        "decode's +-10%% Multi-Adds band (default: around the space's median network)",
     )
     add_again_options(p, "search")
     add_set(p, "model.num_layers=8")

@@ -43,8 +43,9 @@ def supernet_kwargs(model: SearchModelConfig) -> dict[str, Any]:
 class SearchLoopConfig:
     """The first-order bi-level search (paper §4.2, §5.1)."""
 
-    # How w and alpha/beta are updated: a name in engine.strategies.STRATEGIES ("darts":
-    # first-order bi-level DARTS, the paper's). The engine checks it against that registry,
+    # How the search learns: a name in engine.strategies.STRATEGIES ("darts": first-order
+    # bi-level DARTS, the paper's; "spos": uniform single-path one-shot training, then an
+    # evolutionary decode scored on the supernet). The engine checks it against that registry,
     # which this layer cannot see, so that a strategy is added with one module and one line.
     strategy: str = "darts"
     epochs: int = 40
@@ -92,7 +93,9 @@ class SearchLoopConfig:
     # (it first, then random ones; with decode_generations > 0, evolved from the best) are
     # scored on the trained supernet (single path, BatchNorm recalibrated on
     # score_recal_batches trainA batches, val CE over score_val_batches val batches, null:
-    # all), and the lowest val CE becomes genotype.json; all are in candidates.json.
+    # all), and the lowest val CE becomes genotype.json; all are in candidates.json. The
+    # spos strategy always decodes so, in the band around target_madds (at retrain F
+    # cost_filter_multiplier) or, without one, around the median network of the space.
     decode: str = "argmax"
     decode_candidates: int = 20
     decode_generations: int = 0

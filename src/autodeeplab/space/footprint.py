@@ -17,7 +17,12 @@ from collections.abc import Sequence
 from autodeeplab.ops import OpSpec, op_spec
 from autodeeplab.trellis import PAPER_SUPERNET, Resample, SupernetSpec, halve, level_sizes
 
-__all__ = ["saved_activation_bytes", "search_parameter_count"]
+__all__ = [
+    "saved_activation_bytes",
+    "search_parameter_count",
+    "single_path_saved_bytes",
+    "single_path_weight_bound",
+]
 
 
 def _specs(primitives: Sequence[str]) -> list[OpSpec]:
@@ -160,3 +165,72 @@ def saved_activation_bytes(
     saved += n * num_classes * crop * crop  # the loss's log_softmax output
     largest = max(largest, n * num_classes * crop * crop)
     return int(saved * bytes_per_element), int(largest * bytes_per_element)
+
+
+def single_path_saved_bytes(
+    crop: int,
+    batch_size: int,
+    num_classes: int = 19,
+    spec: SupernetSpec = PAPER_SUPERNET,
+    *,
+    bytes_per_element: int = 4,
+) -> tuple[int, int]:
+    """(bytes autograd saves in one single-path w step, bytes of its largest activation).
+
+    An upper bound over the sub-networks a single-path search samples: the path that stays
+    at level 0 (a cell's width doubles a level down while its area quarters, so level 0 holds
+    the most), every branch the op that saves the most, one edge each (the single-path
+    forward runs only the sampled op of the sampled edge), and one head.
+    """
+    trellis = spec.trellis()
+    stem, num_layers = trellis.stem, spec.num_layers
+    stem0 = halve((crop, crop))
+    pixels = [stem0[0] * stem0[1]] + [h * w for h, w in level_sizes((crop, crop), spec.num_levels)]
+    n, b, c, hw = batch_size, spec.num_blocks, trellis.width(0), pixels[1]
+    unit = n * c * hw
+    branch, big = max(
+        _mixed_saved(1, [op], 1, False, True, pool_bn=spec.pool_bn)
+        for op in _specs(spec.primitives)
+    )
+    saved = float(n * stem.saved_elements((crop, crop)))
+    largest = float(max(n * 3 * crop * crop, b * unit, big * unit))
+    for layer in range(1, num_layers + 1):
+        for src_layer in (layer - 1, layer - 2):  # H^{l-1}, H^{l-2}, both at level 0
+            c_in = trellis.channels(src_layer, 0)
+            # Layer 1's H^{l-2} is the stem's stride-2 output: a strided conv from level -1.
+            delta, first = (1, 0) if src_layer < 0 else (0, 1)
+            saved += n * Resample.saved_elements(c_in, c, delta, pixels[first:])
+        saved += (2 * b * branch + b) * unit  # 2 branches a block, and the cell's output
+    saved += 10 * unit * b  # the head at level 0, on the cell's B * width channels
+    saved += n * num_classes * crop * crop  # the loss's log_softmax output
+    largest = max(largest, 3 * unit * b, n * num_classes * crop * crop)
+    return int(saved * bytes_per_element), int(largest * bytes_per_element)
+
+
+def single_path_weight_bound(num_classes: int, spec: SupernetSpec = PAPER_SUPERNET) -> int:
+    """At most the weights one sampled sub-network trains (those that get a gradient).
+
+    Per layer the widest level the path can reach by then (weights grow with the width
+    squared), its 2B branches each the heaviest op, its two inputs' resampling from the
+    farthest level they may come from; the stem and the head at the widest level.
+    """
+    trellis = spec.trellis()
+    num_layers, num_blocks = spec.num_layers, spec.num_blocks
+    specs = _specs(spec.primitives)
+    total = trellis.stem.weight_count()
+    top = spec.num_levels - 1
+    for layer in range(1, num_layers + 1):
+        level = min(layer, top)  # the path climbs at most one level a layer
+        width = trellis.width(level)
+        total += 2 * num_blocks * max(op.weights(width) for op in specs)
+        for src_layer, reach in ((layer - 1, 1), (layer - 2, 2)):
+            sources = [t for t in range(level - reach, level + reach + 1) if 0 <= t <= top]
+            total += max(
+                Resample.weight_count(
+                    trellis.channels(src_layer, t), width, level - t if src_layer > 0 else 1, False
+                )
+                for t in sources
+            )
+    c = trellis.channels(num_layers, min(num_layers, top))
+    total += c * c + c * c * 9 + (c * c + c) + 3 * c * c + c * num_classes + num_classes
+    return total + 3 * 2 * c

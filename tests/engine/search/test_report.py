@@ -227,3 +227,16 @@ def test_margin_warning_gives_the_fix_that_applies() -> None:
     capped = margin_warning(0.01, 0.5, arch_lr=0.03)
     assert capped is not None and "raise search.arch_lr" not in capped
     assert "--epochs" in capped and "--batch-size" in capped and "already 0.03" in capped
+
+
+@pytest.mark.parametrize("lr", [0.003, 0.01, 0.029])
+def test_margin_warning_never_advises_the_setting_the_run_already_uses(lr) -> None:
+    from autodeeplab.engine.search.epoch import margin_warning
+
+    auto = margin_warning(0.017, 0.5, arch_lr=lr, setting="auto", budget=3.0)
+    assert auto is not None and "use search.arch_lr=auto" not in auto
+    assert "raise search.arch_lr " not in auto
+    assert "raise search.arch_logit_budget (now 3)" in auto
+    fixed = margin_warning(0.017, 0.5, arch_lr=lr, setting=lr, budget=3.0)
+    assert fixed is not None and "raise search.arch_lr (or use search.arch_lr=auto)" in fixed
+    assert "arch_logit_budget" not in fixed

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
 
 from autodeeplab.checkpoint import load_checkpoint
 from autodeeplab.config import SearchConfig, SearchLoopConfig
@@ -19,7 +18,7 @@ from autodeeplab.engine.search.loop import run_search
 from autodeeplab.engine.search.step import search_step
 from autodeeplab.engine.search.strategies import STRATEGIES, StepResult, check_strategy
 from autodeeplab.engine.search.strategies.base import Batch, Penalty
-from autodeeplab.genotype import Genotype
+from autodeeplab.engine.search.strategies.bilevel import BiLevelStrategy
 from autodeeplab.space.network import SearchNetwork
 
 
@@ -41,8 +40,8 @@ def _batch(seed: int, n: int = 2, size: int = 32, classes: int = 3) -> Batch:
     return images, torch.randint(0, classes, (n, size, size), generator=g)
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_each_strategy_steps_decodes_and_round_trips_its_state(name, make_net):
+@pytest.mark.parametrize("name", sorted(n for n, f in STRATEGIES.items() if f.uses_train_b))
+def test_each_bilevel_strategy_steps_decodes_and_round_trips_its_state(name, make_net):
     net = make_net()
     device = torch.device("cpu")
     guard = NonFiniteGuard("stop", 0, device, "search")
@@ -72,9 +71,10 @@ def test_each_strategy_steps_decodes_and_round_trips_its_state(name, make_net):
         assert torch.equal(a, b)
 
 
-class ToySgdStrategy:
+class ToySgdStrategy(BiLevelStrategy):
     """A second strategy for the test: the w step of DARTS, then plain SGD (no Adam) on
-    alpha/beta; it counts its calls and keeps the count in its checkpoint state."""
+    alpha/beta; it counts its calls and keeps the count in its checkpoint state. The
+    schedules, validation and decode are the bi-level base's."""
 
     calls: list[tuple[str, bool]] = []  # (where, with a trainB batch), over every instance
 
@@ -89,10 +89,12 @@ class ToySgdStrategy:
         penalty: Penalty | None,
     ) -> None:
         self.model, self.device, self.guard = model, device, guard
+        self.amp_dtype = None
         self.weights, self.arch = model.weight_parameters(), model.arch_parameters()
         self.w_optimizer = torch.optim.SGD(self.weights, lr=loop.lr, momentum=loop.momentum)
         self.arch_optimizer = torch.optim.SGD(self.arch, lr=0.5)
         self.steps = 0
+        self.setup(loop)
 
     def step(self, batch_a: Batch, batch_b: Batch | None, where: str) -> StepResult:
         """A w step on trainA; with a trainB batch, an SGD step on alpha/beta."""
@@ -110,20 +112,13 @@ class ToySgdStrategy:
         )  # fmt: skip
         return StepResult(w_loss, w_ok, a_loss, a_ok)
 
-    def arch_parameters(self) -> list[Tensor]:
-        """alpha and beta."""
-        return self.arch
-
-    def decode(self, path_decode: str) -> Genotype:
-        """The supernet's own decode."""
-        return self.model.genotype(path_decode)
-
     def state_dict(self) -> dict[str, Any]:
         """Both optimisers and the step count, under the toy's own keys."""
         return {
             "w_optimizer": self.w_optimizer.state_dict(),
             "arch_optimizer": self.arch_optimizer.state_dict(),
             "toy_steps": self.steps,
+            **self.schedule_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -131,6 +126,7 @@ class ToySgdStrategy:
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.steps = state["toy_steps"]
+        self.load_schedule_state(state)
 
 
 @pytest.fixture

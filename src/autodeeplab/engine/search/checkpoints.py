@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint
+from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint, require_keys
 from autodeeplab.config import (
     SearchConfig,
     SearchModelConfig,
@@ -33,7 +33,7 @@ from autodeeplab.config import (
     config_to_dict,
     supernet_kwargs,
 )
-from autodeeplab.engine.search.schedule import ArchSchedule
+from autodeeplab.engine.search.strategies import STRATEGIES
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.decode import decode, path_margin
 from autodeeplab.space.network import beta_probabilities, cell_decode_weights
@@ -46,8 +46,8 @@ __all__ = [
     "find_latest_checkpoint",
     "load_resume_state",
     "check_same_model",
+    "check_strategy_state",
     "previous_genotype",
-    "restore_schedule",
     "decode_checkpoint",
 ]
 
@@ -55,11 +55,9 @@ CHECKPOINT_KIND = "search"
 
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?\.pt$")
 
-# What a resume reads: a checkpoint without one is refused by name, not with a KeyError.
-_RESUME_KEYS = (
-    "config", "model", "w_optimizer", "arch_optimizer", "w_scheduler", "rng", "epoch", "step",
-    "split",
-)  # fmt: skip
+# What the loop reads to resume: a checkpoint without one is refused by name, not with a
+# KeyError (the strategy's own entries: check_strategy_state).
+_RESUME_KEYS = ("config", "model", "w_optimizer", "rng", "epoch", "step", "split")
 
 
 def epoch_end_path(ckpt_dir: Path, epochs_done: int) -> Path:
@@ -163,14 +161,26 @@ def _model_identity(mcfg: SearchModelConfig) -> dict[str, Any]:
 
 
 def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None) -> None:
-    """Refuse to resume a checkpoint made with another supernet than ``cfg.model``."""
+    """Refuse to resume a checkpoint made with another supernet than ``cfg.model``, or by
+    another search strategy than ``search.strategy``."""
     saved = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    if saved.search.strategy != cfg.search.strategy:
+        raise CheckpointError(
+            f"{path}: checkpoint was written by search.strategy={saved.search.strategy}, not "
+            f"{cfg.search.strategy}; resume with --set search.strategy="
+            f"{saved.search.strategy}, or search into a fresh --out folder"
+        )
     # checkpoint_cells trades time for memory and changes no result: it may differ.
     if _model_identity(saved.model) != _model_identity(cfg.model):
         raise CheckpointError(
             f"{path}: checkpoint was made with model {config_to_dict(saved.model)}, not the "
             "configured one; resume with the run's own config.yaml"
         )
+
+
+def check_strategy_state(state: dict[str, Any], strategy: Any, path: Path | None) -> None:
+    """Refuse a checkpoint that lacks an entry of ``strategy``'s state (its class)."""
+    require_keys(state, path or "checkpoint", getattr(strategy, "checkpoint_keys", ()))
 
 
 def previous_genotype(state: dict[str, Any]) -> Genotype | None:
@@ -180,14 +190,6 @@ def previous_genotype(state: dict[str, Any]) -> Genotype | None:
     if state.get("genotype") is not None and "partial" not in state:  # before round 2
         return Genotype.from_dict(state["genotype"])
     return None
-
-
-def restore_schedule(schedule: ArchSchedule, state: dict[str, Any], arch_start_epoch: int) -> None:
-    """Load the architecture schedule a checkpoint saved (or infer it for an older run)."""
-    if "arch_schedule" in state:
-        schedule.load(state["arch_schedule"])
-    elif state["epoch"] > arch_start_epoch:  # a run from before the schedule was saved
-        schedule.started_epoch = arch_start_epoch
 
 
 def decode_checkpoint(
@@ -202,6 +204,13 @@ def decode_checkpoint(
     """
     state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
     cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))
+    strategy = STRATEGIES.get(cfg.search.strategy)
+    if strategy is not None and not strategy.uses_train_b:
+        raise CheckpointError(
+            f"{path}: written by search.strategy={cfg.search.strategy}, which learns no alpha or "
+            "beta to decode; its genotype is the finished run's genotype.json (the best of "
+            "candidates.json), or score networks on it with 'autodeeplab score RUN_DIR'"
+        )
     weights = state["model"]
     if not isinstance(weights, dict) or not isinstance(weights.get("alpha"), torch.Tensor):
         raise CheckpointError(f"{path}: 'model' holds no alpha tensor; use a search checkpoint")

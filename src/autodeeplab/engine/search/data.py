@@ -4,7 +4,9 @@ trainA and trainB are a seeded random split of the training set (``search.split_
 decided by rank 0 and stored in the run folder as ``split.json``. An epoch is one pass over
 trainA; trainB is cycled alongside, one batch per step once the architecture updates run
 (:mod:`autodeeplab.engine.search.sampling`). An epoch can start mid-way, for a resume from a stop's
-checkpoint: the indices its first steps used are skipped, not loaded.
+checkpoint: the indices its first steps used are skipped, not loaded. A strategy that learns
+no architecture from trainB (``weights_on_train_b``) trains w on both halves: its "trainA"
+loader then runs over the whole training set, and the split is kept only for the record.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class SearchData:
     """This rank's trainA, trainB and val loaders, over rank 0's split.
 
     ``split``: the split a resumed checkpoint holds (None: ``split.json`` if the run folder
-    has one, else a new one drawn with ``search.seed``).
+    has one, else a new one drawn with ``search.seed``). ``weights_on_train_b``: the weight
+    batches (``loader_a``) come from trainA and trainB together.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class SearchData:
         rank: int,
         world: int,
         device: torch.device,
+        weights_on_train_b: bool = False,
     ) -> None:
         loop = cfg.search
         self.rank, self.world = rank, world
@@ -141,6 +145,7 @@ class SearchData:
 
         # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
         self.train_a, self.train_b = train_a, train_b = call_on_main(decide_split)
+        weight_indices = sorted(train_a + train_b) if weights_on_train_b else train_a
         if len(train_a) < loop.batch_size or len(train_b) < loop.batch_size:
             raise ValueError(
                 f"trainA/trainB have {len(train_a)}/{len(train_b)} images, fewer than the batch "
@@ -149,11 +154,11 @@ class SearchData:
             )
         self.global_batch = loop.batch_size
         self.batch = batch = loop.batch_size // world  # images per process and step
-        self.sampler_a = EpochSampler(len(train_a), loop.seed, rank, world, batch)
+        self.sampler_a = EpochSampler(len(weight_indices), loop.seed, rank, world, batch)
         self.sampler_b = EpochSampler(len(train_b), loop.seed + 1, rank, world, batch)
         # For a mid-epoch resume: the indices the stopped epoch used are skipped, not loaded.
         self.skip_a, self.skip_b = _SkipFirst(self.sampler_a), _SkipFirst(self.sampler_b)
-        self.loader_a = _loader(Subset(train_set, train_a), batch, self.skip_a, cfg, device)
+        self.loader_a = _loader(Subset(train_set, weight_indices), batch, self.skip_a, cfg, device)
         self.loader_b = _loader(Subset(train_set, train_b), batch, self.skip_b, cfg, device)
         # Real validation images differ in size: whole-image inference one at a time.
         if world > 1:  # each rank scores every world-th image; the metrics are summed
@@ -204,7 +209,7 @@ class SearchData:
         resumed run recalibrates as the uninterrupted one did.
         """
         subset: Any = self.loader_a.dataset
-        starts = range(0, min(count, len(self.train_a) // self.global_batch))
+        starts = range(0, min(count, len(subset) // self.global_batch))
         state = rng_state()
         try:
             return [

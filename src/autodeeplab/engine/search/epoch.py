@@ -12,8 +12,7 @@ from torch import Tensor
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.distributed import all_reduce_mean, is_distributed
 from autodeeplab.engine.search.schedule import ARCH_LR_RANGE, ArchSchedule, class_prior_entropy
-from autodeeplab.engine.search.step import Batch, bn_running_stats
-from autodeeplab.engine.search.strategies.base import StepResult
+from autodeeplab.engine.search.step import Batch, StepResult, bn_running_stats
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.decode import path_margin
 from autodeeplab.space.diagnostics import search_diagnostics
@@ -31,11 +30,19 @@ TENSORBOARD_TAGS = {
 }  # fmt: skip
 
 
-def margin_warning(margin: float, threshold: float, arch_lr: float | None = None) -> str | None:
+def margin_warning(
+    margin: float,
+    threshold: float,
+    arch_lr: float | None = None,
+    setting: float | str | None = None,
+    budget: float | None = None,
+) -> str | None:
     """The one-line warning for a decoded path that barely beats its runner-up, or None.
 
     ``arch_lr``: the architecture lr the search ended with; at or above auto's cap, raising
-    it is no longer the advice (Adam's steps would follow single batches).
+    it is no longer the advice (Adam's steps would follow single batches). ``setting``: the
+    run's ``search.arch_lr`` (a number or ``auto``), so the advice never names what the run
+    already uses: under ``auto`` the lr rises with ``search.arch_logit_budget`` (``budget``).
     """
     if margin >= threshold:
         return None
@@ -43,6 +50,12 @@ def margin_warning(margin: float, threshold: float, arch_lr: float | None = None
         fix = (
             f"search longer (--epochs) or with larger batches (--batch-size); search.arch_lr "
             f"is already {arch_lr:g}, the most that search.arch_lr=auto uses"
+        )
+    elif setting == "auto":
+        now = "" if budget is None else f" (now {budget:g})"
+        fix = (
+            "search longer (--epochs) or raise search.arch_logit_budget"
+            f"{now}: search.arch_lr=auto sets the lr to it over the architecture steps"
         )
     else:
         fix = "search longer (--epochs) or raise search.arch_lr (or use search.arch_lr=auto)"
@@ -189,7 +202,13 @@ def arch_record(
     if epoch + 1 == loop.epochs:
         # The schedule's base lr, not the last epoch's: an annealed lr ends far below the
         # cap even when its base is at it, and raising it would then be the wrong advice.
-        warning = margin_warning(diag["path_margin"], loop.min_path_margin, schedule.lr)
+        warning = margin_warning(
+            diag["path_margin"],
+            loop.min_path_margin,
+            schedule.lr,
+            loop.arch_lr,
+            loop.arch_logit_budget,
+        )
         if warning is not None:
             record["warning"] = warning
     return record

@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from autodeeplab.checkpoint import check_state_dict
 from autodeeplab.config import SearchConfig, SearchModelConfig, config_to_dict
@@ -51,13 +48,13 @@ from autodeeplab.engine.scaffold import Run
 from autodeeplab.engine.search.checkpoints import (
     CHECKPOINT_KIND,
     check_same_model,
+    check_strategy_state,
     decode_checkpoint,
     epoch_end_path,
     find_latest_checkpoint,
     load_resume_state,
     previous_genotype,
     prune_checkpoints,
-    restore_schedule,
     stop_path,
 )
 from autodeeplab.engine.search.cost_term import CostTerm
@@ -65,16 +62,13 @@ from autodeeplab.engine.search.data import SearchData, check_search_crop
 from autodeeplab.engine.search.epoch import (
     TENSORBOARD_TAGS,
     EpochTally,
-    arch_record,
     epoch_record,
     margin_warning,
 )
-from autodeeplab.engine.search.schedule import ArchSchedule
-from autodeeplab.engine.search.score_decode import decode_run_by_score
-from autodeeplab.engine.search.step import all_finite, validate_supernet
-from autodeeplab.engine.search.strategies import check_strategy
+from autodeeplab.engine.search.step import all_finite
+from autodeeplab.engine.search.strategies import check_strategy, memory_estimate
 from autodeeplab.genotype import Genotype
-from autodeeplab.space.memory import device_memory_bytes, resolve_checkpoint_cells
+from autodeeplab.space.memory import device_memory_bytes
 from autodeeplab.space.network import SearchNetwork
 
 __all__ = [
@@ -134,23 +128,21 @@ def run_search(
             stopped = state.run_epochs(last_epoch, progress)
         finally:
             state.run.close()
-        genotype, record, scored = state.strategy.decode(loop.path_decode), state.record, {}
-        if last_epoch == loop.epochs and not stopped and loop.decode == "score":
-            genotype, scored = decode_run_by_score(state, genotype)  # every rank scores
-        if last_epoch == loop.epochs and not stopped and state.run.main:
-            from autodeeplab.engine.search.report import write_search_results  # matplotlib
+        record = state.record
+        if last_epoch == loop.epochs and not stopped:
+            out = state.run.out if state.run.main else None
+            decoded = state.strategy.final_decode(
+                record, state.epochs_done, out, state.data, state.num_classes
+            )
+            genotype = decoded.genotype
+            if state.run.main:
+                from autodeeplab.engine.search.report import write_search_results  # matplotlib
 
-            provenance = {
-                "path_decode": loop.path_decode,
-                "path_margin": record.get("path_margin"),
-                "epochs": state.epochs_done,
-                "arch_started_epoch": state.schedule.started_epoch,
-                **scored,
-            }
-            beta = state.model.beta_weights().detach().cpu().numpy()
-            write_search_results(state.run.out, genotype, beta, provenance)
-            if record.get("warning"):
-                print(f"warning: {record['warning']}", file=sys.stderr)
+                write_search_results(state.run.out, decoded)
+                if record.get("warning"):
+                    print(f"warning: {record['warning']}", file=sys.stderr)
+        else:
+            genotype = state.strategy.decode(loop.path_decode)
         barrier()  # every rank returns once rank 0 has written everything
         return SearchResult(
             genotype=genotype,
@@ -182,6 +174,7 @@ class _SearchRun:
         self.resume_path, state = run.resume_state(lambda: load_resume_state(out, resume))
         if state is not None:
             check_same_model(state, cfg, self.resume_path)
+            check_strategy_state(state, make_strategy, self.resume_path)
         device = self.device = run.device
         # Before the run folder is written: an amp mode the device lacks is refused up front.
         self.amp_dtype = amp_dtype = resolve_amp(loop.amp, device, "search.amp")
@@ -190,28 +183,28 @@ class _SearchRun:
         run.write_folder(cfg)
         self.num_classes = dataset_info(cfg.data.spec).num_classes
         self.data = SearchData(
-            cfg, out, None if state is None else state["split"], run.rank, run.world, device
+            cfg,
+            out,
+            None if state is None else state["split"],
+            run.rank,
+            run.world,
+            device,
+            weights_on_train_b=not make_strategy.uses_train_b,
         )
 
         # auto: from the memory estimate for rank 0's device. Every rank must agree: under
         # SyncBatchNorm a recomputed cell runs collectives that the others would not.
         checkpoint_cells = broadcast_object(
-            resolve_checkpoint_cells(
-                cfg.data.crop,
-                loop.batch_size,
-                self.num_classes,
-                spec=cfg.model.supernet_spec(),
-                checkpoint_cells=cfg.model.checkpoint_cells,
-                amp=loop.amp,
-                device=device.type,
-                world_size=run.world,
-                available=device_memory_bytes(device.type),
-            )
+            memory_estimate(
+                cfg, self.num_classes, device.type, run.world, device_memory_bytes(device.type)
+            ).checkpoint_cells
         )
         model = supernet(cfg.model, self.num_classes, checkpoint_cells).to(device)
         self.sync_bn = loop.sync_bn and run.world > 1
         self.model = model = run.sync_batchnorm(model, loop.sync_bn)  # type: ignore[assignment]
         arch_epochs = max(loop.epochs - max(loop.arch_start_epoch, 0), 0)
+        if not make_strategy.uses_train_b:  # no architecture steps to skip
+            arch_epochs = 0
         self.guard = NonFiniteGuard(
             loop.nonfinite,
             int(loop.max_skipped * (loop.epochs + arch_epochs) * self.data.steps_per_epoch),
@@ -221,12 +214,11 @@ class _SearchRun:
             last_checkpoint=self.resume_path,
             hint="Lower search.lr or search.arch_lr, or set search.grad_clip",
         )
-        self.cost = CostTerm(cfg, model, self.num_classes) if loop.target_madds else None
+        # The cost term pulls alpha/beta; a strategy without them takes the budget elsewhere.
+        relaxed = make_strategy.uses_train_b and loop.target_madds
+        self.cost = CostTerm(cfg, model, self.num_classes) if relaxed else None
         self.strategy = make_strategy(
             model, loop, device=device, amp_dtype=amp_dtype, guard=self.guard, penalty=self.cost
-        )
-        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.strategy.w_optimizer, T_max=loop.epochs, eta_min=loop.lr_min
         )
         self._restore(state)
         self.record: dict[str, Any] = {}
@@ -239,17 +231,14 @@ class _SearchRun:
         # The epoch position of a mid-epoch checkpoint, and the RNG states it saved.
         self.partial: dict[str, Any] | None = None
         self.saved_rng: dict[str, Any] | None = None
-        self.schedule = ArchSchedule(self.num_classes)
         self.previous_genotype: Genotype | None = None
         if state is None:
             self.run.restart_log(None)
         else:
             check_state_dict(self.resume_path, self.model.state_dict(), state["model"], "model")
             self.previous_genotype = previous_genotype(state)
-            restore_schedule(self.schedule, state, self.cfg.search.arch_start_epoch)
             self.model.load_state_dict(state["model"])
             self.strategy.load_state_dict(state)
-            self.w_sched.load_state_dict(state["w_scheduler"])
             self.run.restore_rng(state)
             self.saved_rng = state["rng"]
             self.first_epoch, self.step = state["epoch"], state["step"]
@@ -269,10 +258,7 @@ class _SearchRun:
         run.open_outputs(loop.tensorboard, self.first_epoch + 1, progress, total, done)
         for epoch in range(self.first_epoch, last_epoch):
             epoch_start = time.perf_counter()
-            arch_on = self._arch_on(epoch)
-            self.aux_weight = self.schedule.aux_skip(loop, epoch)
-            dropout = loop.skip_dropout if arch_on or loop.skip_dropout_in_warmup else 0.0
-            self.model.set_skip_remedies(self.aux_weight, dropout)
+            arch_on = self.strategy.start_epoch(epoch, steps, self.partial is not None)
             self.model.train()
             tally = EpochTally.start(self.device, self.partial, self.num_classes)
             batches_a = data.start_epoch(epoch, tally.steps, arch_on)
@@ -303,20 +289,6 @@ class _SearchRun:
                 return True
         return False
 
-    def _arch_on(self, epoch: int) -> bool:
-        """Whether alpha/beta learn in ``epoch``; starts them (lr, snapshot) when it is time."""
-        schedule, loop = self.schedule, self.cfg.search
-        if schedule.started_epoch is not None:
-            schedule.set_epoch_lr(loop, epoch, self.strategy.arch_optimizer)
-            return epoch >= schedule.started_epoch
-        if self.partial is not None:  # resuming mid-epoch: the epoch began without them
-            return False
-        if not schedule.should_start(loop, epoch):
-            return False
-        steps, model = self.data.steps_per_epoch, self.model
-        schedule.start(loop, epoch, steps, model.alpha, model.beta, self.strategy.arch_optimizer)
-        return True
-
     def _save_stop(self, epoch: int, tally: EpochTally, started: float) -> None:
         """Write the checkpoint of a stop in the middle of ``epoch``."""
         # One value per rank would not survive the resume: their mean does.
@@ -327,35 +299,17 @@ class _SearchRun:
         self.save(self.last_checkpoint, epoch, {"partial": position, "genotype": genotype})
 
     def _end_epoch(self, epoch: int, arch_on: bool, tally: EpochTally, started: float) -> None:
-        """Step the scheduler, validate, log the epoch's record and write its checkpoint."""
-        loop, model = self.cfg.search, self.model
-        lr = self.w_sched.get_last_lr()[0]
-        with warnings.catch_warnings():
-            # A run resumed after the epoch's last step (or one whose steps were all
-            # skipped) steps the scheduler before any optimiser step in this process: the
-            # order PyTorch warns about, but right here.
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.w_sched.step()
+        """Close the strategy's epoch, validate, log the epoch's record and write its checkpoint."""
+        loop, strategy = self.cfg.search, self.strategy
         tally.average_over_ranks(self.model, self.sync_bn)
-        if self.run.world > 1:
-            check_same_across_ranks(self.strategy.arch_parameters(), "alpha/beta")
+        # The strategy's schedules read this epoch's train loss and label counts.
+        lr = strategy.end_epoch(tally.losses(arch_on)["train_loss"], tally.class_counts)
+        if self.run.world > 1 and strategy.arch_parameters():
+            check_same_across_ranks(strategy.arch_parameters(), "alpha/beta")
         self.guard.check()  # no validation, log record or checkpoint of nan weights
-        recalibrate = self.data.recalibration_batches() if loop.val_bn == "recalibrate" else None
-        metrics = validate_supernet(
-            model,
-            self.data.loader_val,
-            self.num_classes,
-            self.device,
-            self.amp_dtype,
-            batch_stats=loop.val_bn == "batch",
-            recalibrate=recalibrate,
-            average_bn=not self.sync_bn,
-        )
-        genotype = self.strategy.decode(loop.path_decode)
-        # The schedule's start condition reads this epoch's train loss and label counts.
-        self.schedule.end_epoch(tally.losses(arch_on)["train_loss"], tally.class_counts)
-        previous, aux = self.previous_genotype, self.aux_weight
-        arch = arch_record(model, genotype, previous, self.schedule, loop, arch_on, aux, epoch)
+        metrics = strategy.validate(self.data, self.num_classes, self.sync_bn)
+        genotype = strategy.decode(loop.path_decode)
+        arch = strategy.epoch_record(genotype, self.previous_genotype, epoch, arch_on)
         seconds = time.perf_counter() - started
         record = epoch_record(epoch, self.step, tally, metrics, lr, arch_on, seconds, arch, loop)
         self.previous_genotype = genotype
@@ -379,12 +333,10 @@ class _SearchRun:
             "model": self.model.state_dict(),
             "model_kwargs": self.model.model_kwargs,
             **strategy_state,
-            "w_scheduler": self.w_sched.state_dict(),
             "rng": rng_state(),
             "split": self.data.split(),
             "config": config_to_dict(self.cfg),
             "skipped": self.guard.skipped,
-            "arch_schedule": self.schedule.state(),
             "previous_genotype": (
                 None if self.previous_genotype is None else self.previous_genotype.to_dict()
             ),

@@ -34,6 +34,7 @@ import yaml
 
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.engine.html import markdown_page
+from autodeeplab.engine.search.strategies.base import Decoded
 from autodeeplab.genotype import Genotype, save_genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.trellis import num_edges
@@ -67,6 +68,7 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         )
     by_epoch: dict[int, dict[str, Any]] = {}
     skipped = 0
+    strategy = None  # set by a strategy whose records hold no alpha/beta (spos)
     for number, raw in enumerate(log.read_bytes().splitlines(), 1):
         if not raw.strip():
             continue
@@ -75,12 +77,19 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         except (ValueError, RecursionError):  # torn, not UTF-8, huge integers: not ours
             skipped += 1
             continue
+        if isinstance(record, dict) and "alpha" not in record and "strategy" in record:
+            strategy = record["strategy"]
         if not isinstance(record, dict) or not all(
             k in record for k in ("epoch", "alpha", "beta", "genotype")
         ):
             skipped += 1
             continue
         by_epoch[_check_record(record, log, number)] = record
+    if not by_epoch and strategy is not None:
+        raise ValueError(
+            f"{log}: a search.strategy={strategy} run learns no alpha or beta to report; its "
+            "result is genotype.json and the scored candidates.json beside it"
+        )
     if not by_epoch:
         raise ValueError(
             f"{log}: holds no complete epoch record yet; wait for the first epoch to finish"
@@ -339,16 +348,18 @@ def _markdown(parts: list[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_search_results(
-    out: Path, genotype: Genotype, beta: np.ndarray, provenance: dict[str, Any]
-) -> None:
+def write_search_results(out: Path, decoded: Decoded) -> None:
     """A finished search's genotype.json, genotype figures and report (rank 0).
 
-    ``beta``: the final transition probabilities (L, levels, 3) the path figure shades;
-    ``provenance``: how the genotype was decoded, stored in genotype.json beside it.
+    ``decoded.beta``: the final transition probabilities (L, levels, 3) the path figure
+    shades (None: none); ``decoded.provenance``: how the genotype was decoded, stored in
+    genotype.json beside it; the report only where the log holds alpha and beta.
     """
-    save_genotype(genotype, out / "genotype.json", search=provenance)
-    render_genotype(genotype, out, beta=beta, prefix="genotype_")
+    genotype = decoded.genotype
+    save_genotype(genotype, out / "genotype.json", search=decoded.provenance)
+    render_genotype(genotype, out, beta=decoded.beta, prefix="genotype_")
+    if not decoded.report:
+        return
     try:
         render_search_report(out)
     except (OSError, ValueError) as exc:  # the genotype is saved: a report failure is not fatal

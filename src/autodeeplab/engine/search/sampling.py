@@ -1,20 +1,24 @@
-"""The search's data order: a function of (seed, epoch, pass) only, so resume is exact.
+"""The search's random orders: the data's, a function of (seed, epoch, pass), and the
+sub-network each single-path step trains, a function of (seed, step); so resume is exact.
 
 An epoch is one pass over trainA; trainB is cycled alongside by its own iterator, reseeded
 on every pass (SPEC.md §12.9), never ``next(iter(loader))`` per step. Under torchrun each
 rank takes its slots of every global batch, so the ranks together see what one process
-with the global batch would.
+with the global batch would; every rank draws the same sub-network, from (seed, step) alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochSampler", "TrainBCycle"]
+from autodeeplab.genotype import Genotype, count_paths
+
+__all__ = ["EpochSampler", "TrainBCycle", "sample_single_path", "step_generator"]
 
 
 class EpochSampler(Sampler[int]):
@@ -74,3 +78,44 @@ class TrainBCycle:
             except StopIteration:
                 self.it, self.cycle = None, self.cycle + 1
         raise RuntimeError("trainB yields no batch; use more data or a smaller batch size")
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator seeded from a hash of (``seed``, ``step``) alone: the same on every
+    rank and after a resume, and unrelated for neighbouring seeds or steps."""
+    digest = hashlib.sha256(f"autodeeplab-single-path:{seed}:{step}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def sample_single_path(
+    generator: torch.Generator,
+    num_layers: int,
+    num_blocks: int,
+    num_levels: int,
+    primitives: Sequence[str],
+) -> Genotype:
+    """A sub-network drawn uniformly from the retrain space (SPOS, Guo et al., ECCV 2020).
+
+    The path is uniform over the valid level sequences (the stem at level 0, at most one
+    level per layer): each layer's level is drawn in proportion to the number of paths that
+    go on from it (:func:`~autodeeplab.genotype.count_paths`), so no level is favoured the
+    way a uniform choice per layer would favour the middle ones. Each block reads two
+    distinct inputs, uniform among its ``block + 2`` predecessors, each through an op
+    uniform over ``primitives`` less ``none``.
+    """
+    ops = [p for p in primitives if p != "none"]
+    if not ops:
+        raise ValueError("a single path needs at least one op other than 'none'")
+    cell = []
+    for block in range(num_blocks):
+        inputs = torch.randperm(block + 2, generator=generator)[:2].tolist()
+        chosen = torch.randint(len(ops), (2,), generator=generator).tolist()
+        cell.append(tuple((ops[k], i) for k, i in zip(chosen, inputs, strict=True)))
+    counts = count_paths(num_layers, num_levels)
+    path, level = [], 0
+    for layer in range(1, num_layers + 1):
+        options = [t for t in (level - 1, level, level + 1) if 0 <= t < num_levels]
+        weights = torch.tensor([float(counts[layer][t]) for t in options], dtype=torch.float64)
+        level = options[int(torch.multinomial(weights, 1, generator=generator))]
+        path.append(level)
+    return Genotype(tuple(cell), tuple(path))

@@ -35,7 +35,14 @@ from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
 
-__all__ = ["ARCH_LR_RANGE", "ArchSchedule", "auto_arch_lr", "class_prior_entropy", "cosine_factor"]
+__all__ = [
+    "ARCH_LR_RANGE",
+    "ArchSchedule",
+    "auto_arch_lr",
+    "class_prior_entropy",
+    "cosine_factor",
+    "restore_schedule",
+]
 
 #: The range ``arch_lr=auto`` keeps to: the paper's lr, and ten times it.
 ARCH_LR_RANGE = (3e-3, 3e-2)
@@ -176,3 +183,11 @@ class ArchSchedule:
         self.forced, self.last_train_loss = state["forced"], state["last_train_loss"]
         self.class_counts = state["class_counts"].double().clone()
         self.start_alpha, self.start_beta = state["start_alpha"], state["start_beta"]
+
+
+def restore_schedule(schedule: ArchSchedule, state: dict[str, Any], arch_start_epoch: int) -> None:
+    """Load the architecture schedule a checkpoint saved (or infer it for an older run)."""
+    if "arch_schedule" in state:
+        schedule.load(state["arch_schedule"])
+    elif state["epoch"] > arch_start_epoch:  # a run from before the schedule was saved
+        schedule.started_epoch = arch_start_epoch

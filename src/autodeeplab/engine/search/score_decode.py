@@ -25,7 +25,7 @@ from autodeeplab.engine.search.score import GenotypeScore, score_genotype, write
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.network import SearchNetwork
 
-__all__ = ["CANDIDATES_FILE", "decode_by_score", "decode_run_by_score"]
+__all__ = ["CANDIDATES_FILE", "decode_by_score", "score_batches"]
 
 CANDIDATES_FILE = "candidates.json"
 
@@ -90,24 +90,14 @@ def decode_by_score(
     return best.score.genotype, summary
 
 
-def decode_run_by_score(run: Any, argmax: Genotype) -> tuple[Genotype, dict[str, Any]]:
-    """:func:`decode_by_score` at the end of a search loop's run (``loop._SearchRun``).
+def score_batches(data: Any, loop: SearchLoopConfig) -> tuple[list[Tensor], Any]:
+    """The recalibration batches and the val batches a search's scores use.
 
-    BatchNorm is recalibrated on the first ``score_recal_batches`` trainA batches (the ones
-    the loop's ``val_bn=recalibrate`` uses), the score taken on ``score_val_batches`` of val.
+    BatchNorm is recalibrated on the first ``score_recal_batches`` training batches (the ones
+    the loop's ``val_bn=recalibrate`` uses), the score taken on ``score_val_batches`` of val
+    (``data``: the search's :class:`~autodeeplab.engine.search.data.SearchData`).
     """
-    loop = run.cfg.search
-    val: Any = run.data.loader_val
+    val: Any = data.loader_val
     if loop.score_val_batches is not None:
         val = list(itertools.islice(val, loop.score_val_batches))
-    return decode_by_score(
-        run.model,
-        argmax,
-        run.data.recalibration_batches(loop.score_recal_batches),
-        val,
-        run.num_classes,
-        loop,
-        device=run.device,
-        amp_dtype=run.amp_dtype,
-        out=run.run.out if run.run.main else None,
-    )
+    return data.recalibration_batches(loop.score_recal_batches), val

@@ -32,6 +32,7 @@ backward, averages the gradients of the set it steps with one flat all-reduce. S
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ from autodeeplab.space.network import SearchNetwork
 
 __all__ = [
     "Batch",
+    "StepResult",
     "IGNORE_INDEX",
     "search_step",
     "bn_running_stats",
@@ -56,6 +58,16 @@ __all__ = [
 
 #: An (images (N, 3, H, W), labels (N, H, W)) pair, as the search's loaders yield it.
 Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class StepResult:
+    """One iteration of a strategy: its losses (detached) and whether each update applied."""
+
+    w_loss: Tensor
+    w_applied: bool
+    arch_loss: Tensor | None = None  # None: the iteration had no architecture update
+    arch_applied: bool = False
 
 
 def search_step(
@@ -72,6 +84,7 @@ def search_step(
     scaler: torch.amp.GradScaler | None = None,
     guard: NonFiniteGuard | None = None,
     where: str = "a search step",
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, bool]:
     """One optimiser step on ``params``; returns the (detached) loss and whether it was applied.
 
@@ -82,6 +95,9 @@ def search_step(
     ``amp_dtype`` autocasts the forward pass (the loss and ``penalty`` stay fp32), ``scaler``
     (fp16) scales the loss, and ``guard`` vets the loss and gradients before the optimiser
     step (``where`` names the step in its error); a step it drops returns False.
+    ``forward``: the logits of a batch (default: the softmax supernet, ``model``); a
+    single-path step passes one sub-network's. Parameters it leaves unused keep no
+    gradient; since every rank runs the same sub-network, the all-reduced set is the same.
     """
     x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
     if guard is not None:
@@ -92,7 +108,7 @@ def search_step(
         p.requires_grad_(False)
     try:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
+            logits = (forward or model)(x)
         logits = logits.float()  # the identity in fp32; the loss is computed in fp32
         if is_distributed():  # this rank's share of the global batch's mean
             ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")

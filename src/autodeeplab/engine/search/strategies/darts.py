@@ -4,7 +4,8 @@ Each iteration: one SGD step on the weights w with a trainA batch, then (once th
 has started the architecture updates) one Adam step on alpha and beta with a trainB batch,
 each with the other set frozen. The fp16 mode keeps one GradScaler per optimiser: the two
 steps have their own losses and gradient scales, and an overflow in one must not shrink the
-other's scale.
+other's scale. The schedules, validation, record and decode are every bi-level strategy's
+(:class:`~.bilevel.BiLevelStrategy`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from autodeeplab.engine.guards import NonFiniteGuard
 from autodeeplab.engine.search.schedule import ARCH_LR_RANGE
 from autodeeplab.engine.search.step import search_step
 from autodeeplab.engine.search.strategies.base import Batch, Penalty, StepResult
-from autodeeplab.genotype import Genotype
+from autodeeplab.engine.search.strategies.bilevel import BiLevelStrategy
 from autodeeplab.space.network import SearchNetwork
 
 __all__ = ["FirstOrderDarts"]
 
 
-class FirstOrderDarts:
+class FirstOrderDarts(BiLevelStrategy):
     """The paper's search strategy: a w step on trainA, then an alpha/beta step on trainB."""
 
     def __init__(
@@ -52,6 +53,7 @@ class FirstOrderDarts:
         fp16 = amp_dtype == torch.float16
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.arch_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.setup(loop)
 
     def step(self, batch_a: Batch, batch_b: Batch | None, where: str) -> StepResult:
         """A w step on ``batch_a``; then, given ``batch_b``, an alpha/beta step on it."""
@@ -90,23 +92,22 @@ class FirstOrderDarts:
         """alpha and beta (and gamma with partial channels)."""
         return self.arch
 
-    def decode(self, path_decode: str) -> Genotype:
-        """The supernet's decode: argmax ops per edge, Viterbi over beta (paper §3.3)."""
-        return self.model.genotype(path_decode)
-
     def state_dict(self) -> dict[str, Any]:
-        """Both optimisers and both grad scalers, under the checkpoint's historical keys."""
+        """Both optimisers, both grad scalers and the schedules, under the checkpoint's
+        historical keys."""
         return {
             "w_optimizer": self.w_optimizer.state_dict(),
             "arch_optimizer": self.arch_optimizer.state_dict(),
             "w_scaler": self.w_scaler.state_dict(),
             "arch_scaler": self.arch_scaler.state_dict(),
+            **self.schedule_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """From a checkpoint holding :meth:`state_dict`'s entries."""
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.load_schedule_state(state)
         for key, scaler in (("w_scaler", self.w_scaler), ("arch_scaler", self.arch_scaler)):
             if state.get(key):  # absent before search.amp existed; empty when fp16 was off
                 scaler.load_state_dict(state[key])
