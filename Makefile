@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 OUT ?= runs/quickstart
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint bench
+.PHONY: setup run test test-fast lint docs bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks tools hubconf.py
 	$(BIN)/lint-imports
 
+# The documentation site (mkdocs, material theme, API reference from the docstrings) into
+# build/site, in strict mode: a broken link, a missing page or reference fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # The whole suite, the 20 slowest tests listed at the end (pyproject's addopts).
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest
 
 # The unit tests only: no search or training runs, subprocesses or torchrun (under 60 s on 2

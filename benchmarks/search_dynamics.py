@@ -15,7 +15,7 @@ Printed per variant, one JSON line:
 - ``initial_ce`` and ``initial_grad_norm``: the loss and weight-gradient norm of the first
   batch at initialisation (the search-head classifier init decides these).
 
-Variants: ``default`` (SPEC.md §12.11-12.12: BN after the search pools, small-init heads);
+Variants: ``default`` (docs/design.md §12.11-12.12: BN after the search pools, small-init heads);
 ``no-pool-bn`` (pools without BN, as before round 2); ``torch-head-init`` (PyTorch's default
 init for the head classifiers, as before round 2); ``aux-skip`` (DARTS-, weight 1);
 ``partial-channels`` (PC-DARTS, K=4).

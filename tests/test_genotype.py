@@ -37,7 +37,7 @@ def _json(**changes) -> str:
 
 _DROP = object()
 
-# -- the paper's architecture (SPEC §5) -------------------------------------------------------
+# -- the paper's architecture (docs/design.md §5) --------------------------------------------------
 
 
 def test_paper_path_and_strides() -> None:
@@ -48,7 +48,7 @@ def test_paper_path_and_strides() -> None:
 
 
 def test_paper_cell_matches_spec_darts_pairs() -> None:
-    # SPEC §5.2, DARTS-style (input, op): states [H^{l-2}, H^{l-1}, b1, ...].
+    # docs/design.md §5.2, DARTS-style (input, op): states [H^{l-2}, H^{l-1}, b1, ...].
     spec = [
         [(0, "dil_conv_5x5"), (1, "sep_conv_3x3")],
         [(0, "sep_conv_3x3"), (1, "dil_conv_3x3")],
@@ -58,7 +58,7 @@ def test_paper_cell_matches_spec_darts_pairs() -> None:
     ]
     got = [sorted((inp, op) for op, inp in block) for block in PAPER_GENOTYPE.cell]
     assert got == [sorted(block) for block in spec]
-    # The TF hnasnet left/right branch order (SPEC §5.2 table).
+    # The TF hnasnet left/right branch order (docs/design.md §5.2 table).
     assert PAPER_GENOTYPE.cell == (
         (("dil_conv_5x5", 0), ("sep_conv_3x3", 1)),
         (("sep_conv_3x3", 0), ("dil_conv_3x3", 1)),
@@ -88,7 +88,7 @@ def test_paper_op_counts() -> None:
     }
 
 
-# -- JSON round trip --------------------------------------------------------------------------
+# -- JSON round trip -------------------------------------------------------------------------------
 
 
 def test_json_round_trip_of_paper_genotype(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_genotype_is_hashable_and_built_from_lists() -> None:
     assert hash(g) == hash(Genotype.from_dict(TINY))
 
 
-# -- rejection --------------------------------------------------------------------------------
+# -- rejection -------------------------------------------------------------------------------------
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -231,7 +231,7 @@ def test_bool_version_is_rejected() -> None:
         Genotype.from_json(_json(version=True))
 
 
-# -- property-based ---------------------------------------------------------------------------
+# -- property-based --------------------------------------------------------------------------------
 
 
 @st.composite
@@ -397,7 +397,7 @@ def test_hostile_genotype_files_raise_genotype_error(tmp_path: Path, content: by
     assert str(info.value).startswith(f"{f}: ") and len(str(info.value)) < 400
 
 
-# -- search-space size (SPEC §8) --------------------------------------------------------------
+# -- search-space size (docs/design.md §8) ---------------------------------------------------------
 
 
 def _brute_force_walks(num_layers: int, num_levels: int) -> int:
@@ -491,7 +491,7 @@ def test_search_space_size_rejects_bad_arguments(kwargs) -> None:
         search_space_size(num_ops=0)
 
 
-# -- random genotypes (the baseline of `compare`) ---------------------------------------------
+# -- random genotypes (the baseline of `compare`) --------------------------------------------------
 
 
 def test_count_paths_matches_the_search_space_size() -> None:

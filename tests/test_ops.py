@@ -151,7 +151,7 @@ def test_edge_batched_op_equals_single_ops_on_weight_slices(
 @pytest.mark.parametrize("k", [3, 5])
 def test_sepconv_parameter_count_matches_spec_formula(k: int, affine: bool) -> None:
     for c in (1, 4, 20):
-        # SPEC §9.2: 2 x (dw k*k*C + pw C*C) conv weights, plus 2 BN x (gamma, beta) = 4C.
+        # docs/design.md §9.2: 2 x (dw k*k*C + pw C*C) conv weights, plus 2 BN x (gamma, beta) = 4C.
         expected = 2 * (k * k * c + c * c) + (4 * c if affine else 0)
         assert sum(p.numel() for p in SepConv(c, k, 1, affine).parameters()) == expected
         batched = SepConv(c, k, 2, affine, num_edges=3)

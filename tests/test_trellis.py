@@ -216,7 +216,7 @@ def test_resample_structure() -> None:
     up = Resample(6, 5, -1)
     convs = [m for m in up.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.kernel_size, c.stride) for c in convs] == [((1, 1), (1, 1))]
-    # affine=False by default: the search-time convention (SPEC §12.4).
+    # affine=False by default: the search-time convention (docs/design.md §12.4).
     assert sum(p.numel() for p in Resample(6, 5, 0).parameters()) == 30
     assert sum(p.numel() for p in Resample(6, 5, 0, affine=True).parameters()) == 40
 

@@ -10,7 +10,7 @@ A :class:`Genotype` holds what decoding produces (paper §4.3):
   stem feeds layer 1 at level 0, and consecutive levels differ by at most one.
 
 Genotypes are stored as readable JSON, never pickled. :data:`PAPER_GENOTYPE` is the
-architecture the paper found on Cityscapes (Fig. 3; TF ``hnasnet``; SPEC.md §5).
+architecture the paper found on Cityscapes (Fig. 3; TF ``hnasnet``; docs/design.md §5).
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def save_genotype(
         tmp.unlink(missing_ok=True)
 
 
-#: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; SPEC.md §5).
+#: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; docs/design.md §5).
 PAPER_GENOTYPE = Genotype(
     cell=(
         (("dil_conv_5x5", 0), ("sep_conv_3x3", 1)),
@@ -284,7 +284,7 @@ PAPER_GENOTYPE = Genotype(
 
 @dataclass(frozen=True)
 class SearchSpaceSize:
-    """Sizes of the Auto-DeepLab search space (SPEC.md §8)."""
+    """Sizes of the Auto-DeepLab search space (docs/design.md §8)."""
 
     network_paths: int
     """Walks over the levels for L free layers, the first in {0, 1} (75,025 for L=12)."""
@@ -321,7 +321,7 @@ def search_space_size(
     num_ops: int = len(PRIMITIVES),
     num_levels: int = 4,
 ) -> SearchSpaceSize:
-    """Count network paths and cell structures from the formulas of SPEC.md §8."""
+    """Count network paths and cell structures from the formulas of docs/design.md §8."""
     for name, value in (("num_layers", num_layers), ("num_blocks", num_blocks)):
         if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,7 +1,7 @@
 """Candidate operations of the Auto-DeepLab cell, and their cost and memory profiles.
 
 Paper §3.1 lists eight ops; their exact forms come from the official TF retrain code
-(SPEC.md §1.1, confirmed by the parameter oracle of §9):
+(docs/design.md §1.1, confirmed by the parameter oracle of §9):
 
 - ``sep_conv_kxk``: (ReLU -> depthwise kxk -> pointwise 1x1 -> BN) applied twice; with
   stride 2 only the first depthwise conv is strided.
@@ -157,7 +157,7 @@ class DilConv(_EdgeOp):
             raise ValueError(f"DilConv supports stride 1 or 2, got {stride}")
         self.stride = stride
         # The official code halves the input bilinearly and then runs a rate-1 conv
-        # instead of a strided dilated conv (SPEC.md §1.1).
+        # instead of a strided dilated conv (docs/design.md §1.1).
         rate = 1 if stride == 2 else dilation
         self.conv = nn.Conv2d(
             channels,

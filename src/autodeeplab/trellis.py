@@ -1,7 +1,7 @@
 """The trellis of the Auto-DeepLab search space and its stem, described once (paper §3.2, §4.1).
 
 - Stem: three 3x3 convs, stride 2 (64), stride 1 (64) -> ``stem0`` at stride 2, stride 2
-  (128) -> ``stem1`` at stride 4 (SPEC.md §6.1); independent of F.
+  (128) -> ``stem1`` at stride 4 (docs/design.md §6.1); independent of F.
 - Levels: level s is stride 4 * 2**s. Layer 0 is ``stem1`` at level 0 (and layer -1
   ``stem0``, :data:`STEM_LEVEL`); layer l = 1..L has a node at every level
   0..min(l, num_levels - 1).
@@ -195,7 +195,7 @@ class StemSpec:
         return 4 * c0 * h2 * w2 + c2 * h4 * w4
 
 
-#: The paper's stem (SPEC.md §6.1), shared by the supernet and the retrain network.
+#: The paper's stem (docs/design.md §6.1), shared by the supernet and the retrain network.
 PAPER_STEM = StemSpec()
 
 
@@ -263,18 +263,29 @@ class SupernetSpec:
     BatchNorm in the ops and resampling edges; ``stem_channels``: :class:`StemSpec`'s;
     ``partial_channels``: PC-DARTS's K (beyond the paper; 1 = off): the mixed ops run on
     1/K of the channels, with edge normalisation ``gamma``, and K must divide F;
-    ``pool_bn``: BatchNorm (not affine) after the mixed op's pools (SPEC.md §12.11), so a
+    ``pool_bn``: BatchNorm (not affine) after the mixed op's pools (docs/design.md §12.11), so a
     pool cannot win alpha by its output's scale. Checked where the supernet is built.
     """
 
+    # L, the number of layers of the trellis (the paper's 12).
     num_layers: int = 12
+    # B, the blocks of a cell (the paper's 5); each block sums two branches.
     num_blocks: int = 5
+    # F: a block at stride s has F * s / 4 channels (the paper searches with 8).
     filter_multiplier: int = 8
+    # The levels' output strides, consecutive doublings from 4 (the paper's 4, 8, 16, 32).
     strides: tuple[int, ...] = (4, 8, 16, 32)
+    # The candidate ops of every mixed edge: names in autodeeplab.ops.OPS (the paper's 8).
     primitives: tuple[str, ...] = PRIMITIVES
+    # Affine BatchNorm in the search ops and resampling edges (DARTS: off).
     affine: bool = False
+    # The stem's three conv widths (the paper's 64, 64, 128; docs/design.md §6.1).
     stem_channels: tuple[int, int, int] = PAPER_STEM.channels
+    # PC-DARTS's K (beyond the paper): the mixed ops see 1/K of the channels, with edge
+    # normalisation; 1 = off. K must divide F.
     partial_channels: int = 1
+    # BatchNorm (not affine) after the pools of the search mixed op (docs/design.md §12.11), so
+    # a pool cannot win alpha by the scale of its output; false: the discrete net's plain pools.
     pool_bn: bool = True
 
     def __post_init__(self) -> None:

@@ -1,4 +1,6 @@
-"""Every command, flag and config key that README.md documents is accepted by the CLI.
+"""Every command, flag and config key that README.md and the docs pages document is accepted
+by the CLI (the experiment journal, a dated record, and the generated configuration page
+are left out).
 
 Parse-only: each subcommand's ``--help`` runs, every flag a README mention of a command
 names is among that command's options, every concrete command line in a README code block
@@ -18,8 +20,12 @@ from autodeeplab.cli import build_parser, main
 from autodeeplab.config import SearchConfig, TrainConfig, load_config
 from autodeeplab.engine.pipeline import split_overrides
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-TEXT = README.read_text(encoding="utf-8")
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+PAGES = [README] + sorted(
+    p for p in (REPO / "docs").glob("*.md") if p.name not in ("configuration.md", "design.md")
+)
+TEXT = "\n\n".join(p.read_text(encoding="utf-8") for p in PAGES)
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # An option as argparse's help lists it: "  --out OUT", "  -h, --help", "  --flip".
 _HELP_OPTION = re.compile(r"^ {2}(?:-\w, )?(--[\w-]+)", re.MULTILINE)

@@ -65,7 +65,7 @@ def test_resume_alone_continues_the_newest_checkpoint(tmp_path, capsys):
         (["search", "--data", "nosuch"], "unknown dataset 'nosuch'"),
         (["search", "--resume"], "no complete search checkpoint"),
         (["decode", "nope.pt"], "nope.pt: checkpoint not found"),
-        # SPEC.md §12.12: the coarsest level must be at least 3x3, checked before any write.
+        # docs/design.md §12.12: the coarsest level must be at least 3x3, checked before any write.
         (
             ["search", "--crop", "64", "--set", "model.strides=[4,8,16,32]"],
             "the search needs --crop 96 or more for strides up to 32",

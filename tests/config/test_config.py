@@ -31,7 +31,7 @@ def _write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
 def test_defaults_are_the_papers_search_settings() -> None:
     cfg = SearchConfig()
     s = cfg.search
-    # Paper §4.2, §5.1 (SPEC §3).
+    # Paper §4.2, §5.1 (docs/design.md §3).
     assert (s.epochs, s.batch_size, s.arch_start_epoch) == (40, 2, 20)
     assert (s.lr, s.lr_min, s.momentum, s.weight_decay) == (0.025, 0.001, 0.9, 3e-4)
     assert (s.arch_lr, s.arch_weight_decay) == (3e-3, 1e-3)
@@ -40,7 +40,7 @@ def test_defaults_are_the_papers_search_settings() -> None:
     assert (m.num_layers, m.num_blocks, m.filter_multiplier) == (12, 5, 8)
     assert m.strides == (4, 8, 16, 32)
     assert m.primitives == PRIMITIVES
-    assert m.affine is False  # SPEC §12.4
+    assert m.affine is False  # docs/design.md §12.4
     # The paper's search by default: partial channels off; checkpointing changes no result.
     assert m.partial_channels == 1 and m.checkpoint_cells == "auto"
     assert load_config() == cfg

@@ -21,7 +21,7 @@ def test_search_presets_load(path: Path) -> None:
     else:
         assert cfg.model.num_layers == 12 and cfg.model.num_blocks == 5  # the paper's space
     assert cfg.model.filter_multiplier == 8
-    assert cfg.data.crop >= 3 * max(cfg.model.strides)  # SPEC.md §12.12
+    assert cfg.data.crop >= 3 * max(cfg.model.strides)  # docs/design.md §12.12
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.name)

@@ -22,20 +22,20 @@ from autodeeplab.model import (
 from autodeeplab.model.autodeeplab import default_aspp_rates
 from autodeeplab.ops import PRIMITIVES
 
-# SPEC.md §9.2: exact counts of the TF-faithful design (paper: 10.15M / 21.62M / 44.42M).
+# docs/design.md §9.2: exact counts of the TF-faithful design (paper: 10.15M / 21.62M / 44.42M).
 PARAMETERS = {
     "auto-deeplab-s": 10_147_427,
     "auto-deeplab-m": 21_622_451,
     "auto-deeplab-l": 44_424_691,
 }
-# Paper Table 2, Multi-Adds at 1025x2049, and SPEC.md §9.4's hand count of conv MACs.
+# Paper Table 2, Multi-Adds at 1025x2049, and docs/design.md §9.4's hand count of conv MACs.
 PAPER_MULTIPLY_ADDS = {
     "auto-deeplab-s": 333.25e9,
     "auto-deeplab-m": 460.93e9,
     "auto-deeplab-l": 695.03e9,
 }
 CONV_MACS = {"auto-deeplab-s": 320.45e9, "auto-deeplab-m": 439.92e9, "auto-deeplab-l": 662.42e9}
-# SPEC.md §9.2, model S: per-cell parameters of cells 0..11, and the parts.
+# docs/design.md §9.2, model S: per-cell parameters of cells 0..11, and the parts.
 S_CELLS = [38_240, 38_960, 38_400, 135_200, 512_000, 151_200, 536_000, 536_000, 2_038_400,
            2_102_400, 616_000, 175_200]  # fmt: skip
 FACTORIES = {"auto-deeplab-s": autodeeplab_s, "auto-deeplab-m": autodeeplab_m,
@@ -86,7 +86,7 @@ def test_cell_closed_form(name: str) -> None:
 def test_multiply_adds_within_5_percent_of_paper(name: str) -> None:
     multiply_adds = count_multiply_adds(_meta_model(name), size=(1025, 2049))
     assert abs(multiply_adds / PAPER_MULTIPLY_ADDS[name] - 1) < 0.05
-    # Our convention is conv MACs: it equals SPEC.md §9.4's independent hand count.
+    # Our convention is conv MACs: it equals docs/design.md §9.4's independent hand count.
     assert multiply_adds == pytest.approx(CONV_MACS[name], abs=0.01e9)
 
 

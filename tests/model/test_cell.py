@@ -16,7 +16,7 @@ from autodeeplab.model.cell import (
 )
 from autodeeplab.ops import PRIMITIVES, DilConv, SepConv
 
-# TF ``hnasnet()`` (SPEC.md §5.2), written down independently of PAPER_GENOTYPE: one op per
+# TF ``hnasnet()`` (docs/design.md §5.2), written down independently of PAPER_GENOTYPE: one op per
 # branch (left, right per block) and TF's hidden-state indices, where 0 = H^{l-1},
 # 1 = H^{l-2} and k >= 2 = block k-1.
 TF_OPERATIONS = [

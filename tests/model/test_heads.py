@@ -42,7 +42,7 @@ def test_pooled_batchnorm_is_batchnorm_otherwise() -> None:
 
 def test_aspp_shape_and_parameters() -> None:
     aspp = ASPP(200, rates=(12, 24, 36))
-    # SPEC.md §9.2: 7,424 * c + 330,752 for input channels c.
+    # docs/design.md §9.2: 7,424 * c + 330,752 for input channels c.
     assert _count(aspp) == 7_424 * 200 + 330_752
     assert [b[0].dilation for b in aspp.branches] == [(1, 1), (12, 12), (24, 24), (36, 36)]
     small = ASPP(6, out_channels=8).train()
@@ -60,7 +60,7 @@ def test_image_pooling_branch_is_constant_over_space() -> None:
 
 def test_decoder_shape_and_parameters() -> None:
     decoder = Decoder(256, 100)
-    # SPEC.md §9.2 without the logits: 48 * c_low + 1,291,360.
+    # docs/design.md §9.2 without the logits: 48 * c_low + 1,291,360.
     assert _count(decoder) == 48 * 100 + 1_291_360
     small = Decoder(8, 5, low_level_channels=3, channels=6)
     y = small(torch.randn(2, 8, 11, 21), torch.randn(2, 5, 21, 41))

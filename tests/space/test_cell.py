@@ -67,7 +67,7 @@ def _single_ops(
         single = OPS[name](C, 1, affine, 1)
         if k in batched and single.state_dict():
             copy(batched[k], single, edge, mixed.num_edges)
-        if isinstance(single, Pool):  # the search pools are followed by BN (SPEC.md §12.11)
+        if isinstance(single, Pool):  # the search pools are followed by BN (docs/design.md §12.11)
             bn = nn.BatchNorm2d(C, affine=False)
             bn.load_state_dict(batched[k].bn.state_dict())
             single = nn.Sequential(single, bn)
@@ -136,7 +136,7 @@ def test_mixed_op_shared_ops_are_broadcast_over_edges(pool_bn: bool) -> None:
 
 
 def test_search_pools_have_the_scale_of_the_other_ops() -> None:
-    # SPEC.md §12.11: on a normalised input, max-pool alone has mean ~+1 and ~2.2x the
+    # docs/design.md §12.11: on a normalised input, max-pool alone has mean ~+1 and ~2.2x the
     # energy of a BN-ended op; with the BN after it, mean 0 and unit variance like the rest.
     torch.manual_seed(0)
     x = torch.randn(8, 16, 16, 16)
@@ -256,7 +256,7 @@ def test_search_cell_stacked_directions_broadcast_s0(
 def test_search_cell_has_one_mixed_op_per_state() -> None:
     cell = SearchCell(C, 5, PRIMITIVES)
     assert [m.num_edges for m in cell.mixed] == [5, 5, 4, 3, 2, 1]
-    # affine=False (SPEC §12.4): only conv weights are parameters.
+    # affine=False (docs/design.md §12.4): only conv weights are parameters.
     per_edge = sum(p.numel() for name in PRIMITIVES for p in OPS[name](C, 1, False, 1).parameters())
     assert sum(p.numel() for p in cell.parameters()) == 20 * per_edge
 

@@ -41,9 +41,18 @@ with one line naming the file and the key.
 def field_comments(cls: type) -> dict[str, str]:
     """Each field's explaining comment: the ``#`` lines just above it and the one after it.
 
-    Read with :mod:`tokenize` from the class's own source, so a ``#`` inside a string is
-    never taken for a comment.
+    Read with :mod:`tokenize` from the source of the class and of the dataclasses it extends
+    (a field inherited from ``SupernetSpec`` keeps that class's comment), so a ``#`` inside a
+    string is never taken for a comment.
     """
+    comments: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base):
+            comments.update({k: v for k, v in _own_comments(base).items() if v})
+    return comments
+
+
+def _own_comments(cls: type) -> dict[str, str]:
     source = inspect.getsource(cls)
     comments: dict[str, str] = {}
     pending: list[str] = []

@@ -48,7 +48,9 @@ class SearchLoopConfig:
     # evolutionary decode scored on the supernet). The engine checks it against that registry,
     # which this layer cannot see, so that a strategy is added with one module and one line.
     strategy: str = "darts"
+    # Search epochs; an epoch is one pass over trainA (docs/design.md §12.9).
     epochs: int = 40
+    # Images per step, for w and for alpha/beta (global: split over torchrun processes).
     batch_size: int = 2
     # alpha/beta learn from this epoch on (0-based: 20 = after 20 epochs of w alone)...
     arch_start_epoch: int = 20
@@ -57,26 +59,35 @@ class SearchLoopConfig:
     # everywhere: a supernet above it has learnt nothing yet for alpha/beta to follow). If the
     # loss never gets there, they start anyway halfway between arch_start_epoch and the end.
     arch_start_loss: float | str | None = None
+    # The weights' SGD lr at the start (the paper's 0.025), annealed by cosine to lr_min.
     lr: float = 0.025
+    # The weights' lr at the end of the cosine schedule.
     lr_min: float = 0.001
+    # The weights' SGD momentum.
     momentum: float = 0.9
+    # The weights' SGD weight decay.
     weight_decay: float = 3e-4
+    # Clip the weights' gradient norm to this (DARTS: 5); null: no clipping.
     grad_clip: float | None = 5.0
     # Adam's lr for alpha/beta: a number (the paper: 3e-3), or "auto": arch_logit_budget /
     # the number of architecture steps the schedule leaves when they start, within
     # [3e-3, 3e-2]. Adam moves a logit by about lr a step, so a short search at 3e-3 cannot
     # move beta past the decode's margin (README, "The schedule").
     arch_lr: float | str = 3e-3
+    # With arch_lr=auto: how many logits Adam may move alpha/beta over the architecture steps
+    # (the lr is this over the number of steps).
     arch_logit_budget: float = 3.0
     # The architecture lr over the epochs with updates: "constant" (the paper's), or
     # "cosine": lr x (1 + cos(pi k / n)) / 2 in the k-th of n such epochs, so the last epochs
     # move alpha/beta little and the decoded genotype can settle. With arch_lr=auto the lr
     # is scaled so that the schedule still allows arch_logit_budget logits of movement.
     arch_lr_schedule: str = "constant"
+    # Adam's weight decay on alpha/beta (the paper's 1e-3).
     arch_weight_decay: float = 1e-3
+    # Adam's betas for alpha/beta (DARTS: 0.5, 0.999).
     arch_betas: tuple[float, float] = (0.5, 0.999)
     # How the Viterbi scores the path: "relative" to a uniform choice among each node's
-    # outgoing edges (SPEC.md §12.10), or "literal" (Eq. 7 as written; a prior toward
+    # outgoing edges (docs/design.md §12.10), or "literal" (Eq. 7 as written; a prior toward
     # stride 4 that decides every short search). Recorded in genotype.json and the log.
     path_decode: str = "relative"
     # A search whose decoded path beats the runner-up by fewer nats than this ends with a
@@ -97,9 +108,16 @@ class SearchLoopConfig:
     # spos strategy always decodes so, in the band around target_madds (at retrain F
     # cost_filter_multiplier) or, without one, around the median network of the space.
     decode: str = "argmax"
+    # With decode=score, and for spos: how many genotypes (the argmax/Viterbi one included, for
+    # DARTS) are scored on the supernet.
     decode_candidates: int = 20
+    # Evolution rounds (mutation and crossover) over the scored candidates; 0: random candidates
+    # only.
     decode_generations: int = 0
+    # Train batches that recalibrate the BatchNorm statistics of each candidate before it is
+    # scored.
     score_recal_batches: int = 8
+    # Val batches each candidate is scored on; null: the whole val split.
     score_val_batches: int | None = None
     # DARTS- (Chu et al., ICLR 2021; beyond the paper): an auxiliary skip connection of this
     # weight on every mixed op, outside the softmax, decaying linearly to 0 over the
@@ -113,10 +131,17 @@ class SearchLoopConfig:
     # cannot steer alpha, and it slows the supernet: on the CPU preset the supernet was still
     # at the all-background solution after 3 epochs with it, and past it after 2 without.
     skip_dropout_in_warmup: bool = True
+    # The share of the training images that goes to trainA (the weights); the rest is trainB
+    # (alpha/beta). The paper splits in halves.
     split_fraction: float = 0.5
+    # Seeds the whole run: data order, split, initial weights, sampling (a resumed run equals an
+    # uninterrupted one).
     seed: int = 0
+    # auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N.
     device: str = "auto"
+    # Write TensorBoard logs beside search_log.jsonl.
     tensorboard: bool = True
+    # How many epoch checkpoints to keep (older ones are deleted; the newest is always kept).
     keep_checkpoints: int = 2
     # Cost-aware search (beyond the paper): pull the decoded network toward a Multi-Adds
     # budget of the retrain network, e.g. "50G@1024x2048"; null searches for accuracy alone.
@@ -131,6 +156,7 @@ class SearchLoopConfig:
     # An inf/nan loss, gradient or alpha/beta: stop (error naming the step and the last good
     # checkpoint) or skip (drop that update, count it; stop past max_skipped of all updates).
     nonfinite: str = "stop"
+    # With nonfinite=skip: the share of updates that may be skipped before the run stops.
     max_skipped: float = 0.1
 
 

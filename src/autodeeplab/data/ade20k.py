@@ -1,4 +1,4 @@
-"""ADE20K (SceneParsing / ADEChallengeData2016), 150 classes (SPEC section 7.4).
+"""ADE20K (SceneParsing / ADEChallengeData2016), 150 classes (docs/design.md §7.4).
 
 Layout (``ADEChallengeData2016.zip``; ``ade20k:PATH`` may name that folder or its parent)::
 

@@ -1,4 +1,4 @@
-"""Cityscapes fine annotations, 19 evaluated classes (SPEC section 7.2).
+"""Cityscapes fine annotations, 19 evaluated classes (docs/design.md §7.2).
 
 Layout (the official download, ``leftImg8bit_trainvaltest.zip`` + ``gtFine_trainvaltest.zip``)::
 

@@ -5,7 +5,7 @@ augmentation works on those arrays, and :func:`normalize` turns the image into t
 tensor the network sees. :data:`MEAN` and :data:`STD` are the ImageNet statistics used by
 DeepLab and most segmentation code, so checkpoints stay comparable across datasets.
 
-:func:`train_transform` is the DeepLab training recipe (SPEC section 7.1: random scale
+:func:`train_transform` is the DeepLab training recipe (docs/design.md §7.1: random scale
 0.5-2.0, random left-right flip; DeepLab pads and crops to the training crop) plus a light
 colour jitter; :func:`val_transform` keeps whole images, optionally resized. Both are
 albumentations pipelines that move image and mask together (bilinear for the image, nearest

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 segmentation, 20 classes + background (SPEC section 7.3).
+"""PASCAL VOC 2012 segmentation, 20 classes + background (docs/design.md §7.3).
 
 Layout (``VOCtrainval_11-May-2012.tar``; ``voc:PATH`` may name ``VOC2012/``, ``VOCdevkit/``
 or the folder above it)::

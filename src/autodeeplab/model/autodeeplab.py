@@ -8,7 +8,7 @@ to the input size. Input normalisation belongs to the data pipeline.
 The paper's three models are :data:`~autodeeplab.genotype.PAPER_GENOTYPE` at
 F = 20 / 32 / 48 (``auto-deeplab-s/m/l``); with 19 classes they have exactly
 10,147,427 / 21,622,451 / 44,424,691 parameters (paper: 10.15M / 21.62M / 44.42M;
-SPEC.md §9).
+docs/design.md §9).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Auto-DeepLab backbone: the stem and one cell per layer along the decoded path.
 
-Paper §3.2 and §5.2, built as the official TF code builds it (SPEC.md §6.1-6.2):
+Paper §3.2 and §5.2, built as the official TF code builds it (docs/design.md §6.1-6.2):
 
 - stem: three 3x3 convs without bias, 64 -> 64 -> 128 channels (independent of F;
   :data:`autodeeplab.trellis.PAPER_STEM`).

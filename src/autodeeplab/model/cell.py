@@ -2,14 +2,14 @@
 
 Paper §3.1: a cell is a DAG of B blocks; block i adds two branches, each an op applied to
 one of H^{l-2}, H^{l-1} or an earlier block; the cell outputs the concatenation of the B
-block outputs. The forms below follow the official TF retrain code (SPEC.md §6.2):
+block outputs. The forms below follow the official TF retrain code (docs/design.md §6.2):
 
 - preprocessing: H^{l-1} ("net") always goes through ReLU -> 1x1 conv -> BN to the block
   width; H^{l-2} ("prev_layer") is first bilinearly resized (align_corners=True) to the
   size of ``net`` and goes through ReLU -> 1x1 conv -> BN only when its channel count
   differs from the width. A missing H^{l-2} is replaced by ``net``;
 - reduction (stride 2): only the branches reading a cell input (0 or 1) are strided,
-  the others run at the reduced size (SPEC.md §5.2);
+  the others run at the reduced size (docs/design.md §5.2);
 - scheduled drop path (TF ``_apply_drop_path``; paper Tab. 3 "SDP"): in training, each
   op output except ``skip_connect`` (TF's ``'none'``) is multiplied by a per-sample
   Bernoulli(kp_t) mask scaled by 1/kp_t, where kp_l = 1 - ((cell_num+1)/L)(1 - kp) and

@@ -6,7 +6,7 @@ multiply-accumulate of convolutions and matrix products and nothing for BN, ReLU
 pooling or resizing; Multi-Adds = FLOPs / 2, i.e. the conv multiply-accumulates. The
 forward runs on the ``meta`` device, from shapes only, so a 1025x2049 count takes well
 under a second and allocates nothing. The paper's counting convention is unknown; this
-one lands 3.8-4.7% below its 333.25B / 460.93B / 695.03B for S / M / L (SPEC.md §9.4).
+one lands 3.8-4.7% below its 333.25B / 460.93B / 695.03B for S / M / L (docs/design.md §9.4).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Paper §5.2: "encoder = found network + ASPP; decoder = the DeepLabv3+ decoder using
 low-level features at downsample rate 4". Forms from the official TF DeepLab code
-(SPEC.md §6.3); every conv is a *regular* conv (the separable variant misses the paper's
-parameter counts, SPEC.md §9.3):
+(docs/design.md §6.3); every conv is a *regular* conv (the separable variant misses the paper's
+parameter counts, docs/design.md §9.3):
 
 - ASPP: image pooling (global mean -> 1x1 -> 256), 1x1 -> 256, three 3x3 atrous convs ->
   256, each without bias and followed by BN + ReLU; concat (1280) -> 1x1 -> 256, BN, ReLU,
@@ -37,7 +37,7 @@ class PooledBatchNorm2d(nn.BatchNorm2d):
     normalises with the running statistics instead and leaves them untouched (a single
     value says nothing about the variance); every other case is plain BatchNorm. The
     parameters and state-dict keys are those of ``nn.BatchNorm2d``, so the parameter
-    count (SPEC.md §9 counts BN affine on all five ASPP branches) and checkpoints are
+    count (docs/design.md §9 counts BN affine on all five ASPP branches) and checkpoints are
     unchanged, and eval mode and batches of two or more behave exactly like BatchNorm.
     """
 

@@ -168,7 +168,7 @@ class MixedOp(nn.Module):
 
 
 class _PoolBN(nn.Module):
-    """A search pool followed by BatchNorm (SPEC.md §12.11; DARTS and the public ports).
+    """A search pool followed by BatchNorm (docs/design.md §12.11; DARTS and the public ports).
 
     Without it max-pooling a BN-normalised input has mean about +1 and 2.2x the energy of the
     other ops' outputs (whose last layer is a BN), and wins edges by that bias alone. One BN

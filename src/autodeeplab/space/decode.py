@@ -1,12 +1,12 @@
 """Decoding the continuous architecture into a :class:`Genotype` (paper §4.3).
 
-- Cell (DARTS rule, SPEC.md §4.1, §12.6): for each block keep the two distinct
+- Cell (DARTS rule, docs/design.md §4.1, §12.6): for each block keep the two distinct
   predecessors whose strongest non-zero op weight is largest, and on each the argmax op
   excluding 'none'. 'none' can never be decoded.
 - Network: beta, read as transition probabilities between levels, gives the most
   probable path from the stem (level 0) through layers 1..L by Viterbi in log space; the
-  last level is free (SPEC.md §4.2). By default each transition is scored relative to a
-  uniform choice among its source's outgoing edges (SPEC.md §12.10): read literally, Eq. 7
+  last level is free (docs/design.md §4.2). By default each transition is scored relative to a
+  uniform choice among its source's outgoing edges (docs/design.md §12.10): read literally, Eq. 7
   gives the 2-edge border nodes (strides 4 and 32, the stem) 1/2 per edge at uniform beta
   against 1/3 elsewhere, a prior of ln(3/2) nats per layer for staying at stride 4 that
   decides every short search. ``path_decode="literal"`` keeps that reading.
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: How the Viterbi scores a transition: relative to uniform over the source's outgoing
-#: edges (SPEC.md §12.10, the default), or Eq. 7's probability as it is.
+#: edges (docs/design.md §12.10, the default), or Eq. 7's probability as it is.
 PATH_DECODES = ("relative", "literal")
 
 
@@ -76,7 +76,7 @@ def decode_cell(
 def _transition_scores(beta_weights: torch.Tensor | np.ndarray, mode: str) -> np.ndarray:
     """Per-transition log scores (L, num_levels, 3); -inf on missing edges.
 
-    ``literal``: log p, Eq. 7's transition probabilities as they are. ``relative`` (SPEC.md
+    ``literal``: log p, Eq. 7's transition probabilities as they are. ``relative`` (docs/design.md
     §12.10): log(p * n_out), p relative to a uniform choice among the source's existing
     outgoing edges, so a node with 2 edges (strides 4 and 32, the stem) is not preferred over
     one with 3 when beta has learnt nothing.
@@ -131,7 +131,7 @@ def viterbi_path(
 
     ``beta_weights[l, s, d]`` is the probability of going from level ``s`` at layer ``l``
     (layer 0 = the stem, at level 0) to level ``s + d - 1`` at layer ``l + 1``; missing
-    edges have probability 0. ``mode``: ``relative`` (SPEC.md §12.10, the default) or
+    edges have probability 0. ``mode``: ``relative`` (docs/design.md §12.10, the default) or
     ``literal`` (Eq. 7 as it stands); see :func:`path_scores`. Returns L levels.
     """
     found = _viterbi(_transition_scores(beta_weights, mode), keep=1)

@@ -1,7 +1,7 @@
 """What a search has learnt so far: the figures the search log records every epoch.
 
 A search that has learnt nothing still decodes to *some* genotype, so the genotype alone
-cannot tell a search from noise. These numbers can (see the review behind SPEC.md §12.10):
+cannot tell a search from noise. These numbers can (see the review behind docs/design.md §12.10):
 
 - entropy of softmax(alpha) per edge and of softmax(beta) per trellis node (ln 8 and ln 3
   or ln 2 at the start: they fall as the search commits);

@@ -32,7 +32,7 @@ class SearchHead(nn.Module):
             nn.Conv2d(3 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-        # Small logits at the start (SPEC.md §12.12), as the retrain model does: PyTorch's
+        # Small logits at the start (docs/design.md §12.12), as the retrain model does: PyTorch's
         # default init gave an initial CE of 2.58 > ln(8) and a weight-gradient norm of 241,
         # which clip 5 turned into steps at 1/50 of the lr; at std 0.01 it is 67.
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)

@@ -1,15 +1,15 @@
 """The Auto-DeepLab supernet: an L-layer trellis over strides 4..32 (paper §3.2, §4.1, Eq. 6-8).
 
-Layout (SPEC.md §1.2): a stem brings the input to stride 4 (level 0); layer l = 1..L has a
+Layout (docs/design.md §1.2): a stem brings the input to stride 4 (level 0); layer l = 1..L has a
 node at every level 0..min(l, num_levels - 1). A node at level s is Eq. 6:
 
     ^sH^l = sum_{s' in {s-1, s, s+1}} beta^l_{s'->s} * Cell(^{s'}H^{l-1}, ^sH^{l-2}; alpha)
 
-beta is a softmax over each node's *existing outgoing* edges (Eq. 7, SPEC.md §12.1), so the
+beta is a softmax over each node's *existing outgoing* edges (Eq. 7, docs/design.md §12.1), so the
 incoming weights of a node do not sum to one. An ASPP head sits on every node of layer L;
 their logits are upsampled to the input and summed (§4.1.2).
 
-Choices where the paper is silent (SPEC.md §11-12):
+Choices where the paper is silent (docs/design.md §11-12):
 
 - The up to three Cell evaluations of a node share one cell's weights; each incoming
   direction has its own :class:`~autodeeplab.ops.Resample` edge, which is at once the
@@ -362,7 +362,7 @@ class SearchNetwork(nn.Module):
 
 
 def min_search_crop(strides: Sequence[int]) -> int:
-    """The smallest search crop that leaves the coarsest level 3x3 (SPEC.md §12.12).
+    """The smallest search crop that leaves the coarsest level 3x3 (docs/design.md §12.12).
 
     Below it the 3x3 pools are global, the dilated convs and every ASPP atrous branch act
     as 1x1 convs, BatchNorm normalises a handful of values and the gradients blow up (norms

@@ -2,7 +2,7 @@
 
 alpha (E, K) is softmaxed over each edge's ops (Eq. 2); PC-DARTS's gamma (E,) over the
 edges into each block; beta (L, levels, 3) over each node's *existing outgoing* edges
-(Eq. 7, SPEC.md §12.1), which :func:`~autodeeplab.trellis.beta_mask` marks.
+(Eq. 7, docs/design.md §12.1), which :func:`~autodeeplab.trellis.beta_mask` marks.
 :class:`~autodeeplab.space.network.SearchNetwork` applies them to its parameters; the functions
 here also work on a checkpoint's tensors, without the network.
 """

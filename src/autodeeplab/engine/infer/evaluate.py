@@ -1,4 +1,4 @@
-"""Evaluation of a trained network (paper §5.2; SPEC.md §7).
+"""Evaluation of a trained network (paper §5.2; docs/design.md §7).
 
 :func:`evaluate` runs :mod:`~autodeeplab.engine.infer.forward`'s inference (whole, slide,
 multi-scale + flip) and feeds ``argmax`` predictions into a

@@ -1,4 +1,4 @@
-"""The forward passes of inference (paper §5.2; SPEC.md §7): whole image, sliding windows,
+"""The forward passes of inference (paper §5.2; docs/design.md §7): whole image, sliding windows,
 and multi-scale + flip.
 
 - **whole**: one forward over the full image.

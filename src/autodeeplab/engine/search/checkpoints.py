@@ -200,7 +200,7 @@ def decode_checkpoint(
     The architecture's shape (num_blocks, strides, primitives) comes from the supernet's
     keyword arguments stored in the checkpoint (from its config for older checkpoints).
 
-    ``path_decode``: ``relative`` or ``literal`` (SPEC.md §12.10); None: the run's own.
+    ``path_decode``: ``relative`` or ``literal`` (docs/design.md §12.10); None: the run's own.
     """
     state = load_checkpoint(path, CHECKPOINT_KIND, required=("config", "model", "epoch"))
     cfg = config_from_dict(state["config"], SearchConfig(), where=str(path))

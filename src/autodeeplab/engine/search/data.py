@@ -35,7 +35,7 @@ __all__ = ["SearchData", "check_search_crop", "search_datasets"]
 
 
 def check_search_crop(cfg: SearchConfig) -> None:
-    """Refuse a crop that leaves the coarsest level under 3x3 (SPEC.md §12.12)."""
+    """Refuse a crop that leaves the coarsest level under 3x3 (docs/design.md §12.12)."""
     strides, crop = cfg.model.strides, cfg.data.crop
     least = min_search_crop(strides)
     if crop < least:

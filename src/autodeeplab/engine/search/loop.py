@@ -1,4 +1,4 @@
-"""The architecture search loop (paper §4.2, §5.1; SPEC.md §3).
+"""The architecture search loop (paper §4.2, §5.1; docs/design.md §3).
 
 It reads top to bottom: set up (the run scaffold of :mod:`autodeeplab.engine.scaffold`, the data
 of :mod:`autodeeplab.engine.search.data`, the supernet, the strategy), then for each epoch
@@ -9,7 +9,7 @@ strategy's (``search.strategy``, :mod:`autodeeplab.engine.search.strategies`); t
 paper's first-order bi-level DARTS: an SGD step on w with the trainA batch, then an Adam
 step on alpha and beta with the trainB batch. trainA and trainB are a seeded random split
 of the training set, stored in the run folder. An epoch is one pass over trainA; trainB is
-cycled alongside by its own iterator (SPEC.md §12.9).
+cycled alongside by its own iterator (docs/design.md §12.9).
 
 Every epoch appends a record to ``search_log.jsonl`` (losses, validation mIoU, alpha,
 beta, the decoded genotype) and writes an atomic checkpoint holding everything an exact

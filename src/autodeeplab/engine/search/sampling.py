@@ -2,7 +2,7 @@
 sub-network each single-path step trains, a function of (seed, step); so resume is exact.
 
 An epoch is one pass over trainA; trainB is cycled alongside by its own iterator, reseeded
-on every pass (SPEC.md §12.9), never ``next(iter(loader))`` per step. Under torchrun each
+on every pass (docs/design.md §12.9), never ``next(iter(loader))`` per step. Under torchrun each
 rank takes its slots of every global batch, so the ranks together see what one process
 with the global batch would; every rank draws the same sub-network, from (seed, step) alone.
 """

@@ -6,7 +6,7 @@ architecture schedule, written so that it works at any budget (README, "The sche
   whose mean train loss is below a threshold: a number, or ``prior``, the entropy of the
   class frequencies of the trainA pixels seen so far, which is the loss of predicting those
   frequencies everywhere. Before the supernet beats that, its alpha gradients change sign
-  from batch to batch about as often as chance (the review behind SPEC.md §12.10), so
+  from batch to batch about as often as chance (the review behind docs/design.md §12.10), so
   alpha/beta would follow noise. If the loss never gets there, they start anyway halfway
   from ``arch_start_epoch`` to the end, with a warning in the log. The decision is taken at
   epoch boundaries, so a resumed run takes the same one.

@@ -1,4 +1,4 @@
-"""Retraining a discrete Auto-DeepLab from scratch (paper §5.2; SPEC.md §7.1).
+"""Retraining a discrete Auto-DeepLab from scratch (paper §5.2; docs/design.md §7.1).
 
 DeepLab's protocol: SGD with momentum, poly learning rate ``lr_t = lr0 (1 - t/T)^power``
 (power 0.9), weight decay on conv weights only (TF slim regularises weights, not BN or
