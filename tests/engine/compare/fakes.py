@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,27 @@ def compare_argv(search: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def fake_training(monkeypatch: pytest.MonkeyPatch, miou: float = 0.25) -> list[str]:
+def fake_training(
+    monkeypatch: pytest.MonkeyPatch, miou: float = 0.25, mious: Mapping[str, float] | None = None
+) -> list[str]:
     """Replace each retraining by its config, a checkpoint file and fixed scores; returns the
-    names of the networks trained, in order."""
+    names of the networks trained, in order.
+
+    ``mious``: each network's mIoU by name (every network trained must be there); without
+    it, every network scores ``miou``.
+    """
     trained: list[str] = []
 
     def train_and_evaluate(
         cfg: TrainConfig, folder: Path, split: str, progress: bool
     ) -> tuple[dict[str, Any], Path]:
         trained.append(folder.name)
+        score = miou if mious is None else mious[folder.name]
         save_config(cfg, folder / "train" / "config.yaml")  # as run_train does
         checkpoint = folder / "train" / "checkpoints" / "best.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_bytes(f"{folder.name} seed {cfg.train.seed}".encode())
-        scores = {"val_miou": 0.3, "best_iteration": 4, f"{split}_miou": miou, "miou": miou}
+        scores = {"val_miou": 0.3, "best_iteration": 4, f"{split}_miou": score, "miou": score}
         return scores, checkpoint
 
     monkeypatch.setattr(compare, "train_and_evaluate", train_and_evaluate)

@@ -52,17 +52,6 @@ def test_plan_matches_cost_and_is_reproducible() -> None:
     assert [e.name for e in one[6:]] == ["handmade", "paper"] and one[:6] == plan[:6]
 
 
-def test_summary_averages_the_references_over_their_seeds() -> None:
-    from autodeeplab.engine.compare.compare import summarise
-
-    rows = [("searched", 0.25), ("searched", 0.23), ("random", 0.2), ("random", 0.22)]
-    rows += [("handmade", 0.26), ("handmade", 0.22), ("paper", 0.1), ("paper", 0.12)]
-    summary = summarise([{"kind": k, "miou": m, "split": "test"} for k, m in rows])
-    assert summary["handmade"] == pytest.approx(0.24) and summary["paper"] == pytest.approx(0.11)
-    assert summary["reference_seeds"] == 2
-    assert summary["searched_minus_handmade"] == pytest.approx(0.0)
-
-
 def test_plan_says_when_no_random_genotype_fits() -> None:
     search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
     tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
