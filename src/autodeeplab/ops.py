@@ -11,13 +11,10 @@ Paper §3.1 lists eight ops; their exact forms come from the official TF retrain
 - ``skip_connect``: identity; with stride 2, ReLU -> strided 1x1 conv -> BN.
 - ``none``: the zero op.
 
-One implementation serves the supernet and the discrete network. Every op can evaluate
-``num_edges`` edges that read the same hidden state at once: the weights of the edges are
-stacked along the output channels and run as one grouped convolution, so a search cell
-issues a handful of kernels per hidden state instead of one small kernel per edge. The
-output of such an op is ``(N, num_edges * C, H', W')``, edge-major. Parameter-free ops
-give the same output on every edge and set ``shared_across_edges``; they return
-``(N, C, H', W')`` once. The discrete network uses ``num_edges=1``.
+One implementation serves the supernet and the discrete network (``num_edges=1``). An op
+evaluates the ``num_edges`` edges that read one hidden state at once, their weights stacked
+along the output channels as one grouped convolution: ``(N, num_edges * C, H', W')``,
+edge-major. Parameter-free ops (``shared_across_edges``) return ``(N, C, H', W')`` once.
 
 ``OPS`` maps an op name to an :class:`OpSpec`: the factory ``(channels, stride, affine,
 num_edges) -> Module`` beside the op's cost (Multi-Adds, weights) and memory (activations)
@@ -238,10 +235,9 @@ class ReLUConvBN(_EdgeOp):
         num_edges: int = 1,
     ) -> None:
         super().__init__()
-        # A strided 1x1 conv reads every stride-th pixel: subsample, then convolve at stride 1.
-        # The same numbers, fewer reads, and it keeps clear of oneDNN's channels-last strided
-        # 1x1 backward, which corrupts the heap for 2-7 channels on AVX2 CPUs (torch 2.13;
-        # tests/test_ops.py has the case).
+        # A strided 1x1 conv = subsample, then convolve at stride 1: the same numbers, and clear
+        # of oneDNN's channels-last strided 1x1 backward, which corrupts the heap for 2-7
+        # channels on AVX2 CPUs (torch 2.13; tests/test_ops.py).
         self.subsample = stride if kernel_size == 1 else 1
         self.conv = nn.Conv2d(
             in_channels,
