@@ -34,22 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "PRIMITIVES",
-    "OPS",
-    "OpFactory",
-    "OpMemory",
-    "OpSpec",
-    "SepConv",
-    "DilConv",
-    "Pool",
-    "Identity",
-    "Zero",
-    "ReLUConvBN",
-    "channel_shuffle",
-    "op_spec",
-    "per_edge",
-    "resize",
-]
+    "PRIMITIVES", "OPS", "OpFactory", "OpMemory", "OpSpec", "SepConv", "DilConv", "Pool",
+    "Identity", "Zero", "ReLUConvBN", "channel_shuffle", "op_spec", "per_edge", "resize",
+]  # fmt: skip
 
 #: The paper's eight candidate ops, in the DARTS order that genotypes of every
 #: DARTS-family implementation index (0 = none ... 7 = dil_conv_5x5).
