@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autodeeplab.checkpoint import load_checkpoint
 from autodeeplab.config import SearchConfig, TrainConfig, config_to_dict, load_config
 from autodeeplab.data import DATASETS, build_dataset, parse_spec
 from autodeeplab.data.base import MissingSplitError, read_label
@@ -39,7 +40,11 @@ from autodeeplab.engine.compare.results import (
     with_seed,
 )
 from autodeeplab.engine.compare.summary import COMPARE_FILES
-from autodeeplab.engine.search.checkpoints import decode_checkpoint, find_latest_checkpoint
+from autodeeplab.engine.search.checkpoints import (
+    CHECKPOINT_KIND,
+    decode_checkpoint,
+    find_latest_checkpoint,
+)
 from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.metrics import IGNORE_INDEX
 
@@ -79,6 +84,23 @@ def _provenance(path: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _best_candidate(folder: Path) -> Genotype | None:
+    """The best genotype of ``folder/candidates.json`` (a decode by score), or None."""
+    path = folder / "candidates.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        best = next(c for c in data["candidates"] if c["name"] == data["best"])
+        return Genotype.from_dict(best["genotype"])
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None  # missing or malformed: the genotype cannot be checked, so it is refused
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """The epoch a search checkpoint was written after (weights-only load)."""
+    state = load_checkpoint(path, CHECKPOINT_KIND, required=("epoch",))
+    return int(state["epoch"])
+
+
 def check_search(folder: Path) -> SearchRun:
     """The finished search in ``folder``, or a one-line ValueError naming the file and fix."""
     genotype_file, config_file = folder / "genotype.json", folder / "config.yaml"
@@ -112,9 +134,16 @@ def check_search(folder: Path) -> SearchRun:
             "be checked; give the --out folder of a finished 'autodeeplab search'"
         )
     provenance = _provenance(genotype_file)
-    mode = provenance.get("path_decode")
-    decoded, meta = decode_checkpoint(checkpoint, mode if mode in ("relative", "literal") else None)
-    done, epochs = int(meta["epoch"]), cfg.search.epochs
+    if provenance.get("decode") == "score":
+        # Chosen by score (spos, or search.decode=score): the best of candidates.json, which
+        # alpha/beta alone cannot reproduce.
+        decoded, done = _best_candidate(folder), _checkpoint_epoch(checkpoint)
+    else:
+        mode = provenance.get("path_decode")
+        mode = mode if mode in ("relative", "literal") else None
+        decoded, meta = decode_checkpoint(checkpoint, mode)
+        done = int(meta["epoch"])
+    epochs = cfg.search.epochs
     if "_step_" in checkpoint.name:
         raise ValueError(
             f"{checkpoint}: the search was stopped during an epoch (genotype.json is older); "
@@ -135,8 +164,9 @@ def check_search(folder: Path) -> SearchRun:
     if decoded != genotype or provenance.get("epochs", done) != done:
         raise ValueError(
             f"{genotype_file}: is not the genotype its last checkpoint {checkpoint.name} decodes "
-            f"to (edited, or left by an earlier run); restore it with 'autodeeplab decode "
-            f"{checkpoint} --out {genotype_file}'"
+            "to (or, chosen by score, the best of candidates.json): edited, or left by an "
+            f"earlier run; restore it with 'autodeeplab decode {checkpoint} --out "
+            f"{genotype_file}', or rerun the search"
         )
     identity = {
         "genotype": genotype_digest(genotype),
