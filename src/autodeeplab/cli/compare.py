@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autodeeplab.cli.arguments import add_set, for_data, parse_size
 from autodeeplab.cli.messages import Stopped
+from autodeeplab.cli.outdir import lock_out_dir
 
 __all__ = ["register"]
 
@@ -85,18 +86,20 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         f"iterations each -> {out}",
         file=sys.stderr,
     )
-    result = run_compare(
-        args.search_run,
-        cfg,
-        out,
-        num_random=args.random,
-        searched_seeds=args.searched_seeds,
-        reference_seeds=ref_seeds,
-        tolerance=args.tolerance,
-        size=args.size,
-        progress=not args.no_progress,
-        reuse=args.reuse,
-    )
+    # Shared: compare processes may share an --out (each network has its own lock).
+    with lock_out_dir(out, "compare", shared=True):
+        result = run_compare(
+            args.search_run,
+            cfg,
+            out,
+            num_random=args.random,
+            searched_seeds=args.searched_seeds,
+            reference_seeds=ref_seeds,
+            tolerance=args.tolerance,
+            size=args.size,
+            progress=not args.no_progress,
+            reuse=args.reuse,
+        )
     if result.stopped:  # the retraining in progress wrote its checkpoint
         return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")
     print((out / "compare.md").read_text(encoding="utf-8"), end="")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from autodeeplab.cli.messages import (
     print_search_memory,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
 
 __all__ = ["register"]
 
@@ -68,6 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
     from autodeeplab.engine.preflight import (
+        check_run_resume,
         check_search_settings,
         check_train_settings,
         placeholder_genotype,
@@ -95,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     check_search_settings(search_cfg)
     m = search_cfg.model
     check_train_settings(train_cfg, placeholder_genotype(m.num_layers, m.num_blocks))
-    replaced = check_out_dir(out, "run", args.resume, args.overwrite)
+    check_out_dir(out, "run", args.resume, args.overwrite)
     print(
         f"run on {search_cfg.data.spec} -> {out}: search "
         f"{args.search_config or 'built-in CPU preset'}, train "
@@ -103,7 +103,8 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
         file=sys.stderr,
     )
     print_search_memory(search_cfg, num_classes)
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+    resumable = lambda: check_run_resume(search_cfg, train_cfg, out)  # noqa: E731
+    with claim_out_dir(out, "run", args.resume, args.overwrite, resumable):
         result = run_pipeline(
             search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
         )

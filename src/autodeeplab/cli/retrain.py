@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from autodeeplab.cli.messages import (
     pct,
     resume_command,
 )
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
 
 __all__ = ["register"]
 
@@ -88,7 +87,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
-    from autodeeplab.engine.preflight import check_train_settings
+    from autodeeplab.engine.preflight import check_train_resume, check_train_settings
     from autodeeplab.engine.train.loop import run_train
 
     overrides = flag_overrides(
@@ -112,8 +111,8 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     cfg = load_config(args.config, [*overrides, *args.set], base=base)
     out = Path(args.out)
     # Before any work: every setting the run would refuse, and a folder that holds a run.
-    check_train_settings(cfg)
-    replaced = check_out_dir(out, "train", bool(args.resume), args.overwrite)
+    check_train_settings(cfg, resume_dir=out if args.resume else None)
+    check_out_dir(out, "train", bool(args.resume), args.overwrite)
     what = cfg.model.name or cfg.model.genotype
     print(
         f"training {what} on {cfg.data.spec} ({args.config or 'built-in CPU preset'}): "
@@ -121,7 +120,8 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
         f"lr={cfg.train.lr} -> {out}",
         file=sys.stderr,
     )
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+    resumable = lambda: check_train_resume(cfg, out, args.resume)  # noqa: E731
+    with claim_out_dir(out, "train", args.resume, args.overwrite, resumable):
         result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
         where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from autodeeplab.cli.messages import (
     resume_command,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
 
 __all__ = ["register"]
 
@@ -81,7 +80,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
 def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig, config_from_dict, load_config
     from autodeeplab.data import dataset_info
-    from autodeeplab.engine.preflight import check_search_settings
+    from autodeeplab.engine.preflight import check_search_resume, check_search_settings
     from autodeeplab.engine.search.loop import run_search
 
     overrides = flag_overrides(
@@ -103,7 +102,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     out = Path(args.out)
     # Before any work: every setting the run would refuse, and a folder that holds a run.
     check_search_settings(cfg)
-    replaced = check_out_dir(out, "search", bool(args.resume), args.overwrite)
+    check_out_dir(out, "search", bool(args.resume), args.overwrite)
     config_note = args.config or "built-in CPU preset"
     print(
         f"searching on {cfg.data.spec} ({config_note}): L={cfg.model.num_layers} "
@@ -114,7 +113,8 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     print_search_memory(cfg, info.num_classes)
     if args.dry_run:
         return 0
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+    resumable = lambda: check_search_resume(cfg, out, args.resume)  # noqa: E731
+    with claim_out_dir(out, "search", args.resume, args.overwrite, resumable):
         result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
         how = f"resume with: {resume_command('search', out)}"
