@@ -57,7 +57,14 @@ _LABEL_SUFFIX = ".png"
 def _read_list(path: Path) -> list[str]:
     """Stems of a split list: first token of each line, minus an image suffix if it has one."""
     stems = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); a split list holds one "
+            "file name per line"
+        ) from None
+    for line in text.splitlines():
         tokens = line.split()
         if not tokens:
             continue

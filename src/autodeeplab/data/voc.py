@@ -73,7 +73,14 @@ _AUG_LISTS = (
 def _read_list(path: Path) -> list[str]:
     """Image ids of a split list: the stem of each line's first token."""
     ids = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); a split list holds one "
+            "image id per line"
+        ) from None
+    for line in text.splitlines():
         tokens = line.split()
         if tokens:
             ids.append(Path(tokens[0]).stem)

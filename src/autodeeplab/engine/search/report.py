@@ -64,7 +64,8 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         )
     by_epoch: dict[int, dict[str, Any]] = {}
     skipped = 0
-    for line in log.read_text(encoding="utf-8").splitlines():
+    # Undecodable bytes make their line unreadable JSON: skipped like a torn line.
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -72,12 +73,11 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours
             skipped += 1
             continue
-        if not isinstance(record, dict) or not all(
-            k in record for k in ("epoch", "alpha", "beta", "genotype")
-        ):
+        if not _is_epoch_record(record):
             skipped += 1
             continue
-        by_epoch[int(record["epoch"])] = record
+        _check_numbers(record, log)
+        by_epoch[record["epoch"]] = record
     if not by_epoch:
         raise ValueError(
             f"{log}: holds no complete epoch record yet; wait for the first epoch to finish"
@@ -90,6 +90,44 @@ def read_search_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
             "two runs, search into a fresh --out folder"
         )
     return records, skipped
+
+
+def _is_epoch_record(record: Any) -> bool:
+    """Whether ``record`` is an epoch record: a positive epoch, numeric alpha and beta."""
+    if not isinstance(record, dict) or not all(
+        k in record for k in ("epoch", "alpha", "beta", "genotype")
+    ):
+        return False
+    epoch = record["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return False
+    try:  # a hand-edited value ("abc", a ragged list) would fail deep in the figures
+        return all(np.asarray(record[k], dtype=float).ndim >= 1 for k in ("alpha", "beta"))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+#: Keys of an epoch record that hold lists, objects or text; every other one is a number.
+_NOT_NUMBERS = frozenset(
+    {"alpha", "beta", "genotype", "alpha_entropy", "beta_entropy", "path_decode", "warning",
+     "genotype_changed", "event"}
+)  # fmt: skip
+
+
+def _check_numbers(record: dict[str, Any], log: Path) -> None:
+    """Refuse a record whose metric is not a number (a hand-edited log), naming the key."""
+    for key, value in record.items():
+        if key in _NOT_NUMBERS or value is None or isinstance(value, int | float):
+            continue
+        raise ValueError(
+            f"{log}: epoch {record['epoch']}: {key!r} is {_short(value)}, not a number; "
+            "restore the log from the run (or remove that line)"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -152,7 +190,7 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a plain dict ({} when absent or unreadable)."""
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
