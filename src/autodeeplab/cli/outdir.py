@@ -22,14 +22,16 @@ import errno
 import fcntl
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
     "LOCK_NAME",
     "RUN_ENTRIES",
     "check_out_dir",
+    "check_run_inputs",
     "claim_out_dir",
+    "dataset_path",
     "fresh_start",
     "holds_checkpoint",
     "lock_out_dir",
@@ -98,6 +100,37 @@ def check_out_dir(out: Path, command: str, resume: bool, overwrite: bool) -> lis
             "write to a new --out folder, or replace it with --overwrite"
         )
     return found
+
+
+def dataset_path(spec: str) -> str | None:
+    """The folder a dataset spec names (``folder:PATH``, ``cityscapes:PATH``...), if there."""
+    from autodeeplab.data import parse_spec
+
+    argument = parse_spec(spec)[1]
+    return argument if argument and os.path.exists(argument) else None
+
+
+#: Files a resume rewrites with what they already hold (checked by the resume validation).
+_REWRITTEN_ON_RESUME = ("config.yaml", "genotype.json")
+
+
+def check_run_inputs(out: Path, resume: bool, inputs: list[tuple[str, str | None]]) -> None:
+    """Refuse a run folder whose writes would hit one of the command's ``inputs``.
+
+    ``inputs``: ``(what, path)``, e.g. ``("config file", args.config)``. The folder may not
+    be an input (a dataset folder), and no input may be a file or lie in a folder that the
+    run writes or ``--overwrite`` replaces (``OUT/config.yaml`` given as ``--config``).
+    """
+    from autodeeplab.files import check_outputs_spare_inputs, same_path
+
+    for what, given in inputs:
+        if given is not None and same_path(out, given):
+            raise ValueError(
+                f"--out {out}: is the {what} this command reads; give the run its own folder"
+            )
+    skip = _REWRITTEN_ON_RESUME if resume else ()
+    written = [("--out", out / name) for name in RUN_ENTRIES if name not in skip]
+    check_outputs_spare_inputs(written, inputs)
 
 
 def _check_creatable(out: Path) -> None:
@@ -270,16 +303,20 @@ def claim_out_dir(
     overwrite: bool,
     check_resume: Callable[[], None] | None = None,
     *,
+    inputs: Sequence[tuple[str, str | None]] = (),
     shared: bool = False,
 ) -> Iterator[None]:
     """Run the block as the one process on ``out``: lock, check, validate, undo a failed start.
 
     The folder is checked again under the lock (another process may have started a run in
-    it since the first check); ``check_resume`` (read-only) runs before anything is written,
+    it since the first check); ``inputs`` (``(what, path)`` the command reads) may not be
+    hit by the run's writes (:func:`check_run_inputs`); ``check_resume`` (read-only) runs
+    before anything is written,
     so a refused resume leaves every file of the run as it was. A fresh start that fails
     before its first checkpoint removes what it wrote (:func:`fresh_start`).
     """
     check_out_dir(out, command, bool(resume), overwrite)
+    check_run_inputs(out, bool(resume), list(inputs))
     with lock_out_dir(out, command, shared=shared):
         replaced = check_out_dir(out, command, bool(resume), overwrite)
         if resume and check_resume is not None:

@@ -15,7 +15,7 @@ from autodeeplab.cli.messages import (
     print_search_memory,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir, dataset_path
 
 __all__ = ["register"]
 
@@ -104,7 +104,9 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     )
     print_search_memory(search_cfg, num_classes)
     resumable = lambda: check_run_resume(search_cfg, train_cfg, out)  # noqa: E731
-    with claim_out_dir(out, "run", args.resume, args.overwrite, resumable):
+    inputs = [("search config", args.search_config), ("train config", args.train_config)]
+    inputs.append(("dataset", dataset_path(search_cfg.data.spec)))
+    with claim_out_dir(out, "run", args.resume, args.overwrite, resumable, inputs=inputs):
         result = run_pipeline(
             search_cfg, train_cfg, out, progress=not args.no_progress, resume=args.resume
         )

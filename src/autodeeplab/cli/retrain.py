@@ -19,7 +19,7 @@ from autodeeplab.cli.messages import (
     pct,
     resume_command,
 )
-from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir, dataset_path
 
 __all__ = ["register"]
 
@@ -121,7 +121,9 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
         file=sys.stderr,
     )
     resumable = lambda: check_train_resume(cfg, out, args.resume)  # noqa: E731
-    with claim_out_dir(out, "train", args.resume, args.overwrite, resumable):
+    inputs = [("config file", args.config), ("genotype file", cfg.model.genotype)]
+    inputs.append(("dataset", dataset_path(cfg.data.spec)))
+    with claim_out_dir(out, "train", args.resume, args.overwrite, resumable, inputs=inputs):
         result = run_train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
         where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"
@@ -162,8 +164,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from autodeeplab.engine.infer.predict import predict_images
+    from autodeeplab.engine.infer.predict import output_stems, predict_images
+    from autodeeplab.files import check_outputs_spare_inputs
 
+    out = Path(args.out)
+    outputs = [
+        ("--out", out / f"{stem}_{kind}.png")
+        for stem in output_stems(args.images)
+        for kind in ("mask", "overlay")
+    ]
+    inputs = [("checkpoint", args.checkpoint), *(("image", image) for image in args.images)]
+    check_outputs_spare_inputs(outputs, inputs)
     result = predict_images(
         args.checkpoint,
         args.images,

@@ -14,7 +14,7 @@ from autodeeplab.cli.messages import (
     resume_command,
     warn_untrained_genotype,
 )
-from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir, dataset_path
 
 __all__ = ["register"]
 
@@ -114,7 +114,8 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     if args.dry_run:
         return 0
     resumable = lambda: check_search_resume(cfg, out, args.resume)  # noqa: E731
-    with claim_out_dir(out, "search", args.resume, args.overwrite, resumable):
+    inputs = [("config file", args.config), ("dataset", dataset_path(cfg.data.spec))]
+    with claim_out_dir(out, "search", args.resume, args.overwrite, resumable, inputs=inputs):
         result = run_search(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
         how = f"resume with: {resume_command('search', out)}"
@@ -132,8 +133,14 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     from autodeeplab.engine.search.loop import decode_checkpoint
+    from autodeeplab.files import check_outputs_spare_inputs
     from autodeeplab.genotype import save_genotype
 
+    if args.out:  # the genotype and its two figures beside it
+        out = Path(args.out)
+        figures = [out.parent / f"{out.stem}_{name}.png" for name in ("path", "cell")]
+        outputs = [("--out", p) for p in (out, *figures)]
+        check_outputs_spare_inputs(outputs, [("checkpoint", args.checkpoint)])
     genotype, meta = decode_checkpoint(args.checkpoint, args.path_decode)
     print(genotype.to_json(), end="")
     margin = meta["path_margin"]
@@ -170,7 +177,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from autodeeplab.engine.search.report import render_search_report
+    from autodeeplab.files import check_outputs_spare_inputs
 
+    run = Path(args.run_dir)  # a report written over its own log through a link
+    outputs = [("", run / name) for name in ("report_search.md", "report_search.html")]
+    inputs = [("search log", run / "search_log.jsonl"), ("config", run / "config.yaml")]
+    check_outputs_spare_inputs(outputs, inputs)
     print(render_search_report(args.run_dir))
     return 0
 
