@@ -315,11 +315,14 @@ def claim_out_dir(
     so a refused resume leaves every file of the run as it was. A fresh start that fails
     before its first checkpoint removes what it wrote (:func:`fresh_start`).
     """
+    from autodeeplab.distributed import get_rank
+
     check_out_dir(out, command, bool(resume), overwrite)
     check_run_inputs(out, bool(resume), list(inputs))
     with lock_out_dir(out, command, shared=shared):
         replaced = check_out_dir(out, command, bool(resume), overwrite)
-        if resume and check_resume is not None:
+        # Rank 0's disk holds the run (on several nodes the others' may not): it checks.
+        if resume and check_resume is not None and not get_rank():
             check_resume()
         with contextlib.nullcontext() if resume else fresh_start(out, replaced):
             yield
