@@ -14,7 +14,8 @@ import contextlib
 import fnmatch
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,15 +114,20 @@ def _config(
     return load_config(path, [*extra, *overrides], base=for_data(base, data))
 
 
-@contextlib.contextmanager
-def _run_folder(out: Path, command: str, resume: bool, overwrite: bool) -> Any:
-    """The CLI's run-folder rules: refuse a folder holding a run unless resumed or replaced,
-    and remove what a failed fresh start wrote."""
-    from autodeeplab.cli.outdir import check_out_dir, fresh_start
+def _run_folder(
+    out: Path,
+    command: str,
+    resume: bool,
+    overwrite: bool,
+    check_resume: Callable[[], None],
+    inputs: list[tuple[str, str | None]],
+) -> contextlib.AbstractContextManager[None]:
+    """The CLI's run-folder rules: one process per folder (its lock), a folder holding a run
+    refused unless resumed or replaced, a resume validated before any write, no write over
+    an input, and what a failed fresh start wrote removed."""
+    from autodeeplab.cli.outdir import claim_out_dir
 
-    replaced = check_out_dir(out, command, resume, overwrite)
-    with contextlib.nullcontext() if resume else fresh_start(out, replaced):
-        yield
+    return claim_out_dir(out, command, resume, overwrite, check_resume, inputs=inputs)
 
 
 def search(
@@ -140,13 +146,18 @@ def search(
     built-in CPU preset; ``data`` a dataset spec (``synthetic``, ``folder:PATH``, ...);
     ``overrides`` ``--set``-style ``key=value`` strings.
     """
+    from autodeeplab.cli.outdir import dataset_path
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig
-    from autodeeplab.engine.preflight import check_search_settings
+    from autodeeplab.engine.preflight import check_search_resume, check_search_settings
     from autodeeplab.engine.search.loop import run_search
 
     cfg = _config(config, overrides, data, CPU_SEARCH_PRESET, SearchConfig())
     check_search_settings(cfg)
-    with _run_folder(Path(out), "search", resume, overwrite):
+    folder = Path(out)
+    given = None if config is None or isinstance(config, SearchConfig) else os.fspath(config)
+    inputs = [("config file", given), ("dataset", dataset_path(cfg.data.spec))]
+    resumable = partial(check_search_resume, cfg, folder, resume)
+    with _run_folder(folder, "search", resume, overwrite, resumable, inputs):
         return run_search(cfg, out, resume=resume, progress=progress)
 
 
@@ -166,16 +177,22 @@ def train(
     ``genotype``: a genotype file to train (e.g. a search's ``genotype.json``) in place of the
     config's network; the other arguments as for :func:`search`.
     """
+    from autodeeplab.cli.outdir import dataset_path
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
-    from autodeeplab.engine.preflight import check_train_settings
+    from autodeeplab.engine.preflight import check_train_resume, check_train_settings
     from autodeeplab.engine.train.loop import run_train
 
     chosen = []
     if genotype is not None:  # replaces whatever network the config names, as --genotype does
         chosen = [f"model.genotype={json.dumps(os.fspath(genotype))}", "model.name=null"]
     cfg = _config(config, [*chosen, *overrides], data, CPU_TRAIN_PRESET, TrainConfig())
-    check_train_settings(cfg)
-    with _run_folder(Path(out), "train", resume, overwrite):
+    folder = Path(out)
+    check_train_settings(cfg, resume_dir=folder if resume else None)
+    given = None if config is None or isinstance(config, TrainConfig) else os.fspath(config)
+    inputs = [("config file", given), ("genotype file", cfg.model.genotype)]
+    inputs.append(("dataset", dataset_path(cfg.data.spec)))
+    resumable = partial(check_train_resume, cfg, folder, resume)
+    with _run_folder(folder, "train", resume, overwrite, resumable, inputs):
         return run_train(cfg, out, resume=resume, progress=progress)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autodeeplab.files import check_outputs_spare_inputs
 from autodeeplab.model import load_trained_model
 
 __all__ = [
@@ -135,15 +136,17 @@ def export_model(
         dynamo: ONNX only: use the torch.export-based exporter (needs ``onnxscript``).
     """
     _check_format(format)
+    if out_path is None:
+        ckpt = Path(checkpoint)
+        suffix = ".onnx" if format == "onnx" else ".torchscript.pt"
+        out_path = ckpt.with_name(ckpt.stem + suffix)
+    # Before any work: a checkpoint named like its export must not be written over.
+    check_outputs_spare_inputs([("--out", out_path)], [("checkpoint", checkpoint)])
     # Export traces the plain layout; the exported graph does not carry one.
     model, state = load_trained_model(checkpoint, channels_last=False)
     if size is None:
         crop = (state.get("config") or {}).get("data", {}).get("crop")
         size = (int(crop), int(crop)) if isinstance(crop, int) else DEFAULT_SIZE
-    if out_path is None:
-        ckpt = Path(checkpoint)
-        suffix = ".onnx" if format == "onnx" else ".torchscript.pt"
-        out_path = ckpt.with_name(ckpt.stem + suffix)
     return export_network(model, out_path, format, size, dynamic, check, dynamo)
 
 

@@ -13,7 +13,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DuplicateKeyError", "describe_os_error", "reject_duplicate_keys", "require_file"]
+__all__ = [
+    "DuplicateKeyError",
+    "check_outputs_spare_inputs",
+    "describe_os_error",
+    "reject_duplicate_keys",
+    "require_file",
+    "same_path",
+]
 
 # errno -> what to do about it; the first part of each message is the system's own words.
 _FIXES = {
@@ -85,3 +92,48 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise DuplicateKeyError(f"duplicate key {key[:60]!r} in a JSON object; keep one")
         obj[key] = value
     return obj
+
+
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode, or the same path after links."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them is not there (yet): compare where they point
+        try:
+            return _resolved(a) == _resolved(b)
+        except (OSError, RuntimeError):
+            return False
+
+
+def _inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    try:
+        return _resolved(path).is_relative_to(_resolved(folder))
+    except (OSError, RuntimeError):
+        return False
+
+
+def check_outputs_spare_inputs(
+    outputs: list[tuple[str, str | os.PathLike[str]]],
+    inputs: list[tuple[str, str | os.PathLike[str] | None]],
+) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs.
+
+    ``outputs``: ``(option, path)`` of every file or folder the command writes (or
+    replaces); ``inputs``: ``(what, path)`` of what it reads (None: not given). An input is
+    hit when it is an output (the same file, links resolved) or lies inside an output
+    folder. ValueError naming both and the fix.
+    """
+    for option, out in outputs:
+        for what, given in inputs:
+            if given is None:
+                continue
+            if same_path(out, given) or _inside(given, out):
+                shown = f"{option} {out}" if option else str(out)
+                raise ValueError(
+                    f"{shown}: would overwrite the {what} {given} that this command reads; "
+                    "write the output to another path"
+                )

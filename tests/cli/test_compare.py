@@ -54,7 +54,7 @@ def test_compare_passes_its_ranking_switches(
 
     def fake_run_compare(search_run, cfg, out, **kwargs):
         seen.update(kwargs)
-        out.mkdir()
+        out.mkdir(exist_ok=True)  # the CLI made it to hold its shared lock
         (out / "compare.md").write_text("table\n", encoding="utf-8")
         return compare.CompareResult(out, [], {})
 

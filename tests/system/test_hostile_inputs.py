@@ -190,7 +190,8 @@ def test_resume_from_another_kind_or_config_is_refused_and_touches_nothing(
     # Resuming with another num_layers than the checkpoint's (task 4: config mismatch).
     argv = ["search", "--out", str(search_run), *TINY_SEARCH_ARGV, "--set", "model.num_layers=3"]
     line = one_error(capsys, [*argv, "--resume"])
-    assert f"{ckpt}: checkpoint was made with model" in line and "not the configured one" in line
+    assert f"{ckpt}: the run was made with model.num_layers=2, not 3" in line
+    assert f"--config {search_run / 'config.yaml'}" in line
     assert {p.name: p.read_bytes() for p in (search_run / "checkpoints").iterdir()} == before
     assert (search_run / "genotype.json").read_bytes() == genotype
     # A train checkpoint given to search, a search checkpoint to train and to eval.

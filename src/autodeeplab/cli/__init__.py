@@ -3,7 +3,9 @@
 :func:`main` is the one place that turns the end of a command into an exit status and a
 line on stderr: a user error (bad input, a file not found or unreadable) is one line and
 status 2, a run that diverged (inf/nan) status 1, Ctrl-C status 130, and a run stopped
-early by SIGINT/SIGTERM status 0 with the command that resumes it. Nothing already written
+early by SIGINT/SIGTERM status 0 with the command that resumes it. Any other error (a bug)
+is one line and status 1, its full traceback written to a file the line names
+(:mod:`autodeeplab.cli.crash`). Nothing already written
 is removed. Subcommands live in one module per stage (search, retrain, deploy).
 """
 
@@ -15,6 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from autodeeplab.cli import compare, data, deploy, pipeline, retrain, score, search
 
@@ -62,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unexpected(exc: Exception, args: argparse.Namespace, name: str, err: TextIO) -> int:
+    """One line for an error no branch of :func:`main` foresaw; the traceback goes to a file."""
+    from autodeeplab.cli.crash import describe_unexpected, write_traceback
+
+    log = write_traceback(exc, args)
+    print(f"{name}: error: {describe_unexpected(exc, one_line(exc), log)}", file=err)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autodeeplab`` console script."""
     parser = build_parser()
@@ -93,9 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         except RuntimeError as exc:
             if not _WORKER_ERROR.match(str(exc)):  # a bug: its traceback is what to report
-                raise
+                return _unexpected(exc, args, name, err)
             print(f"{name}: error: {one_line(exc)}", file=err)
             return 2
+        except Exception as exc:  # what no branch above foresaw; SystemExit passes through
+            return _unexpected(exc, args, name, err)
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=err)
             return 130

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autodeeplab.cli.arguments import add_command, add_set, for_data, parse_size
 from autodeeplab.cli.messages import Stopped
+from autodeeplab.cli.outdir import lock_out_dir
 
 # The bounds of the counts (engine/compare/plan.py), here without importing torch at start-up.
 MAX_RANDOM, MAX_SEEDS = 1000, 100
@@ -133,22 +134,24 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
         + f", 2 references x {ref_seeds} seed(s); {cfg.train.iters} iterations each -> {out}",
         file=sys.stderr,
     )
-    result = run_compare(
-        args.search_run,
-        cfg,
-        out,
-        num_random=args.random,
-        searched_seeds=args.searched_seeds,
-        reference_seeds=ref_seeds,
-        tolerance=args.tolerance,
-        size=args.size,
-        progress=not args.no_progress,
-        reuse=args.reuse,
-        report_split=args.report_split,
-        overwrite=args.overwrite,
-        seed_noise=args.seed_noise,
-        scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
-    )
+    # Shared: compare processes may share an --out (each network has its own lock).
+    with lock_out_dir(out, "compare", shared=True):
+        result = run_compare(
+            args.search_run,
+            cfg,
+            out,
+            num_random=args.random,
+            searched_seeds=args.searched_seeds,
+            reference_seeds=ref_seeds,
+            tolerance=args.tolerance,
+            size=args.size,
+            progress=not args.no_progress,
+            reuse=args.reuse,
+            report_split=args.report_split,
+            overwrite=args.overwrite,
+            seed_noise=args.seed_noise,
+            scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
+        )
     if result.stopped:  # the retraining in progress wrote its checkpoint
         return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")
     print((out / "compare.md").read_text(encoding="utf-8"), end="")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autodeeplab.cli.arguments import add_again_options, add_command, add_set
 from autodeeplab.cli.messages import Stopped, arch_never_updated, pct, warn_untrained_genotype
+from autodeeplab.cli.outdir import dataset_path
 from autodeeplab.cli.stage import run_stage, stage_config
 
 __all__ = ["register"]
@@ -47,6 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     from autodeeplab.data import dataset_info
     from autodeeplab.engine.pipeline import run_pipeline, split_overrides
     from autodeeplab.engine.preflight import (
+        check_run_resume,
         check_search_settings,
         check_train_settings,
         placeholder_genotype,
@@ -69,8 +71,12 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
         f"{args.search_config or 'built-in CPU preset'}, train "
         f"{args.train_config or 'built-in CPU preset'}"
     )
+    resumable = partial(check_run_resume, search_cfg, train_cfg, out)
+    inputs = [("search config", args.search_config), ("train config", args.train_config)]
+    inputs.append(("dataset", dataset_path(search_cfg.data.spec)))
     job = partial(run_pipeline, search_cfg, train_cfg)
-    result = run_stage(args, "run", header, job, memory=(search_cfg, num_classes))
+    memory = (search_cfg, num_classes)
+    result = run_stage(args, "run", header, job, memory, check_resume=resumable, inputs=inputs)
     assert result is not None  # run has no --dry-run
     if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
         where, saved = f" in the {result.stopped} stage", f"checkpoints are in {out}"

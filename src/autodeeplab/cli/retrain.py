@@ -19,6 +19,7 @@ from autodeeplab.cli.arguments import (
     stage_overrides,
 )
 from autodeeplab.cli.messages import Stopped, pct, resume_command
+from autodeeplab.cli.outdir import dataset_path
 from autodeeplab.cli.stage import run_stage, stage_config
 
 __all__ = ["register"]
@@ -59,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     Retrain with SGD + poly lr: writes config.yaml, genotype.json, train_log.jsonl, tensorboard/ and
     checkpoints/best.pt + last.pt into --out.
     """
-    from autodeeplab.engine.preflight import check_train_settings
+    from autodeeplab.engine.preflight import check_train_resume, check_train_settings
     from autodeeplab.engine.train.loop import run_train
 
     overrides = stage_overrides(args, "train")
@@ -70,13 +71,18 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
         overrides += [f"model.name={json.dumps(args.model)}", "model.genotype=null"]
     cfg = stage_config("train", args.config, args.data, [*overrides, *args.set])
     out = Path(args.out)
-    check_train_settings(cfg)  # before any work: every setting the run would refuse
+    # Before any work: every setting the run would refuse (a resume: the run's genotype copy).
+    check_train_settings(cfg, resume_dir=out if args.resume else None)
     header = (
         f"training {cfg.model.name or cfg.model.genotype} on {cfg.data.spec} "
         f"({args.config or 'built-in CPU preset'}): iters={cfg.train.iters} "
         f"batch={cfg.train.batch_size} crop={cfg.data.crop} lr={cfg.train.lr} -> {out}"
     )
-    result = run_stage(args, "train", header, partial(run_train, cfg))
+    resumable = partial(check_train_resume, cfg, out, args.resume)
+    inputs = [("config file", args.config), ("genotype file", cfg.model.genotype)]
+    inputs.append(("dataset", dataset_path(cfg.data.spec)))
+    job = partial(run_train, cfg)
+    result = run_stage(args, "train", header, job, check_resume=resumable, inputs=inputs)
     assert result is not None  # train has no --dry-run
     if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
         where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"
@@ -127,8 +133,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     --out.
     """
     from autodeeplab.config import EvalConfig
-    from autodeeplab.engine.infer.predict import predict_images
+    from autodeeplab.engine.infer.predict import output_stems, predict_images
+    from autodeeplab.files import check_outputs_spare_inputs
 
+    out = Path(args.out)
+    outputs = [
+        ("--out", out / f"{stem}_{kind}.png")
+        for stem in output_stems(args.images)
+        for kind in ("mask", "overlay")
+    ]
+    inputs = [("checkpoint", args.checkpoint), *(("image", image) for image in args.images)]
+    check_outputs_spare_inputs(outputs, inputs)
     eval_cfg = replace(EvalConfig(), **inference_changes(args))  # whole image, scale 1
     result = predict_images(args.checkpoint, args.images, args.out, eval_cfg, device=args.device)
     for path in result.written:

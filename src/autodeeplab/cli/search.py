@@ -21,6 +21,7 @@ from autodeeplab.cli.messages import (
     resume_command,
     warn_untrained_genotype,
 )
+from autodeeplab.cli.outdir import dataset_path
 from autodeeplab.cli.stage import run_stage, stage_config
 
 __all__ = ["register"]
@@ -64,7 +65,7 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     path and cell figures into --out.
     """
     from autodeeplab.data import dataset_info
-    from autodeeplab.engine.preflight import check_search_settings
+    from autodeeplab.engine.preflight import check_search_resume, check_search_settings
     from autodeeplab.engine.search.loop import run_search
 
     madds = flag_overrides(args, (("target_madds", "search.target_madds"),))
@@ -79,7 +80,10 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
         f"crop={cfg.data.crop} batch={cfg.search.batch_size} epochs={cfg.search.epochs} -> {out}"
     )
     memory = (cfg, info.num_classes)
-    result = run_stage(args, "search", header, partial(run_search, cfg), memory)
+    resumable = partial(check_search_resume, cfg, out, args.resume)
+    inputs = [("config file", args.config), ("dataset", dataset_path(cfg.data.spec))]
+    job = partial(run_search, cfg)
+    result = run_stage(args, "search", header, job, memory, check_resume=resumable, inputs=inputs)
     if result is None:  # --dry-run
         return 0
     if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
@@ -99,8 +103,14 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
 def _cmd_decode(args: argparse.Namespace) -> int:
     """decode the genotype of a search checkpoint"""
     from autodeeplab.engine.search.loop import decode_checkpoint
+    from autodeeplab.files import check_outputs_spare_inputs
     from autodeeplab.genotype import save_genotype
 
+    if args.out:  # the genotype and its two figures beside it
+        out = Path(args.out)
+        figures = [out.parent / f"{out.stem}_{name}.png" for name in ("path", "cell")]
+        outputs = [("--out", p) for p in (out, *figures)]
+        check_outputs_spare_inputs(outputs, [("checkpoint", args.checkpoint)])
     genotype, meta = decode_checkpoint(args.checkpoint, args.path_decode)
     print(genotype.to_json(), end="")
     margin = meta["path_margin"]
@@ -136,7 +146,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     figures in RUN_DIR/report_search/.
     """
     from autodeeplab.engine.search.report import render_search_report
+    from autodeeplab.files import check_outputs_spare_inputs
 
+    run = Path(args.run_dir)  # a report written over its own log through a link
+    outputs = [("", run / name) for name in ("report_search.md", "report_search.html")]
+    inputs = [("search log", run / "search_log.jsonl"), ("config", run / "config.yaml")]
+    check_outputs_spare_inputs(outputs, inputs)
     print(render_search_report(args.run_dir))
     return 0
 

@@ -4,15 +4,14 @@ and its run in ``--out`` (refused if the folder holds a run, started afresh or r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from autodeeplab.cli.arguments import for_data
 from autodeeplab.cli.messages import print_search_memory
-from autodeeplab.cli.outdir import check_out_dir, fresh_start
+from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
 
 if TYPE_CHECKING:
     from autodeeplab.config import SearchConfig, TrainConfig
@@ -63,21 +62,26 @@ def run_stage(
     header: str,
     job: Callable[..., R],
     memory: tuple[Any, int] | None = None,
+    *,
+    check_resume: Callable[[], None] | None = None,
+    inputs: Sequence[tuple[str, str | None]] = (),
 ) -> R | None:
     """``job(out, resume=..., progress=...)`` in ``--out`` once the settings passed.
 
     An ``--out`` that holds a run is refused before anything is printed (unless ``--resume``
     or ``--overwrite``); then ``header`` and, for a search, the memory estimate of
     ``memory`` = (search config, number of classes) go to stderr. None for a ``--dry-run``.
-    A fresh start that fails before its first checkpoint removes what it wrote
-    (:func:`~autodeeplab.cli.outdir.fresh_start`).
+    The job runs as the one process on ``--out`` (:func:`~autodeeplab.cli.outdir.claim_out_dir`):
+    no write of the run may hit one of ``inputs`` (``(what, path)`` the command reads),
+    ``check_resume`` (read-only) validates a ``--resume`` before anything is written, and a
+    fresh start that fails before its first checkpoint removes what it wrote.
     """
     out = Path(args.out)
-    replaced = check_out_dir(out, command, bool(args.resume), args.overwrite)
+    check_out_dir(out, command, bool(args.resume), args.overwrite)
     print(header, file=sys.stderr)
     if memory is not None:
         print_search_memory(*memory)
     if getattr(args, "dry_run", False):
         return None
-    with contextlib.nullcontext() if args.resume else fresh_start(out, replaced):
+    with claim_out_dir(out, command, args.resume, args.overwrite, check_resume, inputs=inputs):
         return job(out, resume=args.resume, progress=not args.no_progress)

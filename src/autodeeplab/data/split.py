@@ -18,7 +18,7 @@ import torch
 
 from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
 
-__all__ = ["load_split", "save_split", "split_indices"]
+__all__ = ["check_split", "load_split", "save_split", "split_indices"]
 
 _FORMAT = "autodeeplab-split"
 _VERSION = 1
@@ -50,7 +50,7 @@ def split_indices(
     return sorted(order[:size_a]), sorted(order[size_a:])
 
 
-def _check(train_a: Any, train_b: Any, num_samples: Any, where: str) -> None:
+def check_split(train_a: Any, train_b: Any, num_samples: Any, where: str) -> None:
     """Raise ``ValueError`` naming ``where`` unless the split is well formed."""
     if not _is_int(num_samples) or num_samples < 2:
         raise ValueError(f"{where}: 'num_samples' must be an int >= 2, got {num_samples!r}")
@@ -86,7 +86,7 @@ def save_split(
     p = Path(path)
     if not _is_int(seed):
         raise ValueError(f"{p}: seed must be an int, got {seed!r}")
-    _check(train_a, train_b, num_samples, where=f"{p}")
+    check_split(train_a, train_b, num_samples, where=f"{p}")
     a, b = sorted(int(i) for i in train_a), sorted(int(i) for i in train_b)
     text = (
         "{\n"
@@ -145,7 +145,7 @@ def load_split(
     if not _is_int(data["seed"]):
         raise ValueError(f"{p}: 'seed' must be an int, got {data['seed']!r}; {fix}")
     try:
-        _check(data["train_a"], data["train_b"], data["num_samples"], where=f"{p}")
+        check_split(data["train_a"], data["train_b"], data["num_samples"], where=f"{p}")
     except ValueError as exc:
         raise ValueError(f"{exc}; {fix}") from None
     if num_samples is not None and data["num_samples"] != num_samples:

@@ -23,7 +23,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # A line of undecodable bytes is as unreadable as a torn one: skipped, not fatal.
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except (ValueError, RecursionError):  # torn, huge integers, absurd nesting: not ours

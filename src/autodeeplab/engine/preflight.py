@@ -1,5 +1,9 @@
 """Validate a command's settings before any work: nothing is written, no step is computed.
 
+The ``check_*_resume`` functions read the checkpoint a ``--resume`` would continue and
+refuse one made with another model, data, seed or split, or one that does not fit the
+network, before the command writes anything (the loops check the same again).
+
 The loops check their options as they set themselves up, some only after the run folder
 is written (the dataset files, the trainA/trainB sizes, the network's constructor). These
 checks run the same code up front, so ``search``, ``train``, ``run`` and ``--dry-run`` refuse
@@ -9,25 +13,41 @@ before the search (not after it). Each failure is the loop's own one-line error.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from autodeeplab.checkpoint import CheckpointError, check_state_dict
 from autodeeplab.config import SearchConfig, SearchLoopConfig, TrainConfig, TrainLoopConfig
 from autodeeplab.data import dataset_info
-from autodeeplab.data.split import split_indices
+from autodeeplab.data.split import check_split, split_indices
 from autodeeplab.data.transforms import train_transform
 from autodeeplab.distributed import get_world_size
 from autodeeplab.engine.device import compile_backend, select_device
 from autodeeplab.engine.guards import check_loop_options, resolve_amp
+from autodeeplab.engine.search.checkpoints import (
+    check_same_model,
+    find_latest_checkpoint,
+    load_resume_state,
+)
 from autodeeplab.engine.search.data import check_search_crop, search_datasets
 from autodeeplab.engine.search.loop import supernet
 from autodeeplab.engine.search.strategies import check_strategy
 from autodeeplab.engine.train.data import split_dataset
-from autodeeplab.engine.train.model import build_train_model
+from autodeeplab.engine.train.model import build_train_model, with_genotype
+from autodeeplab.engine.train.state import check_genotype_file, check_same_setup, resume_state
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.cost import parse_madds_target
 from autodeeplab.space.memory import device_memory_bytes
 
-__all__ = ["check_search_settings", "check_train_settings", "placeholder_genotype"]
+__all__ = [
+    "check_run_resume",
+    "check_search_resume",
+    "check_search_settings",
+    "check_train_resume",
+    "check_train_settings",
+    "placeholder_genotype",
+]
 
 
 # Bytes per parameter that training keeps: fp32 weights, gradients and SGD momentum.
@@ -106,12 +126,17 @@ def placeholder_genotype(num_layers: int, num_blocks: int) -> Genotype:
     return Genotype(tuple(block for _ in range(num_blocks)), tuple(0 for _ in range(num_layers)))
 
 
-def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> int:
+def check_train_settings(
+    cfg: TrainConfig, genotype: Genotype | None = None, resume_dir: Path | None = None
+) -> int:
     """Everything a training run refuses, checked without writing; returns the class count.
 
     ``genotype``: the network to check in place of the config's (``run`` has none before its
-    search); otherwise the config's preset or genotype file is read.
+    search); otherwise the config's preset or genotype file is read. ``resume_dir``: the
+    run folder a resume continues (a genotype file gone is then named with the run's copy).
     """
+    if resume_dir is not None:
+        check_genotype_file(cfg, resume_dir)
     loop, d = cfg.train, cfg.data
     if loop.iters < 1 or loop.eval_every < 1 or loop.log_every < 1:
         raise ValueError("train.iters, train.eval_every and train.log_every must be positive")
@@ -131,3 +156,51 @@ def check_train_settings(cfg: TrainConfig, genotype: Genotype | None = None) -> 
             f"{sizes['train']}"
         )
     return num_classes
+
+
+def check_search_resume(cfg: SearchConfig, out: Path, resume: str | Path | bool) -> None:
+    """Refuse a search resume that would not continue the run in ``out``; reads only.
+
+    The checkpoint's model, data, seed, split settings and batch size must be the
+    configured ones, its weights must fit the supernet, and its split the dataset.
+    """
+    path, state = load_resume_state(out, resume)
+    assert state is not None  # resume is given
+    check_same_model(state, cfg, path)
+    num_classes = dataset_info(cfg.data.spec).num_classes
+    with torch.device("meta"):
+        expected = supernet(cfg.model, num_classes).state_dict()
+    check_state_dict(path, expected, state["model"], "model")
+    split = state["split"]
+    train, _, _ = search_datasets(cfg)  # the set SearchData splits
+    fix = "resume from another checkpoint of the run, or start afresh with --overwrite"
+    if not isinstance(split, dict):
+        raise CheckpointError(f"{path}: 'split' is not the trainA/trainB split; {fix}")
+    try:
+        check_split(split.get("train_a"), split.get("train_b"), len(train), where=str(path))
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}; {fix}") from None
+
+
+def check_train_resume(cfg: TrainConfig, out: Path, resume: str | Path | bool) -> None:
+    """Refuse a training resume that would not continue the run in ``out``; reads only.
+
+    The checkpoint's model (its genotype by content), data, seed and batch size must be the
+    configured ones, and its weights must fit the network.
+    """
+    path, state = resume_state(out, resume)
+    assert state is not None  # resume is given
+    check_same_setup(state, cfg, path)
+    num_classes = dataset_info(cfg.data.spec).num_classes
+    with torch.device("meta"):
+        expected = build_train_model(cfg, num_classes).state_dict()
+    check_state_dict(path, expected, state["model"], "model")
+
+
+def check_run_resume(search_cfg: SearchConfig, train_cfg: TrainConfig, out: Path) -> None:
+    """``run --resume``: each stage with a checkpoint must be a resume of that stage."""
+    if find_latest_checkpoint(out / "search") is not None:
+        check_search_resume(search_cfg, out / "search", True)
+    genotype = out / "search" / "genotype.json"
+    if (out / "train" / "checkpoints" / "last.pt").is_file() and genotype.is_file():
+        check_train_resume(with_genotype(train_cfg, genotype), out / "train", True)

@@ -170,7 +170,7 @@ def test_resume_errors(tmp_path, tiny_config):
     run_search(tiny_config("search.epochs=1"), tmp_path, progress=False)
     ckpt = find_latest_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.name == "epoch_0001.pt"
-    with pytest.raises(CheckpointError, match="not the configured one"):
+    with pytest.raises(CheckpointError, match="made with model.num_blocks=2, not 3"):
         run_search(tiny_config("model.num_blocks=3"), tmp_path, progress=False, resume=ckpt)
     # A truncated newest checkpoint is skipped in favour of an older complete one.
     (tmp_path / "checkpoints" / "epoch_0002.pt").write_bytes(ckpt.read_bytes()[:100])

@@ -141,7 +141,13 @@ def evaluate_checkpoint(
     path; default: next to the checkpoint.
     """
     from autodeeplab.engine.device import select_device
+    from autodeeplab.files import check_outputs_spare_inputs
 
+    target = Path(out) if out is not None else Path(path).parent
+    if target.suffix != ".json":
+        target = target / "metrics.json"
+    # Before any work: metrics.json must not be written over what the evaluation reads.
+    check_outputs_spare_inputs([("--out", target)], [("checkpoint", path)])
     dev = select_device(device)
     model, state = load_trained_model(path, dev)
     cfg = config_from_dict(state["config"], TrainConfig(), where=str(path))
@@ -202,9 +208,6 @@ def evaluate_checkpoint(
         "table": cm.format_table(class_names),
         "confusion_matrix": cm.matrix.cpu().tolist(),
     }
-    target = Path(out) if out is not None else Path(path).parent
-    if target.suffix != ".json":
-        target = target / "metrics.json"
     text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
     atomic_write(target, lambda f: f.write(text.encode("utf-8")))
     metrics["path"] = str(target)

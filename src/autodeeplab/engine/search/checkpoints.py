@@ -155,14 +155,32 @@ def _model_kwargs(path: str | Path, state: dict[str, Any], cfg: SearchConfig) ->
     return kwargs
 
 
+#: Loop settings a resume must keep: they fix the split (seed, fraction) and the data order,
+#: so a resumed search equals an uninterrupted one. The epochs may grow (an extension).
+_FIXED_LOOP_KEYS = ("seed", "split_fraction", "batch_size", "strategy")
+
+
 def _model_identity(mcfg: SearchModelConfig) -> dict[str, Any]:
     """The model config less the switches that change no result (``checkpoint_cells``)."""
     return {k: v for k, v in config_to_dict(mcfg).items() if k != "checkpoint_cells"}
 
 
+def _run_identity(cfg: SearchConfig) -> dict[str, Any]:
+    """What a resume must keep, flat: the model, the data (less its workers), the split."""
+    found = {f"model.{k}": v for k, v in _model_identity(cfg.model).items()}
+    data = config_to_dict(cfg.data)
+    found.update({f"data.{k}": v for k, v in data.items() if k != "num_workers"})
+    loop = config_to_dict(cfg.search)
+    found.update({f"search.{k}": loop[k] for k in _FIXED_LOOP_KEYS})
+    return found
+
+
 def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None) -> None:
-    """Refuse to resume a checkpoint made with another supernet than ``cfg.model``, or by
-    another search strategy than ``search.strategy``."""
+    """Refuse to resume a checkpoint made with another search strategy, supernet, data, seed
+    or split than ``cfg``.
+
+    The error names the first setting that differs with both values, and how to resume.
+    """
     saved = config_from_dict(state["config"], SearchConfig(), where=str(path))
     if saved.search.strategy != cfg.search.strategy:
         raise CheckpointError(
@@ -171,11 +189,27 @@ def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None
             f"{saved.search.strategy}, or search into a fresh --out folder"
         )
     # checkpoint_cells trades time for memory and changes no result: it may differ.
-    if _model_identity(saved.model) != _model_identity(cfg.model):
-        raise CheckpointError(
-            f"{path}: checkpoint was made with model {config_to_dict(saved.model)}, not the "
-            "configured one; resume with the run's own config.yaml"
+    was, now = _run_identity(saved), _run_identity(cfg)
+    differ = [k for k in now if was.get(k) != now[k]]
+    if differ:
+        key = differ[0]
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        run_config = path.parent.parent / "config.yaml" if path is not None else None
+        fix = (
+            f"resume with the run's own settings (--config {run_config} and no other "
+            "settings but --epochs)"
+            if run_config is not None and run_config.is_file()
+            else "resume with the settings the run was started with"
         )
+        raise CheckpointError(
+            f"{path}: the run was made with {key}={_short(was.get(key))}, not "
+            f"{_short(now[key])}{more}; {fix}"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_strategy_state(state: dict[str, Any], strategy: Any, path: Path | None) -> None:

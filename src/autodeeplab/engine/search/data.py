@@ -129,21 +129,24 @@ class SearchData:
         loop = cfg.search
         self.rank, self.world = rank, world
         train_set, val_set, synthetic = search_datasets(cfg)
-        split_path = out / "split.json"
+        self.split_path = split_path = out / "split.json"
+        self.num_train = len(train_set)
+        # The seed split.json is labelled with, and whether it must be (re)written; the
+        # file is written by save_split, once the whole resume has been checked.
+        self.split_seed, self.split_stale = loop.seed, True
 
         def decide_split() -> tuple[list[int], list[int]]:
-            seed = loop.seed
             if split is not None:
                 train_a, train_b = split["train_a"], split["train_b"]
+                self._keep_split_file(train_a, train_b)
             elif split_path.is_file():  # a given split keeps the seed it was drawn with
                 train_a, train_b, meta = load_split(split_path, num_samples=len(train_set))
-                seed = meta["seed"]
+                self.split_seed = meta["seed"]
             else:
                 train_a, train_b = split_indices(len(train_set), loop.seed, loop.split_fraction)
-            save_split(split_path, train_a, train_b, seed=seed, num_samples=len(train_set))
             return train_a, train_b
 
-        # Rank 0 decides (and stores) the split; every rank trains on exactly its halves.
+        # Rank 0 decides the split; every rank trains on exactly its halves.
         self.train_a, self.train_b = train_a, train_b = call_on_main(decide_split)
         weight_indices = sorted(train_a + train_b) if weights_on_train_b else train_a
         if len(train_a) < loop.batch_size or len(train_b) < loop.batch_size:
@@ -174,6 +177,28 @@ class SearchData:
     def split(self) -> dict[str, list[int]]:
         """The split, as a checkpoint keeps it."""
         return {"train_a": list(self.train_a), "train_b": list(self.train_b)}
+
+    def _keep_split_file(self, train_a: list[int], train_b: list[int]) -> None:
+        """On resume: leave a split.json that holds the checkpoint's halves as it is."""
+        if not self.split_path.is_file():
+            return
+        try:
+            a, b, meta = load_split(self.split_path, num_samples=self.num_train)
+        except ValueError:  # unreadable or edited: rewritten from the checkpoint
+            return
+        if (a, b) == (sorted(train_a), sorted(train_b)):
+            self.split_seed, self.split_stale = meta["seed"], False
+
+    def save_split(self) -> None:
+        """Write split.json (rank 0), unless it already holds this split."""
+        if self.rank == 0 and self.split_stale:
+            save_split(
+                self.split_path,
+                self.train_a,
+                self.train_b,
+                seed=self.split_seed,
+                num_samples=self.num_train,
+            )
 
     def start_epoch(self, epoch: int, steps_done: int, arch_on: bool) -> Iterator[Batch]:
         """trainA's batches of ``epoch`` after its first ``steps_done``; trainB placed to match.

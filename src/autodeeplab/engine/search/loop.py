@@ -180,7 +180,6 @@ class _SearchRun:
         self.amp_dtype = amp_dtype = resolve_amp(loop.amp, device, "search.amp")
         check_search_crop(cfg)
         seed_everything(loop.seed)
-        run.write_folder(cfg)
         self.num_classes = dataset_info(cfg.data.spec).num_classes
         self.data = SearchData(
             cfg,
@@ -221,20 +220,24 @@ class _SearchRun:
             model, loop, device=device, amp_dtype=amp_dtype, guard=self.guard, penalty=self.cost
         )
         self._restore(state)
+        # Only now, with the whole resume checked, is anything written: a refused resume
+        # leaves every file of the run as it was.
+        run.write_folder(cfg)
+        self.data.save_split()
+        first = self.first_epoch
+        run.restart_log(None if state is None else lambda r: r.get("epoch", 0) <= first)
         self.record: dict[str, Any] = {}
         self.epochs_done = self.first_epoch
         self.last_checkpoint = self.resume_path
 
     def _restore(self, state: dict[str, Any] | None) -> None:
-        """Load a checkpoint's states (or clear a fresh run's log), then share rank 0's."""
+        """Load a checkpoint's states (nothing is written), then share rank 0's."""
         self.first_epoch, self.step = 0, 0
         # The epoch position of a mid-epoch checkpoint, and the RNG states it saved.
         self.partial: dict[str, Any] | None = None
         self.saved_rng: dict[str, Any] | None = None
         self.previous_genotype: Genotype | None = None
-        if state is None:
-            self.run.restart_log(None)
-        else:
+        if state is not None:
             check_state_dict(self.resume_path, self.model.state_dict(), state["model"], "model")
             self.previous_genotype = previous_genotype(state)
             self.model.load_state_dict(state["model"])
@@ -244,8 +247,6 @@ class _SearchRun:
             self.first_epoch, self.step = state["epoch"], state["step"]
             self.partial = state.get("partial")
             self.guard.skipped = state.get("skipped", 0)
-            first = self.first_epoch
-            self.run.restart_log(lambda r: r.get("epoch", 0) <= first)
         # Every rank starts from rank 0's weights, alpha and beta (and BN statistics).
         broadcast_tensors(list(self.model.state_dict().values()))
 

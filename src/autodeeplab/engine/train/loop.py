@@ -155,9 +155,6 @@ def _run_train(
     model = run.sync_batchnorm(model, loop.sync_bn)  # type: ignore[assignment]
     memory_format = torch.channels_last if loop.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    run.write_folder(cfg)
-    if run.main:
-        save_genotype(model.genotype, out / "genotype.json")
     train_set, val_set = train_datasets(cfg, run.world)
 
     optimizer = torch.optim.SGD(
@@ -184,9 +181,12 @@ def _run_train(
         own_rng = run.restore_rng(state)  # every rank's stream, from a run of `world` ranks
         start, best_miou, best_iter = state["iteration"], state["best_miou"], state["best_iter"]
         guard.skipped = state.get("skipped", 0)
-        run.restart_log(lambda r: r.get("iter", 0) <= start)
-    else:
-        run.restart_log(None)
+    # Only now, with the whole resume checked, is anything written: a refused resume leaves
+    # every file of the run as it was.
+    run.write_folder(cfg)
+    if run.main:
+        save_genotype(model.genotype, out / "genotype.json")
+    run.restart_log(None if state is None else lambda r: r.get("iter", 0) <= start)
     if run.rank > 0 and not own_rng:
         seed_everything(loop.seed + 1_000_003 * run.rank + start)  # own dropout / drop-path masks
     net: torch.nn.Module = model

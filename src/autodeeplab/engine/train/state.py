@@ -30,7 +30,15 @@ from autodeeplab.engine.rng import rng_state
 from autodeeplab.engine.scaffold import Run
 from autodeeplab.model import TRAIN_CHECKPOINT_KIND, AutoDeepLab
 
-__all__ = ["LogWindow", "check_same_setup", "load_train_state", "resume_state", "save_train_state"]
+__all__ = [
+    "LogWindow",
+    "check_genotype_file",
+    "check_same_setup",
+    "load_train_state",
+    "resume_state",
+    "save_train_state",
+    "setup_identity",
+]
 
 
 # What a resume reads: a checkpoint without one is refused by name, not with a KeyError.
@@ -64,14 +72,107 @@ def resume_state(out: Path, resume: str | Path | bool | None) -> tuple[Path | No
     return path, state
 
 
+#: What a resume must keep: the settings a resumed run shares with the run it continues, so
+#: that it equals an uninterrupted one. The schedule's length (train.iters) may grow.
+_FIXED_KEYS = ("train.seed", "train.batch_size")
+#: Settings that change no result: they may differ on resume.
+_FREE_DATA_KEYS = ("num_workers",)
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` of a nested dict."""
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def setup_identity(config: dict[str, Any], genotype: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings of a training config a resume must keep, flat; the genotype by content.
+
+    Where the genotype file lives is left out: a run folder that was moved still resumes.
+    """
+    flat = _flat(config)
+    keep = {
+        k: v
+        for k, v in flat.items()
+        if (k.startswith("model.") and k != "model.genotype")
+        or (k.startswith("data.") and k[5:] not in _FREE_DATA_KEYS)
+        or k in _FIXED_KEYS
+    }
+    keep["model.genotype (content)"] = genotype
+    return keep
+
+
+def check_genotype_file(cfg: TrainConfig, run_dir: Path) -> None:
+    """On resume: a genotype file the config names that is gone is refused with the run's copy.
+
+    The run's config.yaml names the file the run was started with; after a folder was
+    moved it may be gone, while the run folder keeps its own copy (``genotype.json``).
+    """
+    where = cfg.model.genotype
+    if where is None or Path(where).exists():
+        return
+    own = run_dir / "genotype.json"
+    advice = f"--genotype {own}" if own.is_file() else "--genotype and the run's genotype file"
+    raise FileNotFoundError(
+        f"{where}: genotype file not found (the run's config names it; was a folder "
+        f"moved?); resume with {advice}"
+    )
+
+
+def _config_genotype(cfg: TrainConfig, path: Path | None) -> dict[str, Any] | None:
+    """The genotype ``cfg`` trains, as a dict; a missing file is named with the run's copy."""
+    from autodeeplab.genotype import load_genotype
+    from autodeeplab.model import MODELS
+
+    if cfg.model.genotype is None:
+        preset = MODELS.get(cfg.model.name or "")
+        return None if preset is None else preset["genotype"].to_dict()
+    if path is not None:
+        check_genotype_file(cfg, path.parent.parent)  # path: RUN/checkpoints/last.pt
+    return load_genotype(cfg.model.genotype).to_dict()
+
+
 def check_same_setup(state: dict[str, Any], cfg: TrainConfig, path: Path | None) -> None:
-    """Refuse to resume a checkpoint made with another model or data config than ``cfg``."""
+    """Refuse to resume a checkpoint made with another model, data, seed or batch than ``cfg``.
+
+    The genotype is compared by content, not by the path of its file. The error names the
+    first setting that differs, both values and how to resume.
+    """
     saved = config_from_dict(state["config"], TrainConfig(), where=str(path))
-    if config_to_dict(saved.model) != config_to_dict(cfg.model) or saved.data != cfg.data:
-        raise CheckpointError(
-            f"{path}: checkpoint was made with another model or data config; "
-            "resume with the run's own config (OUT/config.yaml)"
+    saved_genotype = state.get("genotype")
+    if not isinstance(saved_genotype, dict):  # a checkpoint of before round 2: its config's
+        saved_genotype = _config_genotype(saved, None) if saved.model.genotype is None else None
+    was = setup_identity(config_to_dict(saved), saved_genotype)
+    now = setup_identity(config_to_dict(cfg), _config_genotype(cfg, path))
+    if saved_genotype is None:  # nothing to compare the file's genotype with
+        was.pop("model.genotype (content)")
+        now.pop("model.genotype (content)")
+    differ = [k for k in now if was.get(k) != now[k]]
+    if differ:
+        key = differ[0]
+        shown = (
+            "another genotype"
+            if key.startswith("model.genotype")
+            else (f"{key}={_short(was.get(key))}, not {_short(now[key])}")
         )
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        run_config = path.parent.parent / "config.yaml" if path is not None else None
+        fix = (
+            f"resume with the run's own settings (--config {run_config} and no other "
+            "settings but --iters)"
+            if run_config is not None and run_config.is_file()
+            else "resume with the settings the run was started with"
+        )
+        raise CheckpointError(f"{path}: the run was made with {shown}{more}; {fix}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_train_state(
