@@ -104,6 +104,16 @@ def test_search_stopped_mid_epoch_resumes_bitwise(tmp_path: Path, search_config)
 
 
 def test_sigint_is_handled_like_sigterm_and_second_signal_aborts() -> None:
+    # A shell's background job starts with SIGINT ignored, and StopRequest gives back
+    # whatever handler it found: start from Python's own, as an interactive run does.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_then_second_sigint()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _sigint_then_second_sigint() -> None:
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested and stop.signal_name == "SIGINT"
