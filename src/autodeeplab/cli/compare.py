@@ -61,6 +61,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="random genotypes' Multi-Adds within this fraction of the searched (default 0.1)",
     )
     p.add_argument(
+        "--random-center",
+        choices=("searched", "typical"),
+        default="searched",
+        help="centre of the random genotypes' Multi-Adds band: the searched network's "
+        "(default), or the space's typical network, the same for every search of the space, "
+        "so that several searches' comparisons share their random networks through --reuse",
+    )
+    p.add_argument(
         "--size", type=parse_size, help="HxW at which Multi-Adds are matched (default: the crop)"
     )
     p.add_argument(
@@ -151,6 +159,7 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
             overwrite=args.overwrite,
             seed_noise=args.seed_noise,
             scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
+            random_center=args.random_center,
         )
     if result.stopped:  # the retraining in progress wrote its checkpoint
         return Stopped("", f"finished runs are in {out / 'runs'}", "rerun the same command")

@@ -52,6 +52,46 @@ def test_plan_matches_cost_and_is_reproducible() -> None:
     assert [e.name for e in one[6:]] == ["handmade", "paper"] and one[:6] == plan[:6]
 
 
+def test_plan_centred_on_the_typical_network_shares_its_random_cloud() -> None:
+    import random
+
+    from autodeeplab.engine.search.evolution import (
+        GenotypeSpace,
+        compare_pricing,
+        typical_genotype,
+    )
+
+    search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
+    tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())
+    price = compare_pricing(8, tcfg, (64, 64))
+    typical = typical_genotype(
+        GenotypeSpace(6, 5, 3), 8, random.Random(0), train_config=tcfg, size=(64, 64)
+    )
+    a = _searched()
+    # b: a searched network off the typical cost, whose own cloud cannot be the same (the
+    # tiny config's heads dominate its cost: random networks' costs differ by a few %).
+    b = next(
+        g
+        for g in (random_genotype(random.Random(k), 6, 5, 3) for k in range(1000))
+        if abs(price(g) - price(typical)) > 0.02 * price(typical)
+    )
+    plans = [
+        plan_compare(g, search_cfg, tcfg, 8, (64, 64), 4, tolerance=0.005, random_center="typical")
+        for g in (a, b)
+    ]
+    randoms = [[e for e in plan if e.kind == "random"] for plan in plans]
+    # Two searches of one space: the same random networks, so --reuse retrains them once.
+    assert randoms[0] == randoms[1] and len(randoms[0]) == 4
+    for e in randoms[0]:
+        assert abs(e.madds - price(typical)) <= 0.005 * price(typical)
+    # The searched network keeps its own seeds and price; the default still centres on it.
+    assert [e.madds for e in plans[1] if e.kind == "searched"] == [price(b)] * 2
+    default = plan_compare(b, search_cfg, tcfg, 8, (64, 64), num_random=4, tolerance=0.005)
+    assert [e for e in default if e.kind == "random"] != randoms[1]
+    with pytest.raises(ValueError, match="--random-center 'median'"):
+        plan_compare(a, search_cfg, tcfg, 8, (64, 64), num_random=1, random_center="median")
+
+
 def test_plan_says_when_no_random_genotype_fits() -> None:
     search_cfg = load_config(None, ["model.num_layers=6", "model.strides=[4,8,16]"])
     tcfg = load_config(None, list(TINY_TRAIN), base=TrainConfig())

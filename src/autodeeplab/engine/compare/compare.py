@@ -240,6 +240,12 @@ def _empty(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+_CLOUD_CENTER = {
+    "searched": "searched network",
+    "typical": "space's typical network (shared by every search of this space)",
+}
+
+
 def run_compare(
     search_dir: str | Path,
     tcfg: TrainConfig,
@@ -256,6 +262,7 @@ def run_compare(
     overwrite: bool = False,
     seed_noise: bool = False,
     scorer: Scorer | None = None,
+    random_center: str = "searched",
 ) -> CompareResult:
     """Check every input, then retrain and evaluate every network of :func:`plan_compare`.
 
@@ -267,6 +274,7 @@ def run_compare(
     ``scorer``: scores every genotype on the search run's supernet after the checks and
     before any retraining (:mod:`~autodeeplab.engine.compare.scores`), for the ranking
     section (:mod:`~autodeeplab.engine.compare.ranking_report`); None: no scores.
+    ``random_center``: ``searched`` or ``typical`` (:func:`plan_compare`).
     """
     check_counts(num_random, searched_seeds, reference_seeds)
     search_dir, out = Path(search_dir), Path(out_dir)
@@ -294,10 +302,11 @@ def run_compare(
         searched_seeds,
         tolerance,
         reference_seeds=reference_seeds,
+        random_center=random_center,
     )
     if seed_noise:
         entries += seed_noise_entries(entries)
-    want = manifest(search, tcfg, size, tolerance, split)
+    want = manifest(search, tcfg, size, tolerance, split, random_center)
     if check_out(out, want, overwrite, [search_dir, *reused_outs]):
         _empty(out)
     else:
@@ -341,7 +350,7 @@ def run_compare(
         f"the same schedule ({tcfg.train.iters} iterations, batch {tcfg.train.batch_size}, "
         f"crop {tcfg.data.crop}, F={tcfg.model.filter_multiplier}), chosen on val, reported "
         f"on {split_note}. Multi-Adds at {size[0]}x{size[1]}; random genotypes within "
-        f"{tolerance:.0%} of the searched network's."
+        f"{tolerance:.0%} of the {_CLOUD_CENTER[random_center]}'s."
     )
     health = run_health(out, results, split)
     ranking = measure_ranking(results, scores, health, not_scored=not_scored)

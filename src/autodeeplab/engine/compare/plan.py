@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from autodeeplab.config import SearchConfig, TrainConfig
+from autodeeplab.engine.search.evolution import GenotypeSpace, compare_pricing, typical_genotype
 from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype
-from autodeeplab.ops import PRIMITIVES
-from autodeeplab.space.cost import CostModel
 
 __all__ = [
     "MAX_DRAWS_PER_GENOTYPE",
     "MAX_RANDOM",
     "MAX_SEEDS",
+    "RANDOM_CENTERS",
     "CompareEntry",
     "check_counts",
     "handmade_path",
@@ -35,7 +34,11 @@ MAX_DRAWS_PER_GENOTYPE = 400
 MAX_RANDOM = 1000
 MAX_SEEDS = 100
 
-_COST_MODELS: dict[Any, CostModel] = {}
+#: Where the random cloud is centred: on the searched network's Multi-Adds (the default:
+#: a cost-matched comparison), or on the space's typical network, the one every search of
+#: the space shares, so that several searches' comparisons retrain one set of random
+#: networks (``--reuse``) and their supernets' rankings are measured on the same networks.
+RANDOM_CENTERS = ("searched", "typical")
 
 
 @dataclass(frozen=True)
@@ -57,33 +60,6 @@ def handmade_path(num_layers: int, num_levels: int) -> tuple[int, ...]:
     """
     shape = [0, 0, 0, 1] + [2] * max(num_layers - 4, 0)
     return tuple(min(level, num_levels - 1) for level in shape[:num_layers])
-
-
-def _madds(genotype: Genotype, num_classes: int, tcfg: TrainConfig, size: tuple[int, int]) -> int:
-    """Multi-Adds of the retrain network of ``genotype`` at ``size``.
-
-    The closed form of :class:`~autodeeplab.space.cost.CostModel` (about a millisecond,
-    equal to PyTorch's FLOP counter on the built network; tests/space/test_cost.py): the
-    random genotypes are drawn by rejection, hundreds of them.
-    """
-    levels = max(4, max(genotype.path) + 1)
-    key = (genotype.num_layers, genotype.num_blocks, levels, num_classes, tcfg.model, size)
-    model = _COST_MODELS.get(key)
-    if model is None:
-        m = tcfg.model
-        model = CostModel(
-            genotype.num_layers,
-            genotype.num_blocks,
-            PRIMITIVES,
-            levels,
-            num_classes,
-            m.filter_multiplier or 20,
-            size,
-            aspp_channels=m.aspp_channels,
-            decoder_channels=m.decoder_channels,
-        )
-        _COST_MODELS[key] = model
-    return model.of_genotype(genotype)
 
 
 def _is_count(value: object, low: int, high: int) -> bool:
@@ -115,6 +91,7 @@ def plan_compare(
     tolerance: float = 0.1,
     seed: int = 0,
     reference_seeds: int | None = None,
+    random_center: str = "searched",
 ) -> list[CompareEntry]:
     """The networks to retrain, in order: searched (each seed), random, hand-made, paper.
 
@@ -123,16 +100,34 @@ def plan_compare(
     every time for the same arguments. The two references get ``reference_seeds`` seeds
     (default: as many as the searched network), the same ones, so that searched against
     hand-made compares paths, not seeds; the first keeps the plain name (``handmade``).
+    ``random_center``: ``searched`` centres the random cloud on the searched network's
+    Multi-Adds, ``typical`` on the space's typical network
+    (:func:`~autodeeplab.engine.search.evolution.typical_genotype` drawn with ``seed``),
+    the same for every search of one space.
     """
     check_counts(num_random, searched_seeds, reference_seeds)
+    if random_center not in RANDOM_CENTERS:
+        raise ValueError(
+            f"--random-center {random_center!r}: choose one of {', '.join(RANDOM_CENTERS)}"
+        )
     base = tcfg.train.seed
-    target = _madds(searched, num_classes, tcfg, size)
+    price = compare_pricing(num_classes, tcfg, size)
+    searched_cost = price(searched)
     entries = [
-        CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, target)
+        CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, searched_cost)
         for k in range(searched_seeds)
     ]
-    rng = random.Random(seed)
     levels = len(search_cfg.model.strides)
+    m = search_cfg.model
+    if random_center == "typical":
+        space = GenotypeSpace(m.num_layers, m.num_blocks, levels, tuple(m.primitives))
+        center = typical_genotype(
+            space, num_classes, random.Random(seed), train_config=tcfg, size=size
+        )
+        target = price(center)
+    else:
+        target = searched_cost
+    rng = random.Random(seed)
     draws = 0
     while len(entries) < searched_seeds + num_random:
         draws += 1
@@ -140,7 +135,7 @@ def plan_compare(
             found = len(entries) - searched_seeds
             raise ValueError(
                 f"found only {found} of {num_random} random genotypes within "
-                f"{tolerance:.0%} of the searched network's {target / 1e9:.3g}G Multi-Adds "
+                f"{tolerance:.0%} of the {random_center} network's {target / 1e9:.3g}G Multi-Adds "
                 f"in {draws - 1} draws; widen --tolerance or ask for fewer with --random"
             )
         g = random_genotype(
@@ -150,13 +145,13 @@ def plan_compare(
             levels,
             search_cfg.model.primitives,
         )
-        cost = _madds(g, num_classes, tcfg, size)
+        cost = price(g)
         if abs(cost - target) <= tolerance * target:
             name = f"random{len(entries) - searched_seeds}"
             entries.append(CompareEntry(name, "random", g, base, cost))
     hand = Genotype(searched.cell, handmade_path(searched.num_layers, levels))
-    hand_cost = _madds(hand, num_classes, tcfg, size)
-    paper_cost = _madds(PAPER_GENOTYPE, num_classes, tcfg, size)
+    hand_cost = price(hand)
+    paper_cost = price(PAPER_GENOTYPE)
     seeds = searched_seeds if reference_seeds is None else reference_seeds
     for kind, genotype, cost in (
         ("handmade", hand, hand_cost),

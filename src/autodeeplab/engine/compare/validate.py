@@ -225,9 +225,16 @@ def choose_report_split(spec: str, choice: str, crop: int, seed: int = 0) -> tup
 
 
 def manifest(
-    search: SearchRun, tcfg: TrainConfig, size: tuple[int, int], tolerance: float, split: str
+    search: SearchRun,
+    tcfg: TrainConfig,
+    size: tuple[int, int],
+    tolerance: float,
+    split: str,
+    random_center: str = "searched",
 ) -> dict[str, Any]:
     """What makes an --out's networks comparable: the search, data, schedule and seeds."""
+    # The default centre is left out, so that manifests written before the option match.
+    center = {} if random_center == "searched" else {"random_center": random_center}
     return {
         "format": _MANIFEST_FORMAT,
         "version": 1,
@@ -236,6 +243,7 @@ def manifest(
         "size": list(size),
         "tolerance": tolerance,
         "report_split": split,
+        **center,
     }
 
 
