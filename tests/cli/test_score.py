@@ -58,6 +58,14 @@ def test_score_ranks_the_run_s_genotype_and_compare_s_random_ones(
     # Deterministic: the same command gives the same numbers.
     assert main([*argv[:-4], "--out", str(tmp_path / "again"), "--recal-batches", "1"]) == 0
     assert _scores(tmp_path / "again") == rows
+    # Centred on the space's typical network, as 'compare --random-center typical' draws.
+    typical = tmp_path / "typical"
+    assert main([*argv[:-4], "--out", str(typical), "--recal-batches", "1",
+                 "--random-center", "typical"]) == 0  # fmt: skip
+    plan = plan_compare(searched, cfg, tcfg, 3, (64, 64), 3, 1, random_center="typical")
+    planned = {e.name: e.genotype for e in plan if e.kind == "random"}
+    got = {r["name"]: Genotype.from_dict(r["genotype"]) for r in _scores(typical)}
+    assert {k: v for k, v in got.items() if k != "searched"} == planned
 
 
 @pytest.mark.slow

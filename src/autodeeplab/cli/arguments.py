@@ -142,6 +142,18 @@ def add_set(
     )
 
 
+def add_random_center(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--random-center``: where the random genotypes' Multi-Adds band is centred."""
+    p.add_argument(
+        "--random-center",
+        choices=("searched", "typical"),
+        default="searched",
+        help="centre of the random genotypes' Multi-Adds band: the searched network's "
+        "(default), or the space's typical network, the same for every search of the space, "
+        "so that several searches' comparisons share their random networks through --reuse",
+    )
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     """``--scales`` type: comma-separated positive numbers, e.g. ``0.5,1,1.5``."""
     try:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_command, add_set, for_data, parse_size
+from autodeeplab.cli.arguments import add_command, add_random_center, add_set, for_data, parse_size
 from autodeeplab.cli.messages import Stopped
 from autodeeplab.cli.outdir import lock_out_dir
 
@@ -60,14 +60,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="random genotypes' Multi-Adds within this fraction of the searched (default 0.1)",
     )
-    p.add_argument(
-        "--random-center",
-        choices=("searched", "typical"),
-        default="searched",
-        help="centre of the random genotypes' Multi-Adds band: the searched network's "
-        "(default), or the space's typical network, the same for every search of the space, "
-        "so that several searches' comparisons share their random networks through --reuse",
-    )
+    add_random_center(p)
     p.add_argument(
         "--size", type=parse_size, help="HxW at which Multi-Adds are matched (default: the crop)"
     )

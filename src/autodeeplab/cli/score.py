@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from autodeeplab.cli.arguments import add_command, for_data, parse_size
+from autodeeplab.cli.arguments import add_command, add_random_center, for_data, parse_size
 
 __all__ = ["register"]
 
@@ -39,6 +39,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     band.add_argument("--config", help="compare's retraining YAML (default: the CPU preset)")
     band.add_argument("--tolerance", type=float, default=0.1, help="Multi-Adds within (0.1)")
     band.add_argument("--size", type=parse_size, help="HxW of the Multi-Adds (default: crop)")
+    add_random_center(band)
 
 
 def _random_genotypes(args: argparse.Namespace, spec: str) -> tuple[list, list[str], dict]:
@@ -64,6 +65,7 @@ def _random_genotypes(args: argparse.Namespace, spec: str) -> tuple[list, list[s
         num_random=args.random,
         searched_seeds=1,
         tolerance=args.tolerance,
+        random_center=args.random_center,
     )
     chosen = [e for e in entries if e.kind in ("searched", "random")]
     names = ["searched" if e.kind == "searched" else e.name for e in chosen]
