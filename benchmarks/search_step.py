@@ -33,7 +33,7 @@ import torch
 from autodeeplab.config import SearchLoopConfig
 from autodeeplab.engine.device import peak_memory_mib
 from autodeeplab.engine.guards import NonFiniteGuard
-from autodeeplab.engine.search.strategies import STRATEGIES
+from autodeeplab.engine.search.strategies import STRATEGIES, StrategyContext
 from autodeeplab.space import SearchNetwork
 from autodeeplab.space.memory import device_memory_bytes
 from autodeeplab.trellis import SupernetSpec
@@ -147,7 +147,7 @@ def measure(args: argparse.Namespace) -> dict:
     loop = replace(SearchLoopConfig(), strategy=args.strategy, arch_start_epoch=0, seed=0)
     amp_dtype = AMP_DTYPES.get(args.amp)
     guard = NonFiniteGuard("stop", 0, device, "search")
-    strategy = factory(net, loop, device=device, amp_dtype=amp_dtype, guard=guard, penalty=None)
+    strategy = factory(net, loop, StrategyContext(device, amp_dtype, guard))
     wants_b = strategy.start_epoch(0, args.warmup + args.iters, False)
     record["weight_params"] = sum(p.numel() for p in net.weight_parameters())
     record["trainB_batches"] = wants_b

@@ -143,6 +143,7 @@ def estimate_search_memory(
     device: str = "cpu",
     world_size: int = 1,
     available: int | None = None,
+    single_path: bool = False,
 ) -> MemoryEstimate:
     """Estimated peak memory of a search of the supernet ``spec`` describes.
 
@@ -151,54 +152,111 @@ def estimate_search_memory(
     are the search's. ``device``: ``cpu`` (peak resident memory) or
     ``cuda`` (peak device memory, context included). ``world_size``: processes under
     torchrun; each holds batch_size / world_size images. ``available``: the device's memory
-    in bytes, which ``checkpoint_cells=auto`` weighs (:func:`resolve_checkpoint_cells`). Per
-    process; builds nothing, about a millisecond.
+    in bytes, which ``checkpoint_cells=auto`` weighs (:func:`resolve_checkpoint_cells`).
+    ``single_path``: a single-path search (:func:`estimate_single_path_memory`) rather than
+    the bi-level one. Per process; builds nothing, about a millisecond.
     """
-    args = {k: v for k, v in locals().items() if k not in ("checkpoint_cells", "available")}
+    search = _Search(crop, batch_size, num_classes, spec, amp, device, world_size)
+    if single_path:
+        # One sub-network's activations are a few percent of the supernet's, so cell
+        # checkpointing would buy nothing: ``auto`` resolves to off (``true`` is kept, and
+        # the estimate is the same either way, an upper bound). ``available`` is not weighed.
+        est = _single_path(search, checkpoint_cells is True)
+        return replace(est, auto=checkpoint_cells == "auto")
     if isinstance(checkpoint_cells, bool):
-        return _estimate(checkpoint_cells, **args)
+        return _bilevel(search, checkpoint_cells)
     if checkpoint_cells != "auto":
         raise ValueError(f"model.checkpoint_cells={checkpoint_cells!r}: use true, false or auto")
     # auto: see resolve_checkpoint_cells.
-    off = _estimate(False, **args)
+    off = _bilevel(search, False)
     if available is None:  # memory unknown: save it where the activations are most of it
         on = 2 * off.activations >= off.total
     else:
         on = off.total > AUTO_CHECKPOINT_SHARE * available
-    return replace(_estimate(True, **args) if on else off, auto=True)
+    return replace(_bilevel(search, True) if on else off, auto=True)
 
 
-def _estimate(
-    checkpoint_cells: bool,
-    crop: int,
-    batch_size: int,
-    num_classes: int,
-    spec: SupernetSpec,
-    amp: str,
-    device: str,
-    world_size: int,
+def estimate_single_path_memory(
+    crop: int, batch_size: int, num_classes: int = 19, **kwargs: Any
 ) -> MemoryEstimate:
-    """The estimate with checkpoint_cells decided."""
-    half = amp in ("bf16", "fp16") or (amp == "auto" and device == "cuda")
-    batch = max(1, batch_size // max(1, world_size))
-    weights, buffers = search_parameter_count(num_classes, spec)
+    """Estimated peak memory of a single-path search; the arguments of
+    :func:`estimate_search_memory`, of which it is the ``single_path=True`` case."""
+    return estimate_search_memory(crop, batch_size, num_classes, single_path=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What both estimates are for: the search's arguments, and what follows from them."""
+
+    crop: int
+    batch_size: int  # of the whole step, over every process
+    num_classes: int
+    spec: SupernetSpec
+    amp: str
+    device: str
+    world_size: int
+
+    @property
+    def batch(self) -> int:
+        """Images per process."""
+        return max(1, self.batch_size // max(1, self.world_size))
+
+    @property
+    def bytes_per_element(self) -> int:
+        """An activation's element: 2 bytes under bf16/fp16 autocast, else 4."""
+        half = self.amp in ("bf16", "fp16") or (self.amp == "auto" and self.device == "cuda")
+        return 2 if half else 4
+
+    def batch_bytes(self, batches: int) -> int:
+        """``batches`` batches of a process: fp32 images and int64 labels."""
+        return batches * self.batch * self.crop * self.crop * (3 * 4 + 8)
+
+    def persistent(self, arch: int) -> tuple[int, int]:
+        """The supernet's weight count, and the bytes kept between steps: the weights, SGD's
+        momentum, the BatchNorm buffers and ``arch`` more fp32 numbers."""
+        weights, buffers = search_parameter_count(self.num_classes, self.spec)
+        return weights, 4 * (2 * weights + buffers + arch)
+
+    def estimate(
+        self, weights: int, persistent: int, act: int, transient: int, checkpoint_cells: bool
+    ) -> MemoryEstimate:
+        """The estimate of these parts, with the fixed overhead of the device."""
+        fixed = CUDA_CONTEXT_BYTES if self.device == "cuda" else CPU_BASE_BYTES
+        return MemoryEstimate(
+            total=int(fixed + persistent + act + transient),
+            fixed=fixed,
+            persistent=persistent,
+            activations=act,
+            transient=transient,
+            weight_params=weights,
+            device=self.device,
+            checkpoint_cells=checkpoint_cells,
+            crop=self.crop,
+            batch_size=self.batch_size,
+            partial_channels=self.spec.partial_channels,
+        )
+
+
+def _bilevel(search: _Search, checkpoint_cells: bool) -> MemoryEstimate:
+    """The bi-level search's estimate with checkpoint_cells decided."""
+    spec = search.spec
     # alpha and beta, each with Adam's two moments.
     arch = 3 * num_edges(spec.num_blocks) * len(spec.primitives)
     arch += 3 * 3 * (spec.num_layers * spec.num_levels * 3)
     # Between steps only the weights, SGD's momentum, the BatchNorm buffers and alpha/beta
     # with Adam's two moments are kept: the engine frees the gradients (set_to_none) before
     # the forward pass and after the optimiser step.
-    persistent = 4 * (2 * weights + buffers + arch)
+    weights, persistent = search.persistent(arch)
     act, peak = 0, 0
     for arch_step in (False, True):  # the peak of the two steps
         a, big = saved_activation_bytes(
-            crop,
-            batch,
-            num_classes,
+            search.crop,
+            search.batch,
+            search.num_classes,
             spec,
             checkpoint_cells=checkpoint_cells,
             arch_step=arch_step,
-            bytes_per_element=2 if half else 4,
+            bytes_per_element=search.bytes_per_element,
         )
         # Its backward pass: the gradients in flight and the allocator's slack; the w step
         # also builds the weights' gradients (fp32, the weights' size) while it frees the
@@ -207,73 +265,27 @@ def _estimate(
         if not arch_step:
             step += 4 * weights
         act, peak = max(act, a), max(peak, int(step))
-    batch_bytes = 2 * batch * crop * crop * (3 * 4 + 8)  # a trainA and a trainB batch
-    transient = peak - act + batch_bytes  # the peak step's, beyond the larger saved set
-    fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
-    total = fixed + persistent + act + transient
-    return MemoryEstimate(
-        total=int(total),
-        fixed=fixed,
-        persistent=persistent,
-        activations=act,
-        transient=transient,
-        weight_params=weights,
-        device=device,
-        checkpoint_cells=bool(checkpoint_cells),
-        crop=crop,
-        batch_size=batch_size,
-        partial_channels=spec.partial_channels,
-    )
+    # The peak step's, beyond the larger saved set; a trainA and a trainB batch.
+    transient = peak - act + search.batch_bytes(2)
+    return search.estimate(weights, persistent, act, transient, checkpoint_cells)
 
 
-def estimate_single_path_memory(
-    crop: int,
-    batch_size: int,
-    num_classes: int = 19,
-    spec: SupernetSpec = PAPER_SUPERNET,
-    *,
-    checkpoint_cells: bool | str = False,
-    amp: str = "off",
-    device: str = "cpu",
-    world_size: int = 1,
-    available: int | None = None,
-) -> MemoryEstimate:
-    """Estimated peak memory of a single-path search; the arguments of
-    :func:`estimate_search_memory`.
-
-    One sub-network's activations are a few percent of the supernet's, so cell
-    checkpointing would buy nothing: ``auto`` resolves to off (``true`` is kept, and the
-    estimate is the same either way, an upper bound). ``available`` is not weighed.
-    """
-    half = amp in ("bf16", "fp16") or (amp == "auto" and device == "cuda")
-    batch = max(1, batch_size // max(1, world_size))
-    weights, buffers = search_parameter_count(num_classes, spec)
+def _single_path(search: _Search, checkpoint_cells: bool) -> MemoryEstimate:
+    """The single-path search's estimate (``checkpoint_cells`` changes nothing in it)."""
+    spec = search.spec
     # The weights and SGD's momentum; alpha and beta are kept (unused) without an optimiser.
     arch = num_edges(spec.num_blocks) * len(spec.primitives)
     arch += 3 * spec.num_layers * spec.num_levels
-    persistent = 4 * (2 * weights + buffers + arch)
+    weights, persistent = search.persistent(arch)
     act, big = single_path_saved_bytes(
-        crop, batch, num_classes, spec, bytes_per_element=2 if half else 4
-    )
+        search.crop, search.batch, search.num_classes, spec,
+        bytes_per_element=search.bytes_per_element,
+    )  # fmt: skip
     # The gradients of the sampled sub-network's weights, those in flight, and slack.
-    path_weights = single_path_weight_bound(num_classes, spec)
+    path_weights = single_path_weight_bound(search.num_classes, spec)
     transient = int(4 * path_weights + TRANSIENT_LARGEST * big + TRANSIENT_FRACTION * act)
-    transient += batch * crop * crop * (3 * 4 + 8)  # one batch: no trainB batch
-    fixed = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_BASE_BYTES
-    return MemoryEstimate(
-        total=fixed + persistent + act + transient,
-        fixed=fixed,
-        persistent=persistent,
-        activations=act,
-        transient=transient,
-        weight_params=weights,
-        device=device,
-        checkpoint_cells=checkpoint_cells is True,
-        crop=crop,
-        batch_size=batch_size,
-        partial_channels=spec.partial_channels,
-        auto=checkpoint_cells == "auto",
-    )
+    transient += search.batch_bytes(1)  # one batch: no trainB batch
+    return search.estimate(weights, persistent, act, transient, checkpoint_cells)
 
 
 def format_estimate(est: MemoryEstimate) -> str:

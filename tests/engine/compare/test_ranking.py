@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from autodeeplab.engine.compare.ranking import (
+    Bootstrap,
     kendall_rows,
     rank_agreement,
     seed_noise,
@@ -52,7 +53,7 @@ def test_independent_noise_has_an_interval_covering_zero() -> None:
     rng = np.random.default_rng(3)
     covered = 0
     for _ in range(10):
-        a = rank_agreement(rng.normal(size=20), rng.normal(size=20), n_resamples=500)
+        a = rank_agreement(rng.normal(size=20), rng.normal(size=20), Bootstrap(n_resamples=500))
         lo, hi = a["kendall_ci"]
         covered += lo < 0 < hi
         assert lo < a["kendall_tau"] < hi
@@ -62,8 +63,9 @@ def test_independent_noise_has_an_interval_covering_zero() -> None:
 def test_interval_is_deterministic_given_the_seed() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=15), rng.normal(size=15)
-    assert rank_agreement(x, y, seed=4) == rank_agreement(x, y, seed=4)
-    assert rank_agreement(x, y, seed=4)["kendall_ci"] != rank_agreement(x, y, seed=5)["kendall_ci"]
+    four, five = Bootstrap(seed=4), Bootstrap(seed=5)
+    assert rank_agreement(x, y, four) == rank_agreement(x, y, four)
+    assert rank_agreement(x, y, four)["kendall_ci"] != rank_agreement(x, y, five)["kendall_ci"]
 
 
 def test_vectorised_correlations_equal_scipy_with_ties() -> None:

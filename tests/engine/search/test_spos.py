@@ -25,7 +25,7 @@ from autodeeplab.engine.search.evolution import GenotypeSpace
 from autodeeplab.engine.search.loop import decode_checkpoint, run_search
 from autodeeplab.engine.search.report import render_search_report
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
-from autodeeplab.engine.search.strategies import STRATEGIES, memory_estimate
+from autodeeplab.engine.search.strategies import STRATEGIES, StrategyContext, memory_estimate
 from autodeeplab.engine.search.strategies.spos import decode_band
 from autodeeplab.genotype import Genotype, count_paths
 from autodeeplab.ops import PRIMITIVES
@@ -163,13 +163,9 @@ def _batch(seed: int, n: int = 2, size: int = 32, classes: int = 3):
 
 def _spos(net, **loop):
     device = torch.device("cpu")
+    guard = NonFiniteGuard("stop", 0, device, "search")
     return STRATEGIES["spos"](
-        net,
-        replace(SearchLoopConfig(), **loop),
-        device=device,
-        amp_dtype=None,
-        guard=NonFiniteGuard("stop", 0, device, "search"),
-        penalty=None,
+        net, replace(SearchLoopConfig(), **loop), StrategyContext(device, None, guard)
     )
 
 

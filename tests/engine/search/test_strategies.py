@@ -16,8 +16,13 @@ from autodeeplab.config import SearchConfig, SearchLoopConfig
 from autodeeplab.engine.guards import NonFiniteGuard
 from autodeeplab.engine.search.loop import run_search
 from autodeeplab.engine.search.step import search_step
-from autodeeplab.engine.search.strategies import STRATEGIES, StepResult, check_strategy
-from autodeeplab.engine.search.strategies.base import Batch, Penalty
+from autodeeplab.engine.search.strategies import (
+    STRATEGIES,
+    StepResult,
+    StrategyContext,
+    check_strategy,
+)
+from autodeeplab.engine.search.strategies.base import Batch
 from autodeeplab.engine.search.strategies.bilevel import BiLevelStrategy
 from autodeeplab.space.network import SearchNetwork
 
@@ -45,10 +50,9 @@ def test_each_bilevel_strategy_steps_decodes_and_round_trips_its_state(name, mak
     net = make_net()
     device = torch.device("cpu")
     guard = NonFiniteGuard("stop", 0, device, "search")
-    make = functools.partial(
-        STRATEGIES[name], loop=SearchLoopConfig(), device=device, amp_dtype=None, guard=guard
-    )
-    strategy = make(net, penalty=None)
+    context = StrategyContext(device, None, guard)
+    make = functools.partial(STRATEGIES[name], loop=SearchLoopConfig(), context=context)
+    strategy = make(net)
     arch_ids = {id(p) for p in strategy.arch_parameters()}
     assert arch_ids == {id(p) for p in net.arch_parameters()}
     before = [p.detach().clone() for p in strategy.arch_parameters()]
@@ -63,7 +67,7 @@ def test_each_bilevel_strategy_steps_decodes_and_round_trips_its_state(name, mak
     # copy: optimisers load tensors of the right dtype and device as they are, not copied).
     twin = make_net()
     twin.load_state_dict(net.state_dict())
-    again = make(twin, penalty=None)
+    again = make(twin)
     again.load_state_dict(copy.deepcopy(strategy.state_dict()))
     strategy.step(_batch(3), _batch(4), "a test step")
     again.step(_batch(3), _batch(4), "a test step")
@@ -78,23 +82,10 @@ class ToySgdStrategy(BiLevelStrategy):
 
     calls: list[tuple[str, bool]] = []  # (where, with a trainB batch), over every instance
 
-    def __init__(
-        self,
-        model: SearchNetwork,
-        loop: SearchLoopConfig,
-        *,
-        device: torch.device,
-        amp_dtype: torch.dtype | None,
-        guard: NonFiniteGuard,
-        penalty: Penalty | None,
-    ) -> None:
-        self.model, self.device, self.guard = model, device, guard
-        self.amp_dtype = None
-        self.weights, self.arch = model.weight_parameters(), model.arch_parameters()
-        self.w_optimizer = torch.optim.SGD(self.weights, lr=loop.lr, momentum=loop.momentum)
+    def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
+        super().__init__(model, loop, context)
         self.arch_optimizer = torch.optim.SGD(self.arch, lr=0.5)
         self.steps = 0
-        self.setup(loop)
 
     def step(self, batch_a: Batch, batch_b: Batch | None, where: str) -> StepResult:
         """A w step on trainA; with a trainB batch, an SGD step on alpha/beta."""

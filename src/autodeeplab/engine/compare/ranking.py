@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from scipy import stats
 
 __all__ = [
     "N_RESAMPLES",
+    "Bootstrap",
     "UNSTABLE_RANGE",
     "kendall_rows",
     "rank_agreement",
@@ -60,27 +62,35 @@ def tau_threshold(n: int, alpha: float = 0.05) -> float:
     return z * math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
 
 
-def _interval(values: np.ndarray, level: float) -> tuple[float, float] | None:
-    """The percentile interval of the finite ``values``; None if there are none."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None
-    lo, hi = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+@dataclass(frozen=True)
+class Bootstrap:
+    """A seeded percentile bootstrap: ``n_resamples`` resamples, a ``level`` interval."""
 
+    seed: int = 0
+    n_resamples: int = N_RESAMPLES
+    level: float = 0.95
 
-def _paired_bootstrap(
-    x: np.ndarray,
-    y: np.ndarray,
-    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    seed: int,
-    n_resamples: int,
-    level: float,
-) -> tuple[float, float] | None:
-    """Percentile interval of ``statistic`` over pairs (x_i, y_i) drawn with replacement."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
-    return _interval(statistic(x[idx], y[idx]), level)
+    def generator(self) -> np.random.Generator:
+        """A fresh generator of the seed (numpy's PCG64): each interval draws anew."""
+        return np.random.Generator(np.random.PCG64(self.seed))
+
+    def interval(self, values: np.ndarray) -> list[float] | None:
+        """The percentile interval of the finite ``values``; None if there are none."""
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return None
+        lo, hi = np.quantile(finite, [(1 - self.level) / 2, (1 + self.level) / 2])
+        return [float(lo), float(hi)]
+
+    def paired(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> list[float] | None:
+        """The interval of ``statistic`` over pairs (x_i, y_i) drawn with replacement."""
+        idx = self.generator().integers(0, len(x), size=(self.n_resamples, len(x)))
+        return self.interval(statistic(x[idx], y[idx]))
 
 
 def kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -114,16 +124,11 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def rank_agreement(
-    score: Sequence[float],
-    miou: Sequence[float],
-    *,
-    seed: int = 0,
-    n_resamples: int = N_RESAMPLES,
-    level: float = 0.95,
+    score: Sequence[float], miou: Sequence[float], bootstrap: Bootstrap = Bootstrap()
 ) -> dict[str, Any]:
     """Kendall tau and Spearman rho of ``score`` (higher is better) against ``miou``.
 
-    Returns ``n``; ``kendall_tau``, ``kendall_ci`` (the ``level`` bootstrap interval),
+    Returns ``n``; ``kendall_tau``, ``kendall_ci`` (the ``bootstrap`` interval over pairs),
     ``kendall_p`` (one-sided: tau > 0); the same for ``spearman_*``; and
     ``tau_threshold``, the tau that ``n`` pairs need for p < 0.05. A statistic that is
     undefined (fewer than 3 pairs, or one side all tied) is None.
@@ -147,18 +152,12 @@ def rank_agreement(
             continue
         out[key] = value
         out[f"{prefix}_p"] = float(test(x, y, alternative="greater").pvalue)
-        ci = _paired_bootstrap(x, y, fn, seed, n_resamples, level)
-        out[f"{prefix}_ci"] = list(ci) if ci is not None else None
+        out[f"{prefix}_ci"] = bootstrap.paired(x, y, fn)
     return out
 
 
 def standing(
-    searched: Sequence[float],
-    randoms: Sequence[float],
-    *,
-    seed: int = 0,
-    n_resamples: int = N_RESAMPLES,
-    level: float = 0.95,
+    searched: Sequence[float], randoms: Sequence[float], bootstrap: Bootstrap = Bootstrap()
 ) -> dict[str, Any]:
     """Where the searched network (its seeds' mIoU) stands within the random cloud.
 
@@ -185,11 +184,10 @@ def standing(
     if r.size > 1:
         sd = float(r.std(ddof=1))
         out["effect_size"] = out["difference"] / sd if sd > 0 else None
-        rng = np.random.Generator(np.random.PCG64(seed))
-        rs = s[rng.integers(0, s.size, size=(n_resamples, s.size))].mean(axis=1)
-        rr = r[rng.integers(0, r.size, size=(n_resamples, r.size))].mean(axis=1)
-        ci = _interval(rs - rr, level)
-        out["difference_ci"] = list(ci) if ci is not None else None
+        rng, n = bootstrap.generator(), bootstrap.n_resamples
+        rs = s[rng.integers(0, s.size, size=(n, s.size))].mean(axis=1)
+        rr = r[rng.integers(0, r.size, size=(n, r.size))].mean(axis=1)
+        out["difference_ci"] = bootstrap.interval(rs - rr)
     return out
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.engine.compare.collapse import read_run_health
-from autodeeplab.engine.compare.ranking import rank_agreement, seed_noise, standing
+from autodeeplab.engine.compare.ranking import Bootstrap, rank_agreement, seed_noise, standing
 from autodeeplab.engine.compare.scores import genotype_key
 
 __all__ = ["SCORES", "measure_ranking", "ranking_markdown", "run_health"]
@@ -89,7 +89,7 @@ def measure_ranking(
                 agreement[name] = rank_agreement(
                     [sign * g[f"score_{score_key}"] for g in rows],
                     [g[target] for g in rows],
-                    seed=seed,
+                    Bootstrap(seed),
                 )
     ok = [r for r in results if not health.get(r["name"], {}).get("collapsed")]
     by_genotype: dict[str, list[float]] = {}
@@ -107,7 +107,7 @@ def measure_ranking(
         "networks": groups,
         "agreement": agreement,
         "standing": standing(
-            [r["miou"] for r in ok if r["kind"] == "searched"], randoms, seed=seed
+            [r["miou"] for r in ok if r["kind"] == "searched"], randoms, Bootstrap(seed)
         ),
         "seed_noise": seed_noise(
             {names[k]: v for k, v in by_genotype.items() if len(v) >= 2}, randoms

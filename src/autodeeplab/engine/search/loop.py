@@ -66,7 +66,12 @@ from autodeeplab.engine.search.epoch import (
     margin_warning,
 )
 from autodeeplab.engine.search.step import all_finite
-from autodeeplab.engine.search.strategies import check_strategy, memory_estimate
+from autodeeplab.engine.search.strategies import (
+    SearchEnd,
+    StrategyContext,
+    check_strategy,
+    memory_estimate,
+)
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.memory import device_memory_bytes
 from autodeeplab.space.network import SearchNetwork
@@ -132,7 +137,7 @@ def run_search(
         if last_epoch == loop.epochs and not stopped:
             out = state.run.out if state.run.main else None
             decoded = state.strategy.final_decode(
-                record, state.epochs_done, out, state.data, state.num_classes
+                SearchEnd(record, state.epochs_done, out, state.data, state.num_classes)
             )
             genotype = decoded.genotype
             if state.run.main:
@@ -217,7 +222,7 @@ class _SearchRun:
         relaxed = make_strategy.uses_train_b and loop.target_madds
         self.cost = CostTerm(cfg, model, self.num_classes) if relaxed else None
         self.strategy = make_strategy(
-            model, loop, device=device, amp_dtype=amp_dtype, guard=self.guard, penalty=self.cost
+            model, loop, StrategyContext(device, amp_dtype, self.guard, self.cost)
         )
         self._restore(state)
         # Only now, with the whole resume checked, is anything written: a refused resume

@@ -72,6 +72,17 @@ def class_prior_entropy(counts: Tensor) -> float | None:
 class ArchSchedule:
     """The schedule's state: when the updates started, the lr, what they started from."""
 
+    #: What a checkpoint keeps of it (the attributes of the same names), in their order.
+    STATE_KEYS = (
+        "started_epoch",
+        "lr",
+        "forced",
+        "last_train_loss",
+        "class_counts",
+        "start_alpha",
+        "start_beta",
+    )
+
     def __init__(self, num_classes: int) -> None:
         self.started_epoch: int | None = None
         self.lr: float | None = None
@@ -166,23 +177,16 @@ class ArchSchedule:
         self.class_counts += class_counts.double().cpu()
 
     def state(self) -> dict[str, Any]:
-        """For the checkpoint."""
-        return {
-            "started_epoch": self.started_epoch,
-            "lr": self.lr,
-            "forced": self.forced,
-            "last_train_loss": self.last_train_loss,
-            "class_counts": self.class_counts.clone(),
-            "start_alpha": self.start_alpha,
-            "start_beta": self.start_beta,
-        }
+        """For the checkpoint: :data:`STATE_KEYS`, the label counts copied."""
+        state = {key: getattr(self, key) for key in self.STATE_KEYS}
+        state["class_counts"] = self.class_counts.clone()
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         """From a checkpoint's :meth:`state`."""
-        self.started_epoch, self.lr = state["started_epoch"], state["lr"]
-        self.forced, self.last_train_loss = state["forced"], state["last_train_loss"]
+        for key in self.STATE_KEYS:
+            setattr(self, key, state[key])
         self.class_counts = state["class_counts"].double().clone()
-        self.start_alpha, self.start_beta = state["start_alpha"], state["start_beta"]
 
 
 def restore_schedule(schedule: ArchSchedule, state: dict[str, Any], arch_start_epoch: int) -> None:

@@ -157,12 +157,11 @@ def score_genotypes(
     val_batches: Iterable[tuple[Tensor, Tensor]],
     num_classes: int,
     *,
-    device: torch.device | None = None,
-    amp_dtype: torch.dtype | None = None,
-    prev_prev: str = "auto",
     names: Sequence[str] | None = None,
+    **options: Any,
 ) -> list[GenotypeScore]:
-    """:func:`score_genotype` for each genotype, in order (the same batches for each).
+    """:func:`score_genotype` for each genotype, in order (the same batches and ``options``,
+    its keyword arguments ``device``, ``amp_dtype`` and ``prev_prev``, for each).
 
     ``val_batches`` is iterated once per genotype: pass a list or a DataLoader, not a
     generator. ``names`` label the scores (default ``g0``, ``g1``, ...).
@@ -178,10 +177,8 @@ def score_genotypes(
             recal_batches,
             val_batches,
             num_classes,
-            device=device,
-            amp_dtype=amp_dtype,
-            prev_prev=prev_prev,
             name=f"g{i}" if names is None else names[i],
+            **options,
         )
         for i, g in enumerate(genotypes)
     ]

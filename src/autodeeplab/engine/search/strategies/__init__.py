@@ -8,12 +8,26 @@ write ``engine/search/strategies/<name>.py`` with a class built like
 from __future__ import annotations
 
 from autodeeplab.config import SearchConfig
-from autodeeplab.engine.search.strategies.base import SearchStrategy, StepResult, StrategyFactory
+from autodeeplab.engine.search.strategies.base import (
+    SearchEnd,
+    SearchStrategy,
+    StepResult,
+    StrategyContext,
+    StrategyFactory,
+)
 from autodeeplab.engine.search.strategies.darts import FirstOrderDarts
 from autodeeplab.engine.search.strategies.spos import SinglePathOneShot
 from autodeeplab.space.memory import MemoryEstimate
 
-__all__ = ["STRATEGIES", "SearchStrategy", "StepResult", "check_strategy", "memory_estimate"]
+__all__ = [
+    "STRATEGIES",
+    "SearchEnd",
+    "SearchStrategy",
+    "StepResult",
+    "StrategyContext",
+    "check_strategy",
+    "memory_estimate",
+]
 
 #: ``search.strategy`` -> the strategy's constructor.
 STRATEGIES: dict[str, StrategyFactory] = {

@@ -41,8 +41,10 @@ __all__ = [
     "Batch",
     "Decoded",
     "Penalty",
+    "SearchEnd",
     "SearchStrategy",
     "StepResult",
+    "StrategyContext",
     "StrategyFactory",
     "ValidationData",
 ]
@@ -64,6 +66,28 @@ class ValidationData(Protocol):
     def recalibration_batches(self, count: int = 8) -> list[Tensor]:
         """This rank's share of the first ``count`` training batches, images only."""
         ...
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """Where and how a strategy's steps run, as the search loop sets them up."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # the forward pass's autocast dtype; None: fp32
+    guard: NonFiniteGuard  # vets each step's loss and gradients
+    penalty: Penalty | None = None  # the cost-aware search's architecture-loss term
+
+
+@dataclass(frozen=True)
+class SearchEnd:
+    """What a search hands its strategy's :meth:`~SearchStrategy.final_decode` once every
+    epoch ran. Every rank gets one."""
+
+    record: dict[str, Any]  # the last epoch's record
+    epochs: int  # the epochs run
+    out: Path | None  # where to write files; None on the ranks that write nothing
+    data: ValidationData
+    num_classes: int
 
 
 @dataclass
@@ -119,16 +143,8 @@ class SearchStrategy(Protocol):
         """The epoch record's view of what the search has learnt, ``genotype`` included."""
         ...
 
-    def final_decode(
-        self,
-        record: dict[str, Any],
-        epochs: int,
-        out: Path | None,
-        data: ValidationData,
-        num_classes: int,
-    ) -> Decoded:
-        """The search's result once every epoch ran (``record``: the last epoch's; ``out``:
-        where to write files, None on the ranks that write nothing). Every rank calls it."""
+    def final_decode(self, end: SearchEnd) -> Decoded:
+        """The search's result once every epoch ran. Every rank calls it."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -150,16 +166,10 @@ class StrategyFactory(Protocol):
     checkpoint_keys: ClassVar[tuple[str, ...]]
 
     def __call__(
-        self,
-        model: SearchNetwork,
-        loop: SearchLoopConfig,
-        *,
-        device: torch.device,
-        amp_dtype: torch.dtype | None,
-        guard: NonFiniteGuard,
-        penalty: Penalty | None,
+        self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext
     ) -> SearchStrategy:
-        """A strategy for ``model``, configured by ``loop`` (lr, momentum, arch_lr, ...)."""
+        """A strategy for ``model``, configured by ``loop`` (lr, momentum, arch_lr, ...), its
+        steps run as ``context`` says."""
         ...
 
     def estimate_memory(

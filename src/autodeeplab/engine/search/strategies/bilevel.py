@@ -1,17 +1,15 @@
 """What every bi-level strategy shares: w on trainA, alpha/beta on trainB, on one supernet.
 
-The cosine schedule of w's lr (``search.lr`` to ``search.lr_min`` over the epochs), the
-architecture schedule (:class:`~autodeeplab.engine.search.schedule.ArchSchedule`: when
+The architecture schedule (:class:`~autodeeplab.engine.search.schedule.ArchSchedule`: when
 alpha/beta start, at what lr, the auxiliary skip), validation of the softmax supernet, the
-epoch record of alpha and beta, the argmax/Viterbi decode and DARTS's memory estimate. A
-subclass builds ``w_optimizer`` and ``arch_optimizer``, calls :meth:`BiLevelStrategy.setup`
-and writes :meth:`step`; :class:`~.darts.FirstOrderDarts` is one.
+epoch record of alpha and beta and the argmax/Viterbi decode; w's optimiser, its cosine
+schedule and the memory estimate are :class:`~.weights.WeightTraining`'s. A subclass calls
+``super().__init__``, builds ``arch_optimizer`` and writes :meth:`step`;
+:class:`~.darts.FirstOrderDarts` is one.
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -22,45 +20,36 @@ from autodeeplab.engine.search.epoch import arch_record
 from autodeeplab.engine.search.schedule import ArchSchedule, restore_schedule
 from autodeeplab.engine.search.score_decode import decode_by_score, score_batches
 from autodeeplab.engine.search.step import validate_supernet
-from autodeeplab.engine.search.strategies.base import Decoded, ValidationData
+from autodeeplab.engine.search.strategies.base import (
+    Decoded,
+    SearchEnd,
+    StrategyContext,
+    ValidationData,
+)
+from autodeeplab.engine.search.strategies.weights import WeightTraining
 from autodeeplab.genotype import Genotype
-from autodeeplab.space.memory import MemoryEstimate, estimate_search_memory
 from autodeeplab.space.network import SearchNetwork
 
 __all__ = ["BiLevelStrategy"]
 
 
-class BiLevelStrategy:
+class BiLevelStrategy(WeightTraining):
     """The schedules, validation, record and decode of a bi-level search (paper §4.2, §4.3)."""
 
     uses_train_b: ClassVar[bool] = True
     #: The checkpoint entries a resume needs besides the loop's own.
     checkpoint_keys: ClassVar[tuple[str, ...]] = ("arch_optimizer", "w_scheduler")
-    model: SearchNetwork
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    w_optimizer: torch.optim.Optimizer
-    arch_optimizer: torch.optim.Optimizer
+    arch_optimizer: torch.optim.Optimizer  # the subclass's
 
-    @classmethod
-    def estimate_memory(
-        cls, crop: int, batch_size: int, num_classes: int, **kwargs: Any
-    ) -> MemoryEstimate:
-        """The two-step peak (w step, architecture step) over the whole supernet."""
-        return estimate_search_memory(crop, batch_size, num_classes, **kwargs)
-
-    def setup(self, loop: SearchLoopConfig) -> None:
-        """The schedules, once the subclass has built its two optimisers."""
-        self.loop = loop
-        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.w_optimizer, T_max=loop.epochs, eta_min=loop.lr_min
-        )
-        self.schedule = ArchSchedule(self.model.num_classes)
+    def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
+        super().__init__(model, loop, context)
+        self.arch = model.arch_parameters()
+        self.schedule = ArchSchedule(model.num_classes)
         self.aux_weight = loop.aux_skip
 
     def arch_parameters(self) -> list[Tensor]:
         """alpha and beta (and gamma with partial channels)."""
-        return self.model.arch_parameters()
+        return self.arch
 
     def start_epoch(self, epoch: int, steps_per_epoch: int, resumed_mid_epoch: bool) -> bool:
         """Whether alpha/beta learn in ``epoch`` (starting them when it is time); sets the
@@ -86,13 +75,7 @@ class BiLevelStrategy:
 
     def end_epoch(self, train_loss: float | None, class_counts: Tensor) -> float:
         """Step w's cosine schedule and feed the architecture schedule's start condition."""
-        lr = self.w_sched.get_last_lr()[0]
-        with warnings.catch_warnings():
-            # A run resumed after the epoch's last step (or one whose steps were all
-            # skipped) steps the scheduler before any optimiser step in this process: the
-            # order PyTorch warns about, but right here.
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.w_sched.step()
+        lr = self.step_w_schedule()
         self.schedule.end_epoch(train_loss, class_counts)
         return lr
 
@@ -123,28 +106,21 @@ class BiLevelStrategy:
             model, genotype, previous, self.schedule, loop, arch_on, self.aux_weight, epoch
         )
 
-    def final_decode(
-        self,
-        record: dict[str, Any],
-        epochs: int,
-        out: Path | None,
-        data: ValidationData,
-        num_classes: int,
-    ) -> Decoded:
+    def final_decode(self, end: SearchEnd) -> Decoded:
         """The last epoch's decode, with its margin and the epoch alpha/beta started; with
         ``search.decode=score``, the best-scoring network in the band around it."""
         loop = self.loop
         genotype, scored = self.decode(loop.path_decode), {}
-        if loop.decode == "score":  # every rank scores; ``out`` gets candidates.json
-            recal, val = score_batches(data, loop)
+        if loop.decode == "score":  # every rank scores; ``end.out`` gets candidates.json
+            recal, val = score_batches(end.data, loop)
             genotype, scored = decode_by_score(
-                self.model, genotype, recal, val, num_classes, loop,
-                device=self.device, amp_dtype=self.amp_dtype, out=out,
+                self.model, genotype, recal, val, end.num_classes, loop,
+                device=self.device, amp_dtype=self.amp_dtype, out=end.out,
             )  # fmt: skip
         provenance = {
             "path_decode": loop.path_decode,
-            "path_margin": record.get("path_margin"),
-            "epochs": epochs,
+            "path_margin": end.record.get("path_margin"),
+            "epochs": end.epochs,
             "arch_started_epoch": self.schedule.started_epoch,
             **scored,
         }

@@ -13,13 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
-from autodeeplab.engine.guards import NonFiniteGuard
 from autodeeplab.engine.search.schedule import ARCH_LR_RANGE
-from autodeeplab.engine.search.step import search_step
-from autodeeplab.engine.search.strategies.base import Batch, Penalty, StepResult
+from autodeeplab.engine.search.strategies.base import Batch, StepResult, StrategyContext
 from autodeeplab.engine.search.strategies.bilevel import BiLevelStrategy
 from autodeeplab.space.network import SearchNetwork
 
@@ -29,68 +26,28 @@ __all__ = ["FirstOrderDarts"]
 class FirstOrderDarts(BiLevelStrategy):
     """The paper's search strategy: a w step on trainA, then an alpha/beta step on trainB."""
 
-    def __init__(
-        self,
-        model: SearchNetwork,
-        loop: SearchLoopConfig,
-        *,
-        device: torch.device,
-        amp_dtype: torch.dtype | None,
-        guard: NonFiniteGuard,
-        penalty: Penalty | None,
-    ) -> None:
-        self.model, self.device, self.amp_dtype = model, device, amp_dtype
-        self.guard, self.penalty, self.grad_clip = guard, penalty, loop.grad_clip
-        self.weights, self.arch = model.weight_parameters(), model.arch_parameters()
-        self.w_optimizer = torch.optim.SGD(
-            self.weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
-        )
+    def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
+        super().__init__(model, loop, context)
         # With arch_lr=auto the lr is set when the updates start (ArchSchedule.start).
         arch_lr = loop.arch_lr if isinstance(loop.arch_lr, float) else ARCH_LR_RANGE[0]
         self.arch_optimizer = torch.optim.Adam(
             self.arch, lr=arch_lr, betas=loop.arch_betas, weight_decay=loop.arch_weight_decay
         )
-        fp16 = amp_dtype == torch.float16
-        self.w_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        self.arch_scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        self.setup(loop)
+        self.arch_scaler = self.grad_scaler()
 
     def step(self, batch_a: Batch, batch_b: Batch | None, where: str) -> StepResult:
         """A w step on ``batch_a``; then, given ``batch_b``, an alpha/beta step on it."""
-        w_loss, w_applied = search_step(
-            self.model,
-            batch_a,
-            self.weights,
-            self.arch,
-            self.w_optimizer,
-            self.grad_clip,
-            self.device,
-            amp_dtype=self.amp_dtype,
-            scaler=self.w_scaler,
-            guard=self.guard,
-            where=f"the weight step of {where}",
-        )
+        w_loss, w_applied = self.optimizer_step(
+            batch_a, self.weights, self.arch, self.w_optimizer, self.w_scaler,
+            f"the weight step of {where}", clip=self.grad_clip,
+        )  # fmt: skip
         if batch_b is None:
             return StepResult(w_loss, w_applied)
-        arch_loss, arch_applied = search_step(
-            self.model,
-            batch_b,
-            self.arch,
-            self.weights,
-            self.arch_optimizer,
-            None,  # DARTS clips the weight gradients only
-            self.device,
-            self.penalty,
-            amp_dtype=self.amp_dtype,
-            scaler=self.arch_scaler,
-            guard=self.guard,
-            where=f"the architecture step of {where}",
-        )
+        arch_loss, arch_applied = self.optimizer_step(  # DARTS clips the weight gradients only
+            batch_b, self.arch, self.weights, self.arch_optimizer, self.arch_scaler,
+            f"the architecture step of {where}", penalty=self.context.penalty,
+        )  # fmt: skip
         return StepResult(w_loss, w_applied, arch_loss, arch_applied)
-
-    def arch_parameters(self) -> list[Tensor]:
-        """alpha and beta (and gamma with partial channels)."""
-        return self.arch
 
     def state_dict(self) -> dict[str, Any]:
         """Both optimisers, both grad scalers and the schedules, under the checkpoint's

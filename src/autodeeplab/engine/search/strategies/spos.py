@@ -33,15 +33,11 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import warnings
-from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from autodeeplab.config import SearchLoopConfig
-from autodeeplab.engine.guards import NonFiniteGuard
 from autodeeplab.engine.search.evolution import (
     GenotypeSpace,
     MaddsBand,
@@ -52,17 +48,17 @@ from autodeeplab.engine.search.evolution import (
 from autodeeplab.engine.search.sampling import sample_single_path, step_generator
 from autodeeplab.engine.search.score import GenotypeScore, score_genotype, write_json
 from autodeeplab.engine.search.score_decode import CANDIDATES_FILE, score_batches
-from autodeeplab.engine.search.step import search_step
 from autodeeplab.engine.search.strategies.base import (
     Batch,
     Decoded,
-    Penalty,
+    SearchEnd,
     StepResult,
+    StrategyContext,
     ValidationData,
 )
+from autodeeplab.engine.search.strategies.weights import WeightTraining
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.cost import CostModel, parse_madds_target
-from autodeeplab.space.memory import MemoryEstimate, estimate_single_path_memory
 from autodeeplab.space.network import SearchNetwork
 
 __all__ = ["BAND", "SinglePathOneShot", "decode_band"]
@@ -93,42 +89,20 @@ def decode_band(loop: SearchLoopConfig, space: GenotypeSpace, num_classes: int) 
     return compare_band(typical, num_classes, tolerance=BAND)
 
 
-class SinglePathOneShot:
+class SinglePathOneShot(WeightTraining):
     """Uniform single-path training; an evolutionary decode scored on the supernet."""
 
     uses_train_b: ClassVar[bool] = False
     checkpoint_keys: ClassVar[tuple[str, ...]] = ("w_scheduler", "spos")
+    single_path: ClassVar[bool] = True  # one sub-network's activations, no architecture step
 
-    @classmethod
-    def estimate_memory(
-        cls, crop: int, batch_size: int, num_classes: int, **kwargs: Any
-    ) -> MemoryEstimate:
-        """One sub-network's activations over the supernet's weights (no architecture step)."""
-        return estimate_single_path_memory(crop, batch_size, num_classes, **kwargs)
-
-    def __init__(
-        self,
-        model: SearchNetwork,
-        loop: SearchLoopConfig,
-        *,
-        device: torch.device,
-        amp_dtype: torch.dtype | None,
-        guard: NonFiniteGuard,
-        penalty: Penalty | None,
-    ) -> None:
-        del penalty  # no architecture loss: the Multi-Adds budget bounds the decode instead
-        self.model, self.loop, self.device, self.amp_dtype = model, loop, device, amp_dtype
-        self.guard, self.grad_clip, self.seed = guard, loop.grad_clip, loop.seed
-        # The H^{l-2} edges that paths changing level read (new weights, seeded apart).
+    def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
+        # ``context.penalty`` is not used: no architecture loss, the Multi-Adds budget bounds
+        # the decode instead. The H^{l-2} edges that paths changing level read (new weights,
+        # seeded apart) come first: they are weights w trains.
         model.add_path_edges(loop.seed)
-        self.weights = model.weight_parameters()
-        self.w_optimizer = torch.optim.SGD(
-            self.weights, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay
-        )
-        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.w_optimizer, T_max=loop.epochs, eta_min=loop.lr_min
-        )
-        self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        super().__init__(model, loop, context)
+        self.seed = loop.seed
         self.steps = 0  # sub-networks trained: the generator's step
         self.validated: list[dict[str, Any]] = []  # the last validation, per path
 
@@ -148,20 +122,11 @@ class SinglePathOneShot:
         """An SGD step of the sub-network of this step on ``batch_a``."""
         genotype = self.sample(self.steps)
         self.steps += 1
-        loss, applied = search_step(
-            self.model,
-            batch_a,
-            self.weights,
-            self.model.arch_parameters(),
-            self.w_optimizer,
-            self.grad_clip,
-            self.device,
-            amp_dtype=self.amp_dtype,
-            scaler=self.w_scaler,
-            guard=self.guard,
-            where=f"the weight step of {where}",
+        loss, applied = self.optimizer_step(
+            batch_a, self.weights, self.model.arch_parameters(), self.w_optimizer, self.w_scaler,
+            f"the weight step of {where}", clip=self.grad_clip,
             forward=lambda x: self.model.forward_genotype(x, genotype),
-        )
+        )  # fmt: skip
         return StepResult(loss, applied)
 
     def arch_parameters(self) -> list[Tensor]:
@@ -170,11 +135,7 @@ class SinglePathOneShot:
 
     def end_epoch(self, train_loss: float | None, class_counts: Tensor) -> float:
         """Step w's cosine schedule; returns the epoch's lr."""
-        lr = self.w_sched.get_last_lr()[0]
-        with warnings.catch_warnings():  # a resume after the epoch's last step: see bilevel
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.w_sched.step()
-        return lr
+        return self.step_w_schedule()
 
     def score(
         self, genotype: Genotype, data: ValidationData, num_classes: int, name: str = ""
@@ -215,18 +176,11 @@ class SinglePathOneShot:
             "validated": self.validated,
         }
 
-    def final_decode(
-        self,
-        record: dict[str, Any],
-        epochs: int,
-        out: Path | None,
-        data: ValidationData,
-        num_classes: int,
-    ) -> Decoded:
+    def final_decode(self, end: SearchEnd) -> Decoded:
         """The best of the candidates in the band by val loss after BN recalibration
         (``search.decode_candidates`` random ones, then ``search.decode_generations``
         generations of mutations and crossovers); all written to ``out/candidates.json``."""
-        loop = self.loop
+        loop, out, data, num_classes = self.loop, end.out, end.data, end.num_classes
         space = GenotypeSpace.of(self.model)
         band = decode_band(loop, space, num_classes)
         candidates = search_by_score(
@@ -258,7 +212,7 @@ class SinglePathOneShot:
             "band_madds": [band.low, band.high],
             "val_loss": best.score.val_loss,
             "val_miou": best.score.val_miou,
-            "epochs": epochs,
+            "epochs": end.epochs,
             "sampled_steps": self.steps,
         }
         return Decoded(best.score.genotype, provenance, None, False, files)
