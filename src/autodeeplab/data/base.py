@@ -6,8 +6,9 @@ lookup table (LUT) that maps the value stored in a label file to a train id in
 not occur: a label holding one is an error, not silently ignored.
 
 A subclass only describes a layout (mmseg's metadata-only datasets): ``name``, ``splits``,
-``_list_split(root, split)`` and ``metadata(root)``. Construction lists files and checks
-that every partner exists; it decodes nothing. Each sample is verified when it is read
+the marks of its root folder, ``_list_split(root, split)`` (often :func:`folder_pairs`) and
+``metadata(root)``. Construction lists files and checks that every partner exists; it
+decodes nothing. Each sample is verified when it is read
 (:func:`~autodeeplab.data.pairs.load_pair`): an unreadable or truncated file, an
 image/label size mismatch or a label value outside the class set raises one ``ValueError``
 that names the file and the fix. ``autodeeplab.data.check`` runs the same function over a
