@@ -117,17 +117,24 @@ def _config(
 def _run_folder(
     out: Path,
     command: str,
+    config: Any,
+    cfg: SearchConfig | TrainConfig,
     resume: bool,
     overwrite: bool,
     check_resume: Callable[[], None],
-    inputs: list[tuple[str, str | None]],
+    inputs: Sequence[tuple[str, str | None]] = (),
 ) -> contextlib.AbstractContextManager[None]:
     """The CLI's run-folder rules: one process per folder (its lock), a folder holding a run
     refused unless resumed or replaced, a resume validated before any write, no write over
-    an input, and what a failed fresh start wrote removed."""
-    from autodeeplab.cli.outdir import claim_out_dir
+    an input, and what a failed fresh start wrote removed.
 
-    return claim_out_dir(out, command, resume, overwrite, check_resume, inputs=inputs)
+    The inputs are the config file (``config`` when it is a path), ``inputs`` and the dataset.
+    """
+    from autodeeplab.cli.outdir import claim_out_dir, dataset_path
+
+    given = None if config is None or isinstance(config, type(cfg)) else os.fspath(config)
+    read = [("config file", given), *inputs, ("dataset", dataset_path(cfg.data.spec))]
+    return claim_out_dir(out, command, resume, overwrite, check_resume, inputs=read)
 
 
 def search(
@@ -146,7 +153,6 @@ def search(
     built-in CPU preset; ``data`` a dataset spec (``synthetic``, ``folder:PATH``, ...);
     ``overrides`` ``--set``-style ``key=value`` strings.
     """
-    from autodeeplab.cli.outdir import dataset_path
     from autodeeplab.config import CPU_SEARCH_PRESET, SearchConfig
     from autodeeplab.engine.preflight import check_search_resume, check_search_settings
     from autodeeplab.engine.search.loop import run_search
@@ -154,10 +160,8 @@ def search(
     cfg = _config(config, overrides, data, CPU_SEARCH_PRESET, SearchConfig())
     check_search_settings(cfg)
     folder = Path(out)
-    given = None if config is None or isinstance(config, SearchConfig) else os.fspath(config)
-    inputs = [("config file", given), ("dataset", dataset_path(cfg.data.spec))]
     resumable = partial(check_search_resume, cfg, folder, resume)
-    with _run_folder(folder, "search", resume, overwrite, resumable, inputs):
+    with _run_folder(folder, "search", config, cfg, resume, overwrite, resumable):
         return run_search(cfg, out, resume=resume, progress=progress)
 
 
@@ -177,7 +181,6 @@ def train(
     ``genotype``: a genotype file to train (e.g. a search's ``genotype.json``) in place of the
     config's network; the other arguments as for :func:`search`.
     """
-    from autodeeplab.cli.outdir import dataset_path
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
     from autodeeplab.engine.preflight import check_train_resume, check_train_settings
     from autodeeplab.engine.train.loop import run_train
@@ -188,11 +191,9 @@ def train(
     cfg = _config(config, [*chosen, *overrides], data, CPU_TRAIN_PRESET, TrainConfig())
     folder = Path(out)
     check_train_settings(cfg, resume_dir=folder if resume else None)
-    given = None if config is None or isinstance(config, TrainConfig) else os.fspath(config)
-    inputs = [("config file", given), ("genotype file", cfg.model.genotype)]
-    inputs.append(("dataset", dataset_path(cfg.data.spec)))
     resumable = partial(check_train_resume, cfg, folder, resume)
-    with _run_folder(folder, "train", resume, overwrite, resumable, inputs):
+    inputs = [("genotype file", cfg.model.genotype)]
+    with _run_folder(folder, "train", config, cfg, resume, overwrite, resumable, inputs):
         return run_train(cfg, out, resume=resume, progress=progress)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "reject_duplicate_keys",
     "require_file",
     "same_path",
+    "write_text_atomic",
 ]
 
 # errno -> what to do about it; the first part of each message is the system's own words.
@@ -137,3 +138,25 @@ def check_outputs_spare_inputs(
                     f"{shown}: would overwrite the {what} {given} that this command reads; "
                     "write the output to another path"
                 )
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: temp file beside it, fsync, rename.
+
+    A file that already holds ``text`` is left as it is (a resume keeps it and its mtime). The
+    fsync comes before the rename, so a crash right after it cannot leave the file empty, and
+    a failed write (full disk, read-only folder) leaves no temp file behind.
+    """
+    p = Path(path)
+    if p.is_file() and p.read_bytes() == text.encode("utf-8"):
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)

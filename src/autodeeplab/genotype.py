@@ -22,10 +22,14 @@ import random
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
+from autodeeplab.files import (
+    DuplicateKeyError,
+    reject_duplicate_keys,
+    require_file,
+    write_text_atomic,
+)
 from autodeeplab.ops import OPS, PRIMITIVES
 
 __all__ = [
@@ -253,20 +257,7 @@ def save_genotype(
     genotype: Genotype, path: str | os.PathLike[str], search: dict[str, Any] | None = None
 ) -> None:
     """Write ``genotype`` as JSON atomically (temp file + rename); see :meth:`Genotype.to_json`."""
-    p = Path(path)
-    text = genotype.to_json(search)
-    if p.is_file() and p.read_bytes() == text.encode("utf-8"):
-        return  # unchanged (a resume): keep the file and its mtime
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, genotype.to_json(search))  # unchanged (a resume): left as it is
 
 
 #: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; docs/design.md §5).

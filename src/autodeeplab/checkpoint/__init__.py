@@ -12,38 +12,8 @@ and the checks of what was read: :mod:`autodeeplab.checkpoint.read`.
 
 from __future__ import annotations
 
-from autodeeplab.checkpoint.read import (
-    check_finite,
-    check_state_dict,
-    load_checkpoint,
-    require_keys,
-)
-from autodeeplab.checkpoint.write import (
-    FORMAT_VERSION,
-    LATEST_NAME,
-    PAUSE_ENV,
-    CheckpointError,
-    DiskSpaceError,
-    atomic_write,
-    clean_stale_temp_files,
-    estimate_checkpoint_bytes,
-    read_latest,
-    save_checkpoint,
-)
+from autodeeplab.checkpoint import read, write
+from autodeeplab.checkpoint.read import *  # noqa: F403 - the package re-exports both modules
+from autodeeplab.checkpoint.write import *  # noqa: F403
 
-__all__ = [
-    "FORMAT_VERSION",
-    "LATEST_NAME",
-    "PAUSE_ENV",
-    "CheckpointError",
-    "DiskSpaceError",
-    "atomic_write",
-    "check_finite",
-    "check_state_dict",
-    "clean_stale_temp_files",
-    "estimate_checkpoint_bytes",
-    "load_checkpoint",
-    "read_latest",
-    "require_keys",
-    "save_checkpoint",
-]
+__all__ = [*read.__all__, *write.__all__]

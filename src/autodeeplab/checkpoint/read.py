@@ -10,6 +10,7 @@ import pickle
 import warnings
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,13 @@ import torch
 from autodeeplab.checkpoint.write import FORMAT_VERSION, CheckpointError
 from autodeeplab.files import require_file
 
-__all__ = ["check_finite", "check_state_dict", "load_checkpoint", "require_keys"]
+__all__ = [
+    "check_finite",
+    "check_same_settings",
+    "check_state_dict",
+    "load_checkpoint",
+    "require_keys",
+]
 
 
 def _first_sentence(text: str) -> str:
@@ -171,3 +178,39 @@ def check_state_dict(
                 f"{tuple(want.shape)}; {fix}"
             )
     check_finite(path, loaded, what)
+
+
+def check_same_settings(
+    path: Path | None,
+    was: Mapping[str, Any],
+    now: Mapping[str, Any],
+    may_change: str,
+    unshown: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a resume whose settings ``now`` differ from the checkpoint's ``was`` (flat keys).
+
+    The error names the first setting that differs with both values (a key starting with a
+    prefix in ``unshown`` by its words instead, e.g. "another genotype") and how to resume:
+    with the run's own ``config.yaml`` beside ``path``'s folder and no setting but
+    ``may_change`` (``--epochs``, ``--iters``), else with the settings the run started with.
+    """
+    differ = [k for k in now if was.get(k) != now[k]]
+    if not differ:
+        return
+    key = differ[0]
+    words = next((w for p, w in (unshown or {}).items() if key.startswith(p)), None)
+    shown = words or f"{key}={_short(was.get(key))}, not {_short(now[key])}"
+    more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+    run_config = path.parent.parent / "config.yaml" if path is not None else None
+    fix = (
+        f"resume with the run's own settings (--config {run_config} and no other "
+        f"settings but {may_change})"
+        if run_config is not None and run_config.is_file()
+        else "resume with the settings the run was started with"
+    )
+    raise CheckpointError(f"{path}: the run was made with {shown}{more}; {fix}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

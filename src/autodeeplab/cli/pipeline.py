@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from functools import partial
 from pathlib import Path
 
 from autodeeplab.cli.arguments import add_again_options, add_command, add_set
-from autodeeplab.cli.messages import Stopped, arch_never_updated, pct, warn_untrained_genotype
+from autodeeplab.cli.messages import Stopped, pct
 from autodeeplab.cli.outdir import dataset_path
-from autodeeplab.cli.stage import run_stage, stage_config
+from autodeeplab.cli.stage import run_stage, stage_config, stage_exit
 
 __all__ = ["register"]
 
@@ -77,18 +76,16 @@ def _cmd_run(args: argparse.Namespace) -> int | Stopped:
     job = partial(run_pipeline, search_cfg, train_cfg)
     memory = (search_cfg, num_classes)
     result = run_stage(args, "run", header, job, memory, check_resume=resumable, inputs=inputs)
-    assert result is not None  # run has no --dry-run
-    if result.stopped:  # SIGINT/SIGTERM: the stage wrote a checkpoint; say how to go on
-        where, saved = f" in the {result.stopped} stage", f"checkpoints are in {out}"
-        return Stopped(where, saved, "resume with the same command plus --resume")
-    if arch_never_updated(out / "search"):
-        warn_untrained_genotype("run", "the retrained network")
-    print(
-        f"done in {result.seconds:.0f} s; val mIoU {pct(result.miou)} % "
-        f"(chance {pct(result.chance_miou)} %); wrote {result.report}",
-        file=sys.stderr,
+    saved, how = f"checkpoints are in {out}", "resume with the same command plus --resume"
+    return stage_exit(
+        result,
+        lambda r: Stopped(f" in the {r.stopped} stage", saved, how),  # the stage's checkpoint
+        lambda r: (
+            f"done in {r.seconds:.0f} s; val mIoU {pct(r.miou)} % "
+            f"(chance {pct(r.chance_miou)} %); wrote {r.report}"
+        ),
+        (out / "search", "run", "the retrained network"),
     )
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

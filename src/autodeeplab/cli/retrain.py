@@ -20,7 +20,7 @@ from autodeeplab.cli.arguments import (
 )
 from autodeeplab.cli.messages import Stopped, pct, resume_command
 from autodeeplab.cli.outdir import dataset_path
-from autodeeplab.cli.stage import run_stage, stage_config
+from autodeeplab.cli.stage import run_stage, stage_config, stage_exit
 
 __all__ = ["register"]
 
@@ -83,16 +83,15 @@ def _cmd_train(args: argparse.Namespace) -> int | Stopped:
     inputs.append(("dataset", dataset_path(cfg.data.spec)))
     job = partial(run_train, cfg)
     result = run_stage(args, "train", header, job, check_resume=resumable, inputs=inputs)
-    assert result is not None  # train has no --dry-run
-    if result.stopped:  # SIGINT/SIGTERM: last.pt is written; say how to go on
-        where, saved = f" at iteration {result.iterations}", f"saved {result.last_checkpoint}"
-        return Stopped(where, saved, f"resume with: {resume_command('train', out)}")
-    print(
-        f"done in {result.seconds:.0f} s; best val mIoU {result.best_miou:.4f} at iteration "
-        f"{result.best_iteration}; wrote {result.best_checkpoint}, {result.last_checkpoint}",
-        file=sys.stderr,
+    how = f"resume with: {resume_command('train', out)}"  # stopped: last.pt is written
+    return stage_exit(
+        result,
+        lambda r: Stopped(f" at iteration {r.iterations}", f"saved {r.last_checkpoint}", how),
+        lambda r: (
+            f"done in {r.seconds:.0f} s; best val mIoU {r.best_miou:.4f} at iteration "
+            f"{r.best_iteration}; wrote {r.best_checkpoint}, {r.last_checkpoint}"
+        ),
     )
-    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autodeeplab.cli.arguments import (
     add_again_options,
@@ -15,14 +16,12 @@ from autodeeplab.cli.arguments import (
     flag_overrides,
     stage_overrides,
 )
-from autodeeplab.cli.messages import (
-    Stopped,
-    arch_never_updated,
-    resume_command,
-    warn_untrained_genotype,
-)
+from autodeeplab.cli.messages import Stopped, resume_command, warn_untrained_genotype
 from autodeeplab.cli.outdir import dataset_path
-from autodeeplab.cli.stage import run_stage, stage_config
+from autodeeplab.cli.stage import run_stage, stage_config, stage_exit
+
+if TYPE_CHECKING:
+    from autodeeplab.engine.search.loop import SearchResult
 
 __all__ = ["register"]
 
@@ -84,20 +83,17 @@ def _cmd_search(args: argparse.Namespace) -> int | Stopped:
     inputs = [("config file", args.config), ("dataset", dataset_path(cfg.data.spec))]
     job = partial(run_search, cfg)
     result = run_stage(args, "search", header, job, memory, check_resume=resumable, inputs=inputs)
-    if result is None:  # --dry-run
-        return 0
-    if result.stopped:  # SIGINT/SIGTERM: a checkpoint is written; say how to go on
-        how = f"resume with: {resume_command('search', out)}"
-        return Stopped("", f"saved {result.checkpoint}", how)
-    print(result.genotype.to_json(), end="")
-    if arch_never_updated(out):
-        warn_untrained_genotype("search", str(out / "genotype.json"))
-    print(
-        f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
-        f"{out / 'genotype.json'}, {out / 'genotype_path.png'}, {out / 'genotype_cell.png'}",
-        file=sys.stderr,
-    )
-    return 0
+    how = f"resume with: {resume_command('search', out)}"  # stopped: a checkpoint is written
+
+    def done(result: SearchResult) -> str:
+        print(result.genotype.to_json(), end="")
+        return (
+            f"done in {result.seconds:.0f} s; val mIoU {result.val_miou:.3f}; wrote "
+            f"{out / 'genotype.json'}, {out / 'genotype_path.png'}, {out / 'genotype_cell.png'}"
+        )
+
+    untrained = (out, "search", str(out / "genotype.json"))
+    return stage_exit(result, lambda r: Stopped("", f"saved {r.checkpoint}", how), done, untrained)
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

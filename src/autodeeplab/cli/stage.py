@@ -1,5 +1,6 @@
 """The skeleton that ``search``, ``train`` and ``run`` share: the config a stage runs with,
-and its run in ``--out`` (refused if the folder holds a run, started afresh or resumed)."""
+its run in ``--out`` (refused if the folder holds a run, started afresh or resumed), and
+its exit (stopped early, or done)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from autodeeplab.cli.arguments import for_data
-from autodeeplab.cli.messages import print_search_memory
+from autodeeplab.cli.messages import (
+    Stopped,
+    arch_never_updated,
+    print_search_memory,
+    warn_untrained_genotype,
+)
 from autodeeplab.cli.outdir import check_out_dir, claim_out_dir
 
 if TYPE_CHECKING:
     from autodeeplab.config import SearchConfig, TrainConfig
 
-__all__ = ["run_stage", "stage_config"]
+__all__ = ["run_stage", "stage_config", "stage_exit"]
 
 R = TypeVar("R")
 
@@ -85,3 +91,28 @@ def run_stage(
         return None
     with claim_out_dir(out, command, args.resume, args.overwrite, check_resume, inputs=inputs):
         return job(out, resume=args.resume, progress=not args.no_progress)
+
+
+def stage_exit(
+    result: Any,
+    stopped: Callable[[Any], Stopped],
+    done: Callable[[Any], str],
+    untrained: tuple[Path, str, str] | None = None,
+) -> int | Stopped:
+    """The exit of a stage command once :func:`run_stage` gave ``result``.
+
+    None (a ``--dry-run``): 0. A run that SIGINT/SIGTERM ended (``result.stopped``):
+    ``stopped(result)``, which says what was saved and how to go on. Otherwise ``done(result)``
+    (it may print the result itself) gives the closing line; before it goes to stderr, a
+    search that never updated its architecture is warned about (``untrained``: the search's
+    folder, the command, what it produced; see :func:`warn_untrained_genotype`). Then 0.
+    """
+    if result is None:
+        return 0
+    if result.stopped:
+        return stopped(result)
+    message = done(result)
+    if untrained is not None and arch_never_updated(untrained[0]):
+        warn_untrained_genotype(untrained[1], untrained[2])
+    print(message, file=sys.stderr)
+    return 0

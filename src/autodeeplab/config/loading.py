@@ -9,7 +9,6 @@ import os
 import re
 import typing
 from dataclasses import fields, is_dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -22,7 +21,7 @@ from autodeeplab.config.checks import (
     coerce,
 )
 from autodeeplab.config.search import SearchConfig
-from autodeeplab.files import require_file
+from autodeeplab.files import require_file, write_text_atomic
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config", "save_config"]
 
@@ -184,17 +183,5 @@ def config_from_dict(data: dict[str, Any], base: T, where: str = "config") -> T:
 
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    if p.is_file() and p.read_bytes() == text.encode("utf-8"):
-        return  # unchanged (a resume): keep the file and its mtime
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # a crash right after the rename must not leave it empty
-        os.replace(tmp, p)
-    finally:  # a failed write (full disk, read-only folder) leaves no temp file behind
-        tmp.unlink(missing_ok=True)
+    # Unchanged (a resume): the file and its mtime are kept.
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -8,7 +8,8 @@ class, which provides two class methods:
 - ``from_spec(argument, split, *, size, seed, num_samples, transform) -> Dataset``
 - ``spec_info(argument) -> (num_classes, class_names, palette)``, reading no samples
 
-and a ``splits`` attribute. Adding a dataset means adding one entry here.
+and a ``splits`` attribute (:class:`~autodeeplab.data.base.SpecDataset` defines them once).
+Adding a dataset means adding one entry here.
 
 For datasets on disk, ``size`` is the training crop: with ``transform=None`` the ``train``
 and ``trainval`` splits get :func:`train_transform` ``(size)`` and the other splits return

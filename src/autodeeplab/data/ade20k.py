@@ -19,15 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autodeeplab.data.base import (
-    MissingSplitError,
-    Pair,
-    Palette,
-    SegmentationDataset,
-    default_palette,
-    pair_by_key,
-    scan_dir,
-)
+from autodeeplab.data.base import Pair, Palette, SegmentationDataset, default_palette, folder_pairs
 from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["ADE20KDataset", "CLASS_NAMES", "PALETTE"]
@@ -71,34 +63,18 @@ class ADE20KDataset(SegmentationDataset):
 
     name = "ade20k"
     splits = ("train", "val", "trainval")
-
-    @classmethod
-    def resolve_root(cls, root: str | Path) -> Path:
-        """The ``ADEChallengeData2016`` folder (holding ``images/`` and ``annotations/``)."""
-        path = super().resolve_root(root)
-        for candidate in (path, path / "ADEChallengeData2016"):
-            if (candidate / "images").is_dir() and (candidate / "annotations").is_dir():
-                return candidate
-        raise FileNotFoundError(
-            f"{path}: not an ADE20K root (no images/ and annotations/ in it or in "
-            "ADEChallengeData2016/); point ade20k:PATH at ADEChallengeData2016"
-        )
+    # The root is the ``ADEChallengeData2016`` folder (holding ``images/`` and ``annotations/``).
+    root_folders = ("", "ADEChallengeData2016")
+    root_marks = ("images", "annotations")
+    root_error = (
+        "not an ADE20K root (no images/ and annotations/ in it or in "
+        "ADEChallengeData2016/); point ade20k:PATH at ADEChallengeData2016"
+    )
 
     @classmethod
     def _list_split(cls, root: Path, split: str) -> list[Pair]:
-        folder = _FOLDERS[split]
-        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
-        if not image_dir.is_dir() and not label_dir.is_dir():
-            raise MissingSplitError(
-                f"{root}: ADE20K split {split!r} not found (no images/{folder}/ nor "
-                f"annotations/{folder}/); use another split"
-            )
-        return pair_by_key(
-            scan_dir(image_dir, (".jpg",)),
-            scan_dir(label_dir, (".png",)),
-            lambda key: image_dir / f"{key}.jpg",
-            lambda key: label_dir / f"{key}.png",
-        )
+        folders = (f"images/{_FOLDERS[split]}", f"annotations/{_FOLDERS[split]}")
+        return folder_pairs(root, split, folders, (".jpg", ".png"), what="ADE20K")
 
     @classmethod
     def metadata(cls, root: Path) -> tuple[tuple[str, ...], Palette, np.ndarray]:

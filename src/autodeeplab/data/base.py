@@ -6,8 +6,9 @@ lookup table (LUT) that maps the value stored in a label file to a train id in
 not occur: a label holding one is an error, not silently ignored.
 
 A subclass only describes a layout (mmseg's metadata-only datasets): ``name``, ``splits``,
-``_list_split(root, split)`` and ``metadata(root)``. Construction lists files and checks
-that every partner exists; it decodes nothing. Each sample is verified when it is read
+the marks of its root folder, ``_list_split(root, split)`` (often :func:`folder_pairs`) and
+``metadata(root)``. Construction lists files and checks that every partner exists; it
+decodes nothing. Each sample is verified when it is read
 (:func:`~autodeeplab.data.pairs.load_pair`): an unreadable or truncated file, an
 image/label size mismatch or a label value outside the class set raises one ``ValueError``
 that names the file and the fix. ``autodeeplab.data.check`` runs the same function over a
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple, Self
 
 import numpy as np
 from torch import Tensor
@@ -45,9 +46,12 @@ __all__ = [
     "Pair",
     "Palette",
     "SegmentationDataset",
+    "SpecDataset",
+    "SpecOptions",
     "check_image_mode",
     "default_palette",
     "describe_values",
+    "folder_pairs",
     "identity_label_map",
     "load_pair",
     "missing_files",
@@ -96,10 +100,95 @@ def default_palette(num_classes: int) -> Palette:
     return tuple(colours)
 
 
+# --- what a spec builds ------------------------------------------------------------------
+
+
+class SpecOptions(NamedTuple):
+    """What ``build_dataset`` asks of a split besides its name: crop, seed, subset, transform."""
+
+    size: int | tuple[int, int]
+    seed: int
+    num_samples: int | None
+    transform: Transform | None
+
+
+class SpecDataset(Dataset):
+    """A dataset that a spec ``NAME`` or ``NAME:ARGUMENT`` names (see ``autodeeplab.data``).
+
+    Subclasses say what the argument means (``_root_argument``), how a split is built from it
+    (``_build``) and what its classes are (``_info``); the two spec methods are these.
+    """
+
+    name: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_spec(
+        cls,
+        argument: str | None,
+        split: str,
+        *,
+        size: int | tuple[int, int] = 64,
+        seed: int = 0,
+        num_samples: int | None = None,
+        transform: Transform | None = None,
+    ) -> Self:
+        """Build ``split`` from a spec argument (see ``build_dataset``)."""
+        options = SpecOptions(size, seed, num_samples, transform)
+        return cls._build(cls._root_argument(argument), split, options)
+
+    @classmethod
+    def spec_info(cls, argument: str | None) -> tuple[int, tuple[str, ...], Palette]:
+        """``(num_classes, class_names, palette)`` for a spec argument, reading no sample."""
+        return cls._info(cls._root_argument(argument))
+
+    @classmethod
+    def _root_argument(cls, argument: str | None) -> str | None:
+        """The spec's argument, checked; a one-line ``ValueError`` if it is wrong."""
+        raise NotImplementedError
+
+    @classmethod
+    def _build(cls, argument: str | None, split: str, options: SpecOptions) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def _info(cls, argument: str | None) -> tuple[int, tuple[str, ...], Palette]:
+        raise NotImplementedError
+
+
+def folder_pairs(
+    root: Path,
+    split: str,
+    folders: tuple[str, str],
+    suffixes: tuple[str, str],
+    *,
+    what: str,
+    depth: int = 0,
+    fix: str = "use another split",
+) -> list[Pair]:
+    """The pairs of ``split``: same-key files in the image and label ``folders`` below ``root``.
+
+    ``suffixes``: the image's and the label's; ``depth`` as for ``scan_dir``. When neither
+    folder exists, ``MissingSplitError`` names both, the dataset (``what``) and the ``fix``.
+    """
+    image_dir, label_dir = root / folders[0], root / folders[1]
+    if not image_dir.is_dir() and not label_dir.is_dir():
+        raise MissingSplitError(
+            f"{root}: {what} split {split!r} not found (no {folders[0]}/ nor {folders[1]}/); {fix}"
+        )
+    image_suffix, label_suffix = suffixes
+    return pair_by_key(
+        scan_dir(image_dir, (image_suffix,), depth=depth),
+        scan_dir(label_dir, (label_suffix,), depth=depth),
+        lambda key: image_dir / f"{key}{image_suffix}",
+        lambda key: label_dir / f"{key}{label_suffix}",
+    )
+
+
 # --- the dataset -----------------------------------------------------------------------------
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(SpecDataset):
     """Image/label file pairs -> ``(image (3, H, W) float32 normalised, mask (H, W) int64)``.
 
     Subclasses describe a layout; this class lists, checks, reads and maps. Construction only
@@ -115,9 +204,15 @@ class SegmentationDataset(Dataset):
         seed: seed of that subset.
     """
 
-    name: ClassVar[str] = ""
-    splits: ClassVar[tuple[str, ...]] = ()
     ignore_index: int = IGNORE_INDEX
+    #: Folders below the given root where the dataset may stand ("" = the root itself).
+    root_folders: ClassVar[tuple[str, ...]] = ("",)
+    #: Sub-folders that mark the dataset's root; none: any folder is one.
+    root_marks: ClassVar[tuple[str, ...]] = ()
+    #: Whether a root needs every mark (else one is enough).
+    root_needs_all_marks: ClassVar[bool] = True
+    #: The error after ``PATH: `` when no candidate folder has the marks (says the fix).
+    root_error: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -157,14 +252,23 @@ class SegmentationDataset(Dataset):
 
     @classmethod
     def resolve_root(cls, root: str | Path) -> Path:
-        """The dataset folder that ``root`` names; ``FileNotFoundError`` if it does not exist."""
+        """The dataset folder that ``root`` names: the first of ``root_folders`` with the marks.
+
+        ``FileNotFoundError`` if ``root`` does not exist or no candidate has the marks.
+        """
         path = Path(root).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(
                 f"dataset root {path} does not exist or is not a folder; "
                 f"fix the path in '{cls.name}:PATH'"
             )
-        return path
+        if not cls.root_marks:
+            return path
+        enough = all if cls.root_needs_all_marks else any
+        for candidate in (path / folder for folder in cls.root_folders):
+            if enough((candidate / mark).is_dir() for mark in cls.root_marks):
+                return candidate
+        raise FileNotFoundError(f"{path}: {cls.root_error}")
 
     @classmethod
     def _list_split(cls, root: Path, split: str) -> list[Pair]:
@@ -199,26 +303,17 @@ class SegmentationDataset(Dataset):
         return len(names), names, palette
 
     @classmethod
-    def from_spec(
-        cls,
-        argument: str | None,
-        split: str,
-        *,
-        size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        num_samples: int | None = None,
-        transform: Transform | None = None,
-    ) -> SegmentationDataset:
-        """Build from ``NAME:PATH``; no transform: ``train_transform(size)`` on train splits."""
-        root = cls._root_argument(argument)
+    def _build(cls, argument: str | None, split: str, options: SpecOptions) -> Self:
+        """The split at path ``argument``; no transform: ``train_transform(size)`` on train ones."""
+        transform, size = options.transform, options.size
         if transform is None and split in TRAIN_SPLITS and split in cls.splits:
             transform = train_transform(size)
-        return cls(root, split, transform=transform, num_samples=num_samples, seed=seed)
+        root, seed = str(argument), options.seed
+        return cls(root, split, transform=transform, num_samples=options.num_samples, seed=seed)
 
     @classmethod
-    def spec_info(cls, argument: str | None) -> tuple[int, tuple[str, ...], Palette]:
-        """``(num_classes, class_names, palette)`` for a spec argument, reading no sample."""
-        return cls.class_info(cls.resolve_root(cls._root_argument(argument)))
+    def _info(cls, argument: str | None) -> tuple[int, tuple[str, ...], Palette]:
+        return cls.class_info(cls.resolve_root(str(argument)))
 
     @classmethod
     def _root_argument(cls, argument: str | None) -> str:

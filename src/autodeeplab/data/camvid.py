@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from autodeeplab.data.base import (
-    MissingSplitError,
     Pair,
     Palette,
     SegmentationDataset,
+    folder_pairs,
     identity_label_map,
-    pair_by_key,
-    scan_dir,
 )
 from autodeeplab.metrics import IGNORE_INDEX
 
@@ -66,33 +64,19 @@ class CamVidDataset(SegmentationDataset):
 
     name = "camvid"
     splits = ("train", "val", "test", "trainval")
-
-    @classmethod
-    def resolve_root(cls, root: str | Path) -> Path:
-        """The folder holding ``train/`` and ``trainannot/``."""
-        path = super().resolve_root(root)
-        for candidate in (path, path / "CamVid"):
-            if (candidate / "train").is_dir() or (candidate / "trainannot").is_dir():
-                return candidate
-        raise FileNotFoundError(
-            f"{path}: not a CamVid root (no train/ or trainannot/ in it or in CamVid/); "
-            "point camvid:PATH at SegNet's CamVid folder"
-        )
+    # The root is the folder holding ``train/`` or ``trainannot/``.
+    root_folders = ("", "CamVid")
+    root_marks = ("train", "trainannot")
+    root_needs_all_marks = False
+    root_error = (
+        "not a CamVid root (no train/ or trainannot/ in it or in CamVid/); "
+        "point camvid:PATH at SegNet's CamVid folder"
+    )
 
     @classmethod
     def _list_split(cls, root: Path, split: str) -> list[Pair]:
-        image_dir, label_dir = root / split, root / f"{split}annot"
-        if not image_dir.is_dir() and not label_dir.is_dir():
-            raise MissingSplitError(
-                f"{root}: CamVid split {split!r} not found (no {split}/ nor {split}annot/); "
-                "use another split"
-            )
-        return pair_by_key(
-            scan_dir(image_dir, (".png",)),
-            scan_dir(label_dir, (".png",)),
-            lambda key: image_dir / f"{key}.png",
-            lambda key: label_dir / f"{key}.png",
-        )
+        folders = (split, f"{split}annot")
+        return folder_pairs(root, split, folders, (".png", ".png"), what="CamVid")
 
     @classmethod
     def metadata(cls, root: Path) -> tuple[tuple[str, ...], Palette, np.ndarray]:

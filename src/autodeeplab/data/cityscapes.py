@@ -19,14 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autodeeplab.data.base import (
-    MissingSplitError,
-    Pair,
-    Palette,
-    SegmentationDataset,
-    pair_by_key,
-    scan_dir,
-)
+from autodeeplab.data.base import Pair, Palette, SegmentationDataset, folder_pairs
 from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["CityscapesDataset", "cityscapes_label_map"]
@@ -73,32 +66,21 @@ class CityscapesDataset(SegmentationDataset):
 
     name = "cityscapes"
     splits = ("train", "val", "test", "trainval")
-
-    @classmethod
-    def resolve_root(cls, root: str | Path) -> Path:
-        """The folder holding ``leftImg8bit/`` and ``gtFine/``."""
-        path = super().resolve_root(root)
-        if not ((path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir()):
-            raise FileNotFoundError(
-                f"{path}: not a Cityscapes root (no leftImg8bit/ and gtFine/ folders); "
-                "point cityscapes:PATH at the folder that holds both"
-            )
-        return path
+    # The root is the folder holding ``leftImg8bit/`` and ``gtFine/``.
+    root_marks = ("leftImg8bit", "gtFine")
+    root_error = (
+        "not a Cityscapes root (no leftImg8bit/ and gtFine/ folders); "
+        "point cityscapes:PATH at the folder that holds both"
+    )
 
     @classmethod
     def _list_split(cls, root: Path, split: str) -> list[Pair]:
-        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        if not image_dir.is_dir() and not label_dir.is_dir():
-            raise MissingSplitError(
-                f"{root}: Cityscapes split {split!r} not found (no leftImg8bit/{split}/ nor "
-                f"gtFine/{split}/); download it or use another split"
-            )
-        return pair_by_key(
-            scan_dir(image_dir, (_IMAGE_SUFFIX,), depth=1),
-            scan_dir(label_dir, (_LABEL_SUFFIX,), depth=1),
-            lambda key: image_dir / f"{key}{_IMAGE_SUFFIX}",
-            lambda key: label_dir / f"{key}{_LABEL_SUFFIX}",
+        folders, suffixes = (
+            (f"leftImg8bit/{split}", f"gtFine/{split}"),
+            (_IMAGE_SUFFIX, _LABEL_SUFFIX),
         )
+        fix = "download it or use another split"
+        return folder_pairs(root, split, folders, suffixes, what="Cityscapes", depth=1, fix=fix)
 
     @classmethod
     def metadata(cls, root: Path) -> tuple[tuple[str, ...], Palette, np.ndarray]:

@@ -16,7 +16,12 @@ from typing import Any
 
 import torch
 
-from autodeeplab.files import DuplicateKeyError, reject_duplicate_keys, require_file
+from autodeeplab.files import (
+    DuplicateKeyError,
+    reject_duplicate_keys,
+    require_file,
+    write_text_atomic,
+)
 
 __all__ = ["check_split", "load_split", "save_split", "split_indices"]
 
@@ -98,16 +103,7 @@ def save_split(
         f'  "train_b": {json.dumps(b)}\n'
         "}\n"
     )
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(p, text)
 
 
 def load_split(

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from autodeeplab.data.transforms import to_sample
+from autodeeplab.data.base import SpecDataset, SpecOptions
+from autodeeplab.data.transforms import int_pair, to_sample
 from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = ["CLASS_NAMES", "PALETTE", "SPLITS", "SyntheticDataset", "render_sample"]
@@ -176,23 +176,18 @@ def render_sample(
 
 
 def _parse_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    ok = (
-        isinstance(pair, tuple | list)
-        and len(pair) == 2
-        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 8 for n in pair)
-    )
-    if not ok:
+    pair = int_pair(size, minimum=8)
+    if pair is None:
         raise ValueError(
             f"size must be an int or a (height, width) pair of ints >= 8, got {size!r}"
         )
-    return int(pair[0]), int(pair[1])
+    return pair
 
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-class SyntheticDataset(Dataset):
+class SyntheticDataset(SpecDataset):
     """Generated shape/texture scenes; ``(image (3, H, W) float32, mask (H, W) int64)`` pairs.
 
     Args:
@@ -204,6 +199,7 @@ class SyntheticDataset(Dataset):
             before normalisation (augmentation).
     """
 
+    name = "synthetic"
     class_names: tuple[str, ...] = CLASS_NAMES
     palette: tuple[tuple[int, int, int], ...] = PALETTE
     num_classes: int = len(CLASS_NAMES)
@@ -237,34 +233,23 @@ class SyntheticDataset(Dataset):
         self.transform = transform
 
     @classmethod
-    def from_spec(
-        cls,
-        argument: str | None,
-        split: str,
-        *,
-        size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        num_samples: int | None = None,
-        transform: Transform | None = None,
-    ) -> SyntheticDataset:
-        """Build from a ``synthetic`` dataset spec (see ``build_dataset``); takes no argument."""
+    def _root_argument(cls, argument: str | None) -> None:
+        """The spec ``synthetic`` takes no argument."""
         if argument is not None:
             raise ValueError(
                 f"dataset 'synthetic' takes no argument, got 'synthetic:{argument}'; "
                 "use 'synthetic'"
             )
+
+    @classmethod
+    def _build(cls, argument: str | None, split: str, options: SpecOptions) -> SyntheticDataset:
+        size, seed, num_samples, transform = options
         return cls(split, num_samples=num_samples, size=size, seed=seed, transform=transform)
 
     @classmethod
-    def spec_info(
+    def _info(
         cls, argument: str | None
     ) -> tuple[int, tuple[str, ...], tuple[tuple[int, int, int], ...]]:
-        """``(num_classes, class_names, palette)`` for a spec argument, without building."""
-        if argument is not None:
-            raise ValueError(
-                f"dataset 'synthetic' takes no argument, got 'synthetic:{argument}'; "
-                "use 'synthetic'"
-            )
         return cls.num_classes, cls.class_names, cls.palette
 
     def __len__(self) -> int:

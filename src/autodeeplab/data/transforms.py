@@ -98,16 +98,22 @@ class Pipeline:
         return f"Pipeline([{names}])"
 
 
-def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+def int_pair(value: object, minimum: int = 1) -> tuple[int, int] | None:
+    """``(height, width)`` from an int or a pair of ints, each ``>= minimum``; else None."""
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     ok = (
         isinstance(pair, tuple | list)
         and len(pair) == 2
-        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in pair)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= minimum for n in pair)
     )
-    if not ok:
+    return (int(pair[0]), int(pair[1])) if ok else None
+
+
+def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+    pair = int_pair(value)
+    if pair is None:
         raise ValueError(f"{what} must be a positive int or a (height, width) pair, got {value!r}")
-    return int(pair[0]), int(pair[1])
+    return pair
 
 
 def _resize(longest_side: int | None) -> list[Any]:

@@ -86,18 +86,13 @@ class VOCDataset(SegmentationDataset):
 
     name = "voc"
     splits = ("train", "val", "trainval")
-
-    @classmethod
-    def resolve_root(cls, root: str | Path) -> Path:
-        """The ``VOC2012`` folder (the one holding ``JPEGImages/``)."""
-        path = super().resolve_root(root)
-        for candidate in (path, path / "VOC2012", path / "VOCdevkit" / "VOC2012"):
-            if (candidate / "JPEGImages").is_dir():
-                return candidate
-        raise FileNotFoundError(
-            f"{path}: not a VOC 2012 root (no JPEGImages/ in it, in VOC2012/ or in "
-            "VOCdevkit/VOC2012/); point voc:PATH at VOCdevkit/VOC2012"
-        )
+    # The root is the ``VOC2012`` folder (the one holding ``JPEGImages/``).
+    root_folders = ("", "VOC2012", "VOCdevkit/VOC2012")
+    root_marks = ("JPEGImages",)
+    root_error = (
+        "not a VOC 2012 root (no JPEGImages/ in it, in VOC2012/ or in "
+        "VOCdevkit/VOC2012/); point voc:PATH at VOCdevkit/VOC2012"
+    )
 
     @classmethod
     def _native_splits(cls) -> tuple[str, ...]:

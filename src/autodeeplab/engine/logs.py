@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autodeeplab.files import write_text_atomic
+
 __all__ = ["append_jsonl", "read_jsonl", "truncate_jsonl"]
 
 
@@ -34,15 +36,5 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def truncate_jsonl(path: Path, keep: Any) -> None:
     """Rewrite ``path`` keeping the records for which ``keep(record)`` is true."""
-    text = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r))
-    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
-        return  # nothing to cut (a resume of a finished run): keep the file and its mtime
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # a crash right after the rename must not leave an empty log
-        os.replace(tmp, path)
-    finally:  # a failed write leaves no temp file behind
-        tmp.unlink(missing_ok=True)
+    # Nothing to cut (a resume of a finished run): the file and its mtime are kept.
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r)))

@@ -25,7 +25,13 @@ from typing import Any
 
 import torch
 
-from autodeeplab.checkpoint import CheckpointError, check_finite, load_checkpoint, require_keys
+from autodeeplab.checkpoint import (
+    CheckpointError,
+    check_finite,
+    check_same_settings,
+    load_checkpoint,
+    require_keys,
+)
 from autodeeplab.config import (
     SearchConfig,
     SearchModelConfig,
@@ -189,27 +195,7 @@ def check_same_model(state: dict[str, Any], cfg: SearchConfig, path: Path | None
             f"{saved.search.strategy}, or search into a fresh --out folder"
         )
     # checkpoint_cells trades time for memory and changes no result: it may differ.
-    was, now = _run_identity(saved), _run_identity(cfg)
-    differ = [k for k in now if was.get(k) != now[k]]
-    if differ:
-        key = differ[0]
-        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
-        run_config = path.parent.parent / "config.yaml" if path is not None else None
-        fix = (
-            f"resume with the run's own settings (--config {run_config} and no other "
-            "settings but --epochs)"
-            if run_config is not None and run_config.is_file()
-            else "resume with the settings the run was started with"
-        )
-        raise CheckpointError(
-            f"{path}: the run was made with {key}={_short(was.get(key))}, not "
-            f"{_short(now[key])}{more}; {fix}"
-        )
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    check_same_settings(path, _run_identity(saved), _run_identity(cfg), "--epochs")
 
 
 def check_strategy_state(state: dict[str, Any], strategy: Any, path: Path | None) -> None:

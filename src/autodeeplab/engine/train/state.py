@@ -17,6 +17,7 @@ import torch
 from autodeeplab.checkpoint import (
     CheckpointError,
     check_finite,
+    check_same_settings,
     check_state_dict,
     load_checkpoint,
     read_latest,
@@ -151,28 +152,7 @@ def check_same_setup(state: dict[str, Any], cfg: TrainConfig, path: Path | None)
     if saved_genotype is None:  # nothing to compare the file's genotype with
         was.pop("model.genotype (content)")
         now.pop("model.genotype (content)")
-    differ = [k for k in now if was.get(k) != now[k]]
-    if differ:
-        key = differ[0]
-        shown = (
-            "another genotype"
-            if key.startswith("model.genotype")
-            else (f"{key}={_short(was.get(key))}, not {_short(now[key])}")
-        )
-        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
-        run_config = path.parent.parent / "config.yaml" if path is not None else None
-        fix = (
-            f"resume with the run's own settings (--config {run_config} and no other "
-            "settings but --iters)"
-            if run_config is not None and run_config.is_file()
-            else "resume with the settings the run was started with"
-        )
-        raise CheckpointError(f"{path}: the run was made with {shown}{more}; {fix}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    check_same_settings(path, was, now, "--iters", {"model.genotype": "another genotype"})
 
 
 def load_train_state(
