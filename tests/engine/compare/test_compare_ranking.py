@@ -153,6 +153,31 @@ def test_compare_reports_how_the_supernet_ranks(
     assert calls == [6] and (out / "supernet_scores.json").is_file()
     assert json.loads((out / "compare.json").read_text())["ranking"] == ranking
     assert len(again.results) == len(result.results)
+    # tools/ranking_table.py reads the same figures back, one row per compare folder.
+    table = _ranking_table()
+    row = table.row(out)
+    random_tau = ranking["agreement"]["random/val_ce/test"]
+    assert row["tau"] == random_tau["kendall_tau"] and row["n_random"] == 3
+    assert row["minus_random"] == pytest.approx(data["summary"]["searched_minus_random"])
+    assert (row["strategy"], row["seed"], row["percentile"]) == (
+        "darts",
+        3,
+        st["percentile"],
+    )  # the tiny search's seed
+    md_table = table.markdown([row, row])
+    assert f"| darts, seed 3 | {random_tau['kendall_tau']:.2f} [" in md_table
+    assert "| **darts, mean of 2** |" in md_table
+
+
+def _ranking_table():
+    """tools/ranking_table.py, loaded as a module (tools/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "tools" / "ranking_table.py"
+    spec = importlib.util.spec_from_file_location("ranking_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_compare_without_a_supernet_still_compares(
