@@ -69,6 +69,33 @@ def test_score_ranks_the_run_s_genotype_and_compare_s_random_ones(
 
 
 @pytest.mark.slow
+def test_score_untrained_is_the_same_supernet_freshly_initialised(tiny_search_run, tmp_path):
+    from autodeeplab.engine.rng import seed_everything
+
+    g = load_genotype(tiny_search_run / "genotype.json")
+    trained = load_scoring_run(tiny_search_run, recal_batches=1, seed=5)
+    fresh = load_scoring_run(tiny_search_run, recal_batches=1, seed=5, untrained=True)
+    again = load_scoring_run(tiny_search_run, recal_batches=1, seed=5, untrained=True)
+    seed_everything(5)
+    init = SearchNetwork(**{**load_checkpoint(trained.checkpoint)["model_kwargs"]}).state_dict()
+    keys = [k for k, v in init.items() if v.is_floating_point() and "running" not in k]
+    assert keys and all(torch.equal(fresh.model.state_dict()[k], init[k]) for k in keys)
+    assert any(
+        not torch.equal(trained.model.state_dict()[k], init[k]) for k in keys
+    )  # the trained weights are not the initial ones
+    assert fresh.score([g])[0].val_loss == again.score([g])[0].val_loss
+    assert fresh.score([g])[0].val_loss != trained.score([g])[0].val_loss
+    out = tmp_path / "untrained"
+    argv = ["score", str(tiny_search_run), str(tiny_search_run / "genotype.json")]
+    assert (
+        main([*argv, "--untrained", "--seed", "5", "--recal-batches", "1", "--out", str(out)]) == 0
+    )
+    meta = json.loads((out / "scores.json").read_text())
+    assert meta["untrained"] is True
+    assert _scores(out)[0]["val_loss"] == fresh.score([g])[0].val_loss
+
+
+@pytest.mark.slow
 def test_score_genotype_files_and_the_api_agree(tiny_search_run, tmp_path) -> None:
     g = load_genotype(tiny_search_run / "genotype.json")
     other = Genotype(g.cell, (1, 0) if g.path != (1, 0) else (0, 0))

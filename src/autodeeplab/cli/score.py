@@ -34,6 +34,12 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-batches", type=int, metavar="V", help="score on V val batches (all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="score on the run's supernet freshly initialised (from --seed), not trained: "
+        "the control of a ranking, what the score says of a genotype's structure alone",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     band = p.add_argument_group("the band of --random, as compare's")
     band.add_argument("--config", help="compare's retraining YAML (default: the CPU preset)")
@@ -103,6 +109,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         val_batches=args.val_batches,
         seed=args.seed,
         device=args.device,
+        untrained=args.untrained,
     )
     madds: dict[str, int] = {}
     if args.random:
@@ -115,8 +122,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
             raise ValueError(f"{f}: {exc}") from None
     out = Path(args.out) if args.out else Path(args.search_run) / "scores"
     print(
-        f"score {len(genotypes)} genotype(s) on {run.checkpoint} ({len(run.recal)} recalibration "
-        f"batches each) -> {out}",
+        f"score {len(genotypes)} genotype(s) on {run.checkpoint}"
+        + (" (its supernet freshly initialised: untrained)" if args.untrained else "")
+        + f" ({len(run.recal)} recalibration batches each) -> {out}",
         file=sys.stderr,
     )
     scores = run.score(genotypes, names)
@@ -126,6 +134,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "recal_batches": len(run.recal),
         "val_batches": args.val_batches,
         "seed": args.seed,
+        "untrained": args.untrained,
         "prev_prev": "path" if run.model.path_edges is not None else "trellis",
     }
     md = write_score_table(out, scores, meta, madds)

@@ -73,8 +73,11 @@ class ScoringRun:
         )
 
 
-def _supernet(path: Path, state: dict[str, Any], cfg: SearchConfig, num_classes: int) -> Any:
-    """The checkpoint's supernet, built from its stored arguments and loaded."""
+def _supernet(
+    path: Path, state: dict[str, Any], cfg: SearchConfig, num_classes: int, untrained: bool
+) -> Any:
+    """The checkpoint's supernet, built from its stored arguments and loaded (``untrained``:
+    left at its fresh initialisation, from the global seed)."""
     kwargs = state.get("model_kwargs")
     if not isinstance(kwargs, dict):  # written before checkpoints held them
         kwargs = {"num_classes": num_classes, **supernet_kwargs(cfg.model)}
@@ -89,7 +92,8 @@ def _supernet(path: Path, state: dict[str, Any], cfg: SearchConfig, num_classes:
     if isinstance(weights, dict) and any(str(k).startswith("path_edges.") for k in weights):
         model.add_path_edges()
     check_state_dict(path, model.state_dict(), weights, "model")
-    model.load_state_dict(weights)
+    if not untrained:
+        model.load_state_dict(weights)
     return model
 
 
@@ -100,11 +104,15 @@ def load_scoring_run(
     val_batches: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    untrained: bool = False,
 ) -> ScoringRun:
     """The newest checkpoint of ``run_dir``, its supernet on ``device``, and its data.
 
     ``recal_batches``: trainA batches (of the search's batch size) BatchNorm is recomputed
     on before each score; ``val_batches``: the first so many val batches (None: all).
+    ``untrained``: the same supernet freshly initialised from ``seed`` instead of trained,
+    the control of a ranking measurement: what the score says of a genotype before any
+    supernet training (its structure alone).
     """
     run_dir = Path(run_dir)
     if recal_batches < 1 or (val_batches is not None and val_batches < 1):
@@ -124,7 +132,7 @@ def load_scoring_run(
     num_classes = dataset_info(cfg.data.spec).num_classes
     dev = select_device(device)
     seed_everything(seed)
-    model = _supernet(path, state, cfg, num_classes).to(dev)
+    model = _supernet(path, state, cfg, num_classes, untrained).to(dev)
     # The search's own data on the checkpoint's split; SearchData writes its split.json to
     # a scratch folder, so the run folder stays as it was.
     with tempfile.TemporaryDirectory(prefix="autodeeplab-score-") as scratch:
