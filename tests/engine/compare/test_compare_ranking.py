@@ -144,6 +144,7 @@ def test_compare_reports_how_the_supernet_ranks(
         "- seed noise: 0.",
         "random3 (loss_did_not_fall, stalled_at_prior, at_chance, one_class)",
         "cannot be told from zero with fewer than 20",
+        "random genotypes within 50% of the searched network's.",
     ):
         assert text in md, text
     png = (out / "compare.png").read_bytes()

@@ -241,8 +241,8 @@ def _empty(out: Path) -> None:
 
 
 _CLOUD_CENTER = {
-    "searched": "searched network",
-    "typical": "space's typical network (shared by every search of this space)",
+    "searched": "the searched network's",
+    "typical": "the space's typical network's, the same for every search of this space",
 }
 
 
@@ -350,7 +350,7 @@ def run_compare(
         f"the same schedule ({tcfg.train.iters} iterations, batch {tcfg.train.batch_size}, "
         f"crop {tcfg.data.crop}, F={tcfg.model.filter_multiplier}), chosen on val, reported "
         f"on {split_note}. Multi-Adds at {size[0]}x{size[1]}; random genotypes within "
-        f"{tolerance:.0%} of the {_CLOUD_CENTER[random_center]}'s."
+        f"{tolerance:.0%} of {_CLOUD_CENTER[random_center]}."
     )
     health = run_health(out, results, split)
     ranking = measure_ranking(results, scores, health, not_scored=not_scored)
