@@ -8,7 +8,11 @@ import ...``; the fixtures need no import.
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -273,6 +277,31 @@ def tiny_search_overrides() -> tuple[str, ...]:
 def train_config() -> Callable[..., TrainConfig]:
     """``train_config(*overrides)``: :func:`tiny_train_config`."""
     return tiny_train_config
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env() -> dict[str, str]:
+    """This environment at one torch thread, without the rank variables of an outer launch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    return env
+
+
+def run_torchrun(script: str, folder: Path, nproc: int, timeout: int) -> None:
+    """``torchrun --nproc-per-node=nproc script folder`` on one machine; asserts it succeeded."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+        "--master-addr=127.0.0.1", f"--master-port={free_port()}", script, str(folder),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def error_line(err: str, absent: tuple[str, ...] = ("Traceback",)) -> str:

@@ -23,7 +23,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +50,14 @@ from autodeeplab.engine.train import loop as train_engine
 from autodeeplab.engine.train.loop import BatchSchedule
 from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.metrics import ConfusionMatrix
-from conftest import TINY_SEARCH_OVERRIDES, TINY_TRAIN_OVERRIDES, set_flags
+from conftest import (
+    TINY_SEARCH_OVERRIDES,
+    TINY_TRAIN_OVERRIDES,
+    free_port,
+    launch_env,
+    run_torchrun,
+    set_flags,
+)
 
 WORLD = 2
 # The shared tiny search (2 epochs; search.batch_size=2 is global: one image per rank);
@@ -234,25 +240,11 @@ def _recording(search_chunk: int | None = None, train_chunk: int | None = None):
     return nets, models
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def torchrun_base(tmp_path_factory) -> Path:
     """The folder of one two-process run of :func:`_worker`."""
     base = tmp_path_factory.mktemp("torchrun")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}",
-        "--master-addr=127.0.0.1", f"--master-port={_free_port()}", __file__, str(base),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_torchrun(__file__, base, WORLD, timeout=300)
     return base
 
 
@@ -373,11 +365,9 @@ def test_resumed_run_equals_uninterrupted_under_torchrun(torchrun_base: Path) ->
 def test_two_node_rendezvous_as_the_readme_runs_it(tmp_path: Path) -> None:
     """README's multi-node command: one torchrun agent per node, --node-rank and
     --rdzv-endpoint, each node with its own --out folder (no shared disk)."""
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     sets = [a for key in SEARCH for a in ("--set", key)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
+    env = launch_env()
     nodes = []
     for node in (0, 1):
         cmd = [

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,24 +65,13 @@ def _worker(base: Path) -> None:
     (base / f"drawn_rank{rank}.json").write_text(json.dumps(record))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_every_rank_trains_the_same_sub_networks(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}",
-        "--master-addr=127.0.0.1", f"--master-port={_free_port()}", __file__, str(tmp_path),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Imported here: this file is also each rank's script, run where tests/ is not on the path.
+    from conftest import run_torchrun
+
+    run_torchrun(__file__, tmp_path, WORLD, timeout=600)
     ranks = [json.loads((tmp_path / f"drawn_rank{r}.json").read_text()) for r in range(WORLD)]
     # 2 epochs of 4 steps (one image per rank, 8 training images), plus the fixed validation
     # paths and the decode's scores, which draw no training step.
