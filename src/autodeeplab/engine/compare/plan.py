@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from autodeeplab.config import SearchConfig, TrainConfig
 from autodeeplab.engine.search.evolution import GenotypeSpace, compare_pricing, typical_genotype
-from autodeeplab.genotype import PAPER_GENOTYPE, Genotype, random_genotype
+from autodeeplab.genotype import PAPER_GENOTYPE, Genotype
 
 __all__ = [
     "MAX_DRAWS_PER_GENOTYPE",
@@ -117,10 +117,10 @@ def plan_compare(
         CompareEntry(f"searched_seed{base + k}", "searched", searched, base + k, searched_cost)
         for k in range(searched_seeds)
     ]
-    levels = len(search_cfg.model.strides)
     m = search_cfg.model
+    levels = len(m.strides)
+    space = GenotypeSpace(m.num_layers, m.num_blocks, levels, tuple(m.primitives))
     if random_center == "typical":
-        space = GenotypeSpace(m.num_layers, m.num_blocks, levels, tuple(m.primitives))
         center = typical_genotype(
             space, num_classes, random.Random(seed), train_config=tcfg, size=size
         )
@@ -138,13 +138,7 @@ def plan_compare(
                 f"{tolerance:.0%} of the {random_center} network's {target / 1e9:.3g}G Multi-Adds "
                 f"in {draws - 1} draws; widen --tolerance or ask for fewer with --random"
             )
-        g = random_genotype(
-            rng,
-            search_cfg.model.num_layers,
-            search_cfg.model.num_blocks,
-            levels,
-            search_cfg.model.primitives,
-        )
+        g = space.random(rng)
         cost = price(g)
         if abs(cost - target) <= tolerance * target:
             name = f"random{len(entries) - searched_seeds}"
