@@ -105,3 +105,26 @@ def test_search_then_train_from_python_with_the_cli_configs(tmp_path: Path) -> N
         autodeeplab.train(
             train_cfg, out=tmp_path / "train", genotype=found.out_dir / "genotype.json"
         )
+
+
+@pytest.mark.parametrize("score", [True, False])
+def test_compare_scores_with_its_control_as_the_cli_does(
+    tmp_path: Path, monkeypatch, score: bool
+) -> None:
+    """api.compare: with score (the default) a trained and an untrained scorer reach
+    run_compare, as the CLI passes them; without, neither."""
+    import autodeeplab.engine.compare.compare as compare
+
+    seen: dict = {}
+
+    def fake_run_compare(search_run, cfg, out, **kwargs):
+        seen.update(kwargs)
+        return compare.CompareResult(Path(out), [], {})
+
+    monkeypatch.setattr(compare, "run_compare", fake_run_compare)
+    autodeeplab.compare(tmp_path / "search", out=tmp_path / "cmp", score=score, recal_batches=2)
+    if score:
+        assert seen["scorer"].keywords == {"recal_batches": 2, "seed": 0}
+        assert seen["control_scorer"].keywords == {"recal_batches": 2, "seed": 0, "untrained": True}
+    else:
+        assert "scorer" not in seen and "control_scorer" not in seen

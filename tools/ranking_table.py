@@ -1,8 +1,9 @@
 """One table over several ``autodeeplab compare`` folders: each search's supernet ranking
 (Kendall tau of its score against the retrained mIoU of the random networks, with its 95%
-bootstrap interval and one-sided p), where the searched network stands in the random cloud,
-and its difference from the random mean and from its cell on the hand-made path; then the
-mean of each strategy over its searches. The README's "Does the search help?" table.
+bootstrap interval and one-sided p, beside its controls' tau: the supernet untrained and the
+parameter count, where compare measured them), where the searched network stands in the
+random cloud, and its difference from the random mean and from its cell on the hand-made
+path; then the mean of each strategy over its searches. The README's "Does the search help?" table.
 
     python tools/ranking_table.py runs/msrc21-darts-s0/compare runs/msrc21-spos-s0/compare
 
@@ -41,6 +42,7 @@ def row(folder: Path) -> dict[str, Any]:
     split = summary["split"]
     tau = (ranking.get("agreement") or {}).get(f"random/val_ce/{split}") or {}
     stand = ranking.get("standing") or {}
+    verdict = (ranking.get("controls") or {}).get("verdict") or {}
     strategy, seed, search = _search_of(folder)
     # The random cloud as the ranking's standing counts it: one seed each, collapsed
     # retrainings left out.
@@ -65,6 +67,8 @@ def row(folder: Path) -> dict[str, Any]:
         "tau_ci": tau.get("kendall_ci"),
         "tau_p": tau.get("kendall_p"),
         "rho": tau.get("spearman_rho"),
+        "untrained_tau": verdict.get("untrained_tau"),
+        "parameters_tau": verdict.get("parameters_tau"),
         "val_test_tau": val_test,
         "searched": summary.get("searched_mean"),
         "random_mean": statistics.fmean(mious) if mious else None,
@@ -90,15 +94,16 @@ def _ci(ci: list[float] | None, scale: float = 1.0, fmt: str = ".2f") -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table, one row per compare folder, then one mean row per strategy."""
     lines = [
-        "| search | tau (random, -val CE vs retrained) [95% CI] | p | rho | retrained val-test "
-        "tau | searched | random mean +- sd | percentile | -random [95% CI] | hand-made | "
-        "-hand-made |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| search | tau (random, -val CE vs retrained) [95% CI] | p | rho | untrained tau | "
+        "parameters tau | retrained val-test tau | searched | random mean +- sd | percentile | "
+        "-random [95% CI] | hand-made | -hand-made |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['strategy']}, seed {r['seed']} | {_num(r['tau'])}{_ci(r['tau_ci'])} "
             f"(n={r['n_random']}) | {_num(r['tau_p'], fmt='.3f')} | {_num(r['rho'])} | "
+            f"{_num(r['untrained_tau'])} | {_num(r['parameters_tau'])} | "
             f"{_num(r['val_test_tau'])} | {_num(r['searched'], 100)} | "
             f"{_num(r['random_mean'], 100)} +- "
             f"{_num(r['random_std'], 100)} | {_num(r['percentile'], fmt='.0f')} | "
@@ -114,7 +119,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
         lines.append(
             f"| **{strategy}, mean of {len(mine)}** | {_num(mean('tau'))} | | "
-            f"{_num(mean('rho'))} | {_num(mean('val_test_tau'))} | {_num(mean('searched'), 100)} | "
+            f"{_num(mean('rho'))} | {_num(mean('untrained_tau'))} | "
+            f"{_num(mean('parameters_tau'))} | {_num(mean('val_test_tau'))} | "
+            f"{_num(mean('searched'), 100)} | "
             f"{_num(mean('random_mean'), 100)} | {_num(mean('percentile'), fmt='.0f')} | "
             f"{_num(mean('minus_random'), 100, sign=True)} | {_num(mean('handmade'), 100)} | "
             f"{_num(mean('minus_handmade'), 100, sign=True)} |"
@@ -122,7 +129,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     split = rows[0]["split"] if rows else "test"
     return "\n".join(lines) + (
         f"\n\nmIoU in % on {split}; tau, rho and the random cloud over the random networks "
-        "whose retraining did not collapse; -random and its interval as compare.md's standing.\n"
+        "whose retraining did not collapse; the controls' tau (the supernet untrained, the "
+        "parameter count) as compare.md's; -random and its interval as compare.md's standing.\n"
     )
 
 

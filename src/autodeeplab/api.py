@@ -213,8 +213,9 @@ def compare(
 
     ``options`` are :func:`~autodeeplab.engine.compare.compare.run_compare`'s (``num_random``,
     ``searched_seeds``, ``reuse``, ...); with ``score`` (as the CLI) every network is also
-    scored on the search's supernet and the ranking reported. The result holds every
-    network's metrics and the summary (searched minus random, the ranking).
+    scored on the search's supernet, and on the same supernet freshly initialised (the
+    control; ``control_scorer=None`` leaves it out), and the ranking reported. The result
+    holds every network's metrics and the summary (searched minus random, the ranking).
     """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig
     from autodeeplab.engine.compare.compare import run_compare
@@ -227,4 +228,7 @@ def compare(
     check_train_settings(cfg, PAPER_GENOTYPE)
     if score:
         options.setdefault("scorer", supernet_scorer(recal_batches, cfg.train.seed))
+        options.setdefault(
+            "control_scorer", supernet_scorer(recal_batches, cfg.train.seed, untrained=True)
+        )
     return run_compare(search_run, cfg, out, progress=progress, **options)

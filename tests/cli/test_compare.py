@@ -38,13 +38,18 @@ def test_compare_refuses_bad_input_before_any_write(tmp_path, capsys, extra, mes
 
 
 @pytest.mark.parametrize(
-    ("extra", "seed_noise", "scored"),
-    [([], False, True), (["--seed-noise", "--no-score"], True, False)],
+    ("extra", "seed_noise", "scored", "control"),
+    [
+        ([], False, True, True),
+        (["--seed-noise", "--no-score"], True, False, True),
+        (["--no-control"], False, True, False),
+    ],
 )
 def test_compare_passes_its_ranking_switches(
-    tmp_path, monkeypatch, extra, seed_noise, scored
+    tmp_path, monkeypatch, extra, seed_noise, scored, control
 ) -> None:
-    """20 random genotypes by default; --seed-noise and --no-score reach run_compare."""
+    """20 random genotypes by default; --seed-noise, --no-score and --no-control reach
+    run_compare (the control scorer scores the supernet untrained)."""
     import autodeeplab.engine.compare.compare as compare
 
     search = tmp_path / "search"
@@ -63,6 +68,9 @@ def test_compare_passes_its_ranking_switches(
     assert main(["compare", str(search), "--out", str(out), *extra]) == 0
     assert seen["num_random"] == 20 and seen["seed_noise"] is seed_noise
     assert (seen["scorer"] is not None) is scored
+    assert (seen["control_scorer"] is not None) is control
+    if control:
+        assert seen["control_scorer"].keywords["untrained"] is True
 
 
 # -- everything is checked before the first retraining (issue 24, item 1) ---------------------

@@ -84,6 +84,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="do not score the networks on the search run's supernet (no Kendall tau)",
     )
     p.add_argument(
+        "--no-control",
+        action="store_true",
+        help="do not score them on the supernet freshly initialised too (the ranking's "
+        "control: what the score reads from structure alone)",
+    )
+    p.add_argument(
         "--recal-batches",
         type=int,
         default=8,
@@ -104,8 +110,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     compare.json, compare.png and one resumable run folder per network in DIR/runs/: rerun the
     same command to continue. Every network is also scored on the search run's supernet:
     compare.md reports how well that score ranks the retrained networks (Kendall tau, Spearman
-    rho), where the searched one stands in the random cloud, the seed noise and any collapsed
-    retraining.
+    rho) beside two controls (the supernet freshly initialised, the parameter count), where
+    the searched one stands in the random cloud, the seed noise and any collapsed retraining.
     """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
@@ -152,6 +158,9 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
             overwrite=args.overwrite,
             seed_noise=args.seed_noise,
             scorer=None if args.no_score else supernet_scorer(args.recal_batches, cfg.train.seed),
+            control_scorer=None
+            if args.no_control
+            else supernet_scorer(args.recal_batches, cfg.train.seed, untrained=True),
             random_center=args.random_center,
         )
     if result.stopped:  # the retraining in progress wrote its checkpoint

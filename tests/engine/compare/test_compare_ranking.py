@@ -174,6 +174,74 @@ def test_compare_reports_how_the_supernet_ranks(
     assert "| **darts, mean of 2** |" in md_table
 
 
+def test_compare_sets_the_ranking_beside_its_controls(
+    tmp_path: Path, monkeypatch, tiny_search_run: Path
+) -> None:
+    """The untrained supernet's scores (cached apart) and the parameter count, on the same
+    random genotypes: their tau is scipy's, and the verdict says whether training helped."""
+    from scipy import stats
+
+    search = copy_search(tiny_search_run, tmp_path / "search")
+    tcfg = compare_config()
+    _fake_retraining(monkeypatch)
+    control_calls: list[int] = []
+
+    def scorer(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        return [{"val_ce": 3.0 - 5 * _quality(g), "val_miou": 0.1} for g in genotypes]
+
+    def agrees(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        control_calls.append(len(genotypes))
+        return [{"val_ce": 3.0 - 5 * _quality(g), "val_miou": 0.1} for g in genotypes]
+
+    def disagrees(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        return [{"val_ce": 3.0 + 5 * _quality(g), "val_miou": 0.1} for g in genotypes]
+
+    kwargs = dict(num_random=5, searched_seeds=1, tolerance=0.5, progress=False)
+    out = tmp_path / "cmp"
+    run_compare(search, tcfg, out, scorer=scorer, control_scorer=disagrees, **kwargs)
+    ranking = json.loads((out / "compare.json").read_text())["ranking"]
+    controls = ranking["controls"]
+    randoms = [g for g in ranking["networks"] if g["kind"] == "random"]
+    assert len(randoms) == 5 and all(g["parameters"] > 0 for g in randoms)
+    size = controls["agreement"]["parameters/test"]
+    expected = stats.kendalltau([g["parameters"] for g in randoms], [g["miou"] for g in randoms])
+    assert size["n"] == 5 and size["kendall_tau"] == pytest.approx(expected.statistic)
+    assert controls["agreement"]["untrained/test"]["kendall_tau"] == pytest.approx(-1.0)
+    verdict = controls["verdict"]
+    assert verdict["trained_tau"] == pytest.approx(1.0)
+    assert verdict["training_adds"] == pytest.approx(2.0)
+    # The trained score is perfect; no control can tie it unless the size prior does too.
+    assert verdict["beats_controls"] is bool(abs(expected.statistic) < 1.0)
+    md = (out / "compare.md").read_text()
+    assert "| untrained supernet, -val CE | test mIoU | 5 | -1.00 [" in md
+    assert "| parameter count (more is higher) | val mIoU | 5 |" in md
+    assert "training the supernet adds +2.00" in md
+    # tools/ranking_table.py carries the controls' tau into its table.
+    row = _ranking_table().row(out)
+    assert row["untrained_tau"] == pytest.approx(-1.0)
+    assert row["parameters_tau"] == pytest.approx(expected.statistic)
+    assert "| untrained tau | parameters tau |" in _ranking_table().markdown([row])
+    # Another out: the control ranks as well as the trained score, and the verdict says so.
+    again = tmp_path / "cmp2"
+    run_compare(search, tcfg, again, scorer=scorer, control_scorer=agrees, **kwargs)
+    assert control_calls == [7]  # searched, 5 random, hand-made (the paper's is outside)
+    verdict = json.loads((again / "compare.json").read_text())["ranking"]["controls"]["verdict"]
+    assert verdict["beats_controls"] is False and verdict["training_adds"] == pytest.approx(0.0)
+    assert (
+        "**The trained supernet ranks no better than a control**"
+        in (again / "compare.md").read_text()
+    )
+    cache = json.loads((again / "supernet_scores_untrained.json").read_text())
+    assert cache["search_run"] == str(search) and len(cache["scores"]) == 8
+    run_compare(search, tcfg, again, scorer=scorer, control_scorer=agrees, **kwargs)
+    assert control_calls == [7]  # cached: a rerun does not score again
+    # Without a control scorer (--no-control) there is no controls section.
+    plain = tmp_path / "cmp3"
+    run_compare(search, tcfg, plain, scorer=scorer, **kwargs)
+    assert json.loads((plain / "compare.json").read_text())["ranking"]["controls"] is None
+    assert "Controls, on the same random genotypes" not in (plain / "compare.md").read_text()
+
+
 def _ranking_table():
     """tools/ranking_table.py, loaded as a module (tools/ is not a package)."""
     import importlib.util
@@ -267,6 +335,23 @@ def test_compare_scores_on_a_real_supernet(tiny_search_run: Path, tmp_path: Path
     assert ranking["agreement"]["all/val_ce/test"]["n"] == len(scored) == 5
     cache = json.loads((out / "supernet_scores.json").read_text())
     assert cache["settings"] == {"recal_batches": 1, "seed": 0}
+
+
+def test_the_untrained_scorer_scores_a_fresh_supernet(tiny_search_run: Path) -> None:
+    """supernet_scorer(untrained=True) equals score_run on the freshly initialised supernet:
+    deterministic, and not the trained supernet's scores."""
+    from autodeeplab.engine.compare.scores import supernet_scorer
+    from autodeeplab.engine.search.score_run import score_run
+
+    g = [load_genotype(tiny_search_run / "genotype.json")]
+    control = supernet_scorer(recal_batches=1, untrained=True)
+    assert control.keywords == {"recal_batches": 1, "seed": 0, "untrained": True}
+    first = control(tiny_search_run, g)
+    assert first == control(tiny_search_run, g)
+    fresh = score_run(tiny_search_run, g, recal_batches=1, untrained=True)[0]
+    assert first[0]["val_ce"] == fresh.val_loss
+    trained = supernet_scorer(recal_batches=1)(tiny_search_run, g)
+    assert trained[0]["val_ce"] != first[0]["val_ce"]
 
 
 def test_ranking_section_when_most_retrainings_collapsed() -> None:

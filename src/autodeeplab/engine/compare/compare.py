@@ -76,7 +76,12 @@ from autodeeplab.engine.compare.reuse import (
     network_lock,
     reuse_earlier,
 )
-from autodeeplab.engine.compare.scores import SCORES_NAME, Scorer, score_or_why
+from autodeeplab.engine.compare.scores import (
+    SCORES_NAME,
+    UNTRAINED_SCORES_NAME,
+    Scorer,
+    score_or_why,
+)
 from autodeeplab.engine.compare.summary import COMPARE_FILES, summarise, write_comparison
 from autodeeplab.engine.compare.validate import (
     MANIFEST_NAME,
@@ -232,7 +237,7 @@ def _results(out: Path, entries: list[CompareEntry], tcfg: TrainConfig) -> list[
 
 def _empty(out: Path) -> None:
     """--overwrite: remove a comparison's own files from ``out`` (nothing else there)."""
-    for name in ("runs", *COMPARE_FILES, SCORES_NAME, MANIFEST_NAME):
+    for name in ("runs", *COMPARE_FILES, SCORES_NAME, UNTRAINED_SCORES_NAME, MANIFEST_NAME):
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -263,6 +268,7 @@ def run_compare(
     seed_noise: bool = False,
     scorer: Scorer | None = None,
     random_center: str = "searched",
+    control_scorer: Scorer | None = None,
 ) -> CompareResult:
     """Check every input, then retrain and evaluate every network of :func:`plan_compare`.
 
@@ -274,6 +280,8 @@ def run_compare(
     ``scorer``: scores every genotype on the search run's supernet after the checks and
     before any retraining (:mod:`~autodeeplab.engine.compare.scores`), for the ranking
     section (:mod:`~autodeeplab.engine.compare.ranking_report`); None: no scores.
+    ``control_scorer``: the same on the supernet freshly initialised, the ranking's control
+    (:mod:`~autodeeplab.engine.compare.controls`); only where ``scorer`` scored.
     ``random_center``: ``searched`` or ``typical`` (:func:`plan_compare`).
     """
     check_counts(num_random, searched_seeds, reference_seeds)
@@ -315,7 +323,13 @@ def run_compare(
     if not (out / MANIFEST_NAME).is_file():
         write_json(out / MANIFEST_NAME, want)
     genotypes = [e.genotype for e in entries]
-    scores, not_scored = score_or_why(search_dir, genotypes, out, scorer, search.config.model)
+    space = search.config.model
+    scores, not_scored = score_or_why(search_dir, genotypes, out, scorer, space)
+    untrained = None
+    if scores is not None and control_scorer is not None:
+        untrained, _ = score_or_why(
+            search_dir, genotypes, out, control_scorer, space, UNTRAINED_SCORES_NAME
+        )
     if reused_outs:
         reuse_earlier(entries, tcfg, out, split, reused_outs)
     spent: list[float] = []
@@ -353,7 +367,7 @@ def run_compare(
         f"{tolerance:.0%} of {_CLOUD_CENTER[random_center]}."
     )
     health = run_health(out, results, split)
-    ranking = measure_ranking(results, scores, health, not_scored=not_scored)
+    ranking = measure_ranking(results, scores, health, not_scored=not_scored, untrained=untrained)
     summary = write_comparison(out, results, header, size, ranking=ranking)
     return CompareResult(out, results, summary)
 

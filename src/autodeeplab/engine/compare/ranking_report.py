@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.engine.compare.collapse import read_run_health
+from autodeeplab.engine.compare.controls import controls_markdown, measure_controls
 from autodeeplab.engine.compare.ranking import Bootstrap, rank_agreement, seed_noise, standing
 from autodeeplab.engine.compare.scores import genotype_key
 
@@ -39,7 +40,15 @@ def _groups(
         # The searched genotype by its kind, the others by their first run's name.
         name = "searched" if r["kind"] == "searched" else r["name"]
         row = rows.setdefault(
-            key, {"name": name, "kind": r["kind"], "key": key, "runs": [], "collapsed": []}
+            key,
+            {
+                "name": name,
+                "kind": r["kind"],
+                "key": key,
+                "parameters": r.get("parameters"),
+                "runs": [],
+                "collapsed": [],
+            },
         )
         if health.get(r["name"], {}).get("collapsed"):
             row["collapsed"].append(r["name"])
@@ -60,20 +69,26 @@ def measure_ranking(
     *,
     seed: int = 0,
     not_scored: str | None = None,
+    untrained: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ranking section of compare.json (see the module docstring).
 
     ``scores``: by :func:`~autodeeplab.engine.compare.scores.genotype_key`, or None with
-    ``not_scored`` saying why;
+    ``not_scored`` saying why; ``untrained``: the same for the freshly initialised supernet,
+    the control (:mod:`~autodeeplab.engine.compare.controls`; None: the controls' section
+    is left out);
     ``health``: :func:`~autodeeplab.engine.compare.collapse.read_run_health` by run name.
     """
     split = results[0]["split"] if results else None
     groups = _groups(results, health)
     for row in groups:
-        score = (scores or {}).get(row.pop("key"))
+        key = row.pop("key")
+        score = (scores or {}).get(key)
         row["score_val_ce"] = score["val_ce"] if score else None
         row["score_val_miou"] = score["val_miou"] if score else None
         row["not_scored"] = score.get("not_scored") if score else None
+        if untrained is not None:
+            row["control_val_ce"] = (untrained.get(key) or {}).get("val_ce")
     agreement: dict[str, Any] = {}
     for subset, kinds in (("all", None), ("random", {"random"})):
         rows = [
@@ -117,6 +132,9 @@ def measure_ranking(
             for name, h in health.items()
             if h.get("collapsed")
         ],
+        "controls": None
+        if untrained is None or scores is None
+        else measure_controls(groups, split, seed=seed),
     }
 
 
@@ -153,6 +171,7 @@ def ranking_markdown(ranking: dict[str, Any]) -> str:
         lines += [f"Scores not measured: {ranking['not_scored']}."]
     else:
         lines += _agreement_lines(ranking)
+        lines += controls_markdown(ranking.get("controls"), ranking["split"])
     lines += _standing_lines(ranking)
     return "\n".join(lines) + "\n"
 

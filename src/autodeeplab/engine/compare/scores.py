@@ -6,6 +6,10 @@ as ``autodeeplab score`` takes them) before any retraining, so that a search run
 supernet is known at once; the scores are kept in ``out/supernet_scores.json`` with the
 search run and the scoring settings, so a rerun does not score again. A genotype outside
 the supernet's space (the paper's 12 layers on a smaller one) gets no score, and the reason.
+
+The control of the ranking is the same supernet freshly initialised (``untrained``): its
+scores, kept in ``out/supernet_scores_untrained.json``, say what the score reads from a
+genotype's structure alone, before any supernet training.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from autodeeplab.genotype import Genotype
 __all__ = [
     "SCORES_NAME",
     "Scorer",
+    "UNTRAINED_SCORES_NAME",
     "genotype_key",
     "outside_space",
     "score_all",
@@ -34,6 +39,9 @@ __all__ = [
 
 #: The score cache in a comparison's --out (not score's own scores.json).
 SCORES_NAME = "supernet_scores.json"
+
+#: The control's score cache in a comparison's --out: the supernet freshly initialised.
+UNTRAINED_SCORES_NAME = "supernet_scores_untrained.json"
 
 #: A function that scores genotypes on a search run's supernet: (run folder, genotypes) ->
 #: one ``{"val_ce": ..., "val_miou": ...}`` per genotype, in order.
@@ -69,15 +77,16 @@ def score_all(
     out: Path,
     scorer: Scorer,
     space: SearchModelConfig | None = None,
+    cache_name: str = SCORES_NAME,
 ) -> dict[str, dict[str, Any]]:
-    """Each distinct genotype's score on ``search_dir``'s supernet, kept in supernet_scores.json.
+    """Each distinct genotype's score on ``search_dir``'s supernet, kept in ``out/cache_name``.
 
     The cache holds the search run and the scorer's settings (a ``functools.partial``'s
     keywords) it came from; genotypes already there are not scored again (a rerun, or one
     with ``--seed-noise`` added, scores only its new networks). With ``space``, a genotype
     outside it (:func:`outside_space`) gets no score and ``not_scored`` saying why.
     """
-    cache_file = out / SCORES_NAME
+    cache_file = out / cache_name
     # Scores from another search run or other scoring settings are scored again.
     settings = dict(getattr(scorer, "keywords", None) or {})
     cache: dict[str, Any] = {"search_run": str(search_dir), "settings": settings, "scores": {}}
@@ -103,20 +112,31 @@ def score_all(
 
 
 def _score_on_supernet(
-    run_dir: Path, genotypes: list[Genotype], *, recal_batches: int, seed: int
+    run_dir: Path,
+    genotypes: list[Genotype],
+    *,
+    recal_batches: int,
+    seed: int,
+    untrained: bool = False,
 ) -> list[dict[str, float]]:
     """:func:`~autodeeplab.engine.search.score_run.score_run`'s val CE and mIoU."""
-    scores = score_run(run_dir, genotypes, recal_batches=recal_batches, seed=seed)
+    scores = score_run(
+        run_dir, genotypes, recal_batches=recal_batches, seed=seed, untrained=untrained
+    )
     return [{"val_ce": s.val_loss, "val_miou": s.val_miou} for s in scores]
 
 
-def supernet_scorer(recal_batches: int = 8, seed: int = 0) -> Scorer:
+def supernet_scorer(recal_batches: int = 8, seed: int = 0, untrained: bool = False) -> Scorer:
     """Scores on the search run's supernet, as ``autodeeplab score`` takes them.
 
     ``recal_batches`` trainA batches recalibrate BatchNorm before each genotype's val pass;
-    the settings are kept in supernet_scores.json, so other settings score anew.
+    the settings are kept in the score cache, so other settings score anew. ``untrained``:
+    the control, the same supernet freshly initialised from ``seed``
+    (``autodeeplab score --untrained``).
     """
-    return functools.partial(_score_on_supernet, recal_batches=recal_batches, seed=seed)
+    # untrained is a keyword only when set, so that caches written before it still match.
+    extra = {"untrained": True} if untrained else {}
+    return functools.partial(_score_on_supernet, recal_batches=recal_batches, seed=seed, **extra)
 
 
 def score_or_why(
@@ -125,12 +145,13 @@ def score_or_why(
     out: Path,
     scorer: Scorer | None,
     space: SearchModelConfig | None = None,
+    cache_name: str = SCORES_NAME,
 ) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
     """:func:`score_all`, or None and why not (no scorer; a search run without a supernet)."""
     if scorer is None:
         return None, "no supernet scores were asked for (--no-score)"
     try:
-        return score_all(search_dir, genotypes, out, scorer, space), None
+        return score_all(search_dir, genotypes, out, scorer, space, cache_name), None
     except FileNotFoundError as e:
         # A search run from before supernet checkpoints were kept still gets its comparison.
         print(f"compare: no supernet scores: {e}", file=sys.stderr)

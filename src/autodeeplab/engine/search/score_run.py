@@ -156,13 +156,20 @@ def score_run(
     seed: int = 0,
     device: str = "auto",
     names: Sequence[str] | None = None,
+    untrained: bool = False,
 ) -> list[GenotypeScore]:
     """Score ``genotypes`` on the supernet of the finished search in ``run_dir``.
 
-    Deterministic given ``seed`` (on the CPU). See :func:`load_scoring_run`.
+    Deterministic given ``seed`` (on the CPU). See :func:`load_scoring_run` (``untrained``:
+    the control, the same supernet freshly initialised).
     """
     run = load_scoring_run(
-        run_dir, recal_batches=recal_batches, val_batches=val_batches, seed=seed, device=device
+        run_dir,
+        recal_batches=recal_batches,
+        val_batches=val_batches,
+        seed=seed,
+        device=device,
+        untrained=untrained,
     )
     return run.score(genotypes, names)
 

@@ -1,0 +1,121 @@
+"""The ranking's controls: what ranks the random networks as well without a trained supernet.
+
+A supernet's Kendall tau means little on its own: on a short retraining schedule the
+retrained mIoU follows a network's size and structure, and a score can read those without
+having learnt anything. So every ranking is set beside two controls, measured on the same
+random genotypes against the same retrained mIoU:
+
+- ``untrained``: the same supernet freshly initialised (from the comparison's seed), scored
+  the same way (-val CE after BatchNorm recalibration; ``autodeeplab score --untrained``):
+  what the score reads from a genotype's structure alone;
+- ``parameters``: the retrained network's parameter count, a size prior. Its sign is not
+  known beforehand (a short schedule favours small networks, a long one large ones), so the
+  verdict gives it its better sign, the control's best case.
+
+Training the supernet is worth something for ranking only where the trained score's tau
+exceeds both controls'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autodeeplab.engine.compare.ranking import Bootstrap, rank_agreement
+
+__all__ = ["CONTROLS", "controls_markdown", "measure_controls"]
+
+#: Each control: (name, key in a ranking row, sign that makes higher the claimed better, label).
+CONTROLS = (
+    ("untrained", "control_val_ce", -1.0, "untrained supernet, -val CE"),
+    ("parameters", "parameters", 1.0, "parameter count (more is higher)"),
+)
+
+
+def measure_controls(
+    groups: list[dict[str, Any]], split: str | None, *, seed: int = 0
+) -> dict[str, Any]:
+    """Each control's agreement with the retrained val and ``split`` mIoU, and the verdict.
+
+    ``groups``: the ranking's rows (one per genotype, with ``kind``, ``miou``, ``val_miou``,
+    ``score_val_ce``, ``control_val_ce`` and ``parameters``). Only the random genotypes that
+    have a trained score and a retraining that did not collapse enter, as in the trained
+    supernet's random-subset correlations, so the taus are on the same networks.
+    """
+    rows = [
+        g
+        for g in groups
+        if g["kind"] == "random" and g["miou"] is not None and g["score_val_ce"] is not None
+    ]
+    agreement: dict[str, Any] = {}
+    for name, key, sign, _ in CONTROLS:
+        usable = [g for g in rows if g.get(key) is not None]
+        for target in ("val_miou", "miou"):
+            agreement[f"{name}/{'val' if target == 'val_miou' else split}"] = rank_agreement(
+                [sign * g[key] for g in usable], [g[target] for g in usable], Bootstrap(seed)
+            )
+    trained = rank_agreement(
+        [-g["score_val_ce"] for g in rows], [g["miou"] for g in rows], Bootstrap(seed)
+    )
+    return {"agreement": agreement, "verdict": _verdict(trained, agreement, split)}
+
+
+def _verdict(
+    trained: dict[str, Any], agreement: dict[str, Any], split: str | None
+) -> dict[str, Any]:
+    """Whether the trained supernet's tau against ``split`` mIoU beats both controls'."""
+    tau = trained["kendall_tau"]
+    untrained = agreement[f"untrained/{split}"]["kendall_tau"]
+    size = agreement[f"parameters/{split}"]["kendall_tau"]
+    best = max(
+        [t for t in (untrained, None if size is None else abs(size)) if t is not None],
+        default=None,
+    )
+    return {
+        "trained_tau": tau,
+        "untrained_tau": untrained,
+        "parameters_tau": size,
+        # What training the supernet adds to the ranking of a freshly initialised one.
+        "training_adds": None if tau is None or untrained is None else tau - untrained,
+        "beats_controls": None if tau is None or best is None else tau > best,
+    }
+
+
+def _tau(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
+
+
+def controls_markdown(controls: dict[str, Any] | None, split: str | None) -> list[str]:
+    """The controls' table and the verdict, for compare.md's ranking section."""
+    if not controls:
+        return []
+    labels = {name: label for name, _, _, label in CONTROLS}
+    lines = [
+        "",
+        "Controls, on the same random genotypes: the supernet freshly initialised (its score "
+        "reads structure alone) and the parameter count (a size prior).",
+        "",
+        "| control | against | n | Kendall tau [95% CI] | p |",
+        "|---|---|---|---|---|",
+    ]
+    for key, a in controls["agreement"].items():
+        name, target = key.split("/")
+        ci = a["kendall_ci"]
+        tau = _tau(a["kendall_tau"]) + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+        p = "n/a" if a["kendall_p"] is None else f"{a['kendall_p']:.3g}"
+        lines.append(f"| {labels[name]} | {target} mIoU | {a['n']} | {tau} | {p} |")
+    v = controls["verdict"]
+    if v["beats_controls"] is None:
+        return [*lines, "", "- against the controls: n/a (too few random genotypes scored)"]
+    lines += [
+        "",
+        f"- against the controls ({split} mIoU): trained supernet tau {_tau(v['trained_tau'])}, "
+        f"untrained {_tau(v['untrained_tau'])}, parameter count {_tau(v['parameters_tau'])}; "
+        f"training the supernet adds {_tau(v['training_adds'])}. "
+        + (
+            "The trained supernet ranks better than both controls."
+            if v["beats_controls"]
+            else "**The trained supernet ranks no better than a control**: its score does "
+            "not show that the supernet's weights carry the ranking."
+        ),
+    ]
+    return lines
