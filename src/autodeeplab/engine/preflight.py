@@ -169,7 +169,10 @@ def check_search_resume(cfg: SearchConfig, out: Path, resume: str | Path | bool)
     check_same_model(state, cfg, path)
     num_classes = dataset_info(cfg.data.spec).num_classes
     with torch.device("meta"):
-        expected = supernet(cfg.model, num_classes).state_dict()
+        model = supernet(cfg.model, num_classes)
+        # The weights the strategy adds (spos's path edges) are in its checkpoints too.
+        check_strategy(cfg.search.strategy).prepare_model(model, cfg.search)
+        expected = model.state_dict()
     check_state_dict(path, expected, state["model"], "model")
     split = state["split"]
     train, _, _ = search_datasets(cfg)  # the set SearchData splits

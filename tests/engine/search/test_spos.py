@@ -251,3 +251,21 @@ def test_a_stopped_spos_search_resumes_to_the_same_bits(tmp_path, search_config)
     # Resuming it as a DARTS search is refused before anything runs.
     with pytest.raises(CheckpointError, match="search.strategy=spos, not darts"):
         run_search(search_config(), out, resume=True, progress=False)
+
+
+def test_the_resume_check_builds_the_spos_supernet_with_its_path_edges(tmp_path, search_config):
+    """``search --resume``'s read-only check (engine/preflight.py) builds the supernet as the
+    strategy does, path edges included: a spos checkpoint passes it, and a DARTS one is
+    still checked without them (a resume under the other strategy is refused)."""
+    from autodeeplab.engine.preflight import check_search_resume
+
+    spos = search_config("search.strategy=spos", "search.decode_candidates=2", "search.epochs=1")
+    run_search(spos, tmp_path / "spos", progress=False)
+    state = load_checkpoint(tmp_path / "spos" / "checkpoints" / "epoch_0001.pt", "search")
+    assert any(k.startswith("path_edges.") for k in state["model"])
+    check_search_resume(spos, tmp_path / "spos", True)  # refused before the fix
+    darts = search_config("search.epochs=1")
+    run_search(darts, tmp_path / "darts", progress=False)
+    check_search_resume(darts, tmp_path / "darts", True)
+    with pytest.raises(CheckpointError, match="search.strategy=spos, not darts"):
+        check_search_resume(darts, tmp_path / "spos", True)

@@ -172,6 +172,11 @@ class StrategyFactory(Protocol):
         steps run as ``context`` says."""
         ...
 
+    def prepare_model(self, model: SearchNetwork, loop: SearchLoopConfig) -> None:
+        """Add to ``model`` the weights the strategy trains beyond the supernet's (spos: the
+        single-path H^{l-2} edges), as its constructor does: what a resume check builds."""
+        ...
+
     def estimate_memory(
         self, crop: int, batch_size: int, num_classes: int, **kwargs: Any
     ) -> MemoryEstimate:

@@ -96,11 +96,14 @@ class SinglePathOneShot(WeightTraining):
     checkpoint_keys: ClassVar[tuple[str, ...]] = ("w_scheduler", "spos")
     single_path: ClassVar[bool] = True  # one sub-network's activations, no architecture step
 
+    @classmethod
+    def prepare_model(cls, model: SearchNetwork, loop: SearchLoopConfig) -> None:
+        """The H^{l-2} edges that paths changing level read (new weights, seeded apart)."""
+        model.add_path_edges(loop.seed)
+
     def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
         # ``context.penalty`` is not used: no architecture loss, the Multi-Adds budget bounds
-        # the decode instead. The H^{l-2} edges that paths changing level read (new weights,
-        # seeded apart) come first: they are weights w trains.
-        model.add_path_edges(loop.seed)
+        # the decode instead.
         super().__init__(model, loop, context)
         self.seed = loop.seed
         self.steps = 0  # sub-networks trained: the generator's step

@@ -43,7 +43,13 @@ class WeightTraining:
             crop, batch_size, num_classes, single_path=cls.single_path, **kwargs
         )
 
+    @classmethod
+    def prepare_model(cls, model: SearchNetwork, loop: SearchLoopConfig) -> None:
+        """Add to ``model`` the weights this strategy trains beyond the supernet's (none)."""
+
     def __init__(self, model: SearchNetwork, loop: SearchLoopConfig, context: StrategyContext):
+        # Before the optimiser is built: the weights the strategy adds are weights it trains.
+        self.prepare_model(model, loop)
         self.model, self.loop, self.context = model, loop, context
         self.device, self.amp_dtype, self.guard = context.device, context.amp_dtype, context.guard
         self.grad_clip = loop.grad_clip
