@@ -170,13 +170,13 @@ class SearchConfig:
 
 
 #: The default of ``autodeeplab search``: a smaller space than the paper's (L=4, strides 4-16)
-#: on the built-in data, sized for 2 CPU cores (about 10 minutes) so that the supernet learns
+#: on the built-in data, sized for 2 CPU cores (at most 8 minutes) so that the supernet learns
 #: and the search does not collapse onto skips (README). Equal to configs/search/synthetic.yaml.
 CPU_SEARCH_PRESET: dict[str, Any] = {
     "model": {"num_layers": 4, "num_blocks": 5, "filter_multiplier": 8, "strides": [4, 8, 16]},
-    "data": {"spec": "synthetic", "crop": 64, "train_samples": 768, "val_samples": 32},
+    "data": {"spec": "synthetic", "crop": 64, "train_samples": 512, "val_samples": 32},
     "search": {
-        "epochs": 10,
+        "epochs": 8,
         "batch_size": 8,
         "lr": 0.05,
         "arch_start_epoch": 2,
