@@ -7,16 +7,20 @@ first, so each case gets its own one-line error naming the path and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "DuplicateKeyError",
     "check_outputs_spare_inputs",
     "describe_os_error",
+    "file_lock",
     "reject_duplicate_keys",
     "require_file",
     "same_path",
@@ -160,3 +164,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on ``path`` (made if absent); yields False if another holds it
+    and ``wait`` is off.
+
+    An flock, not a marker file, because the OS releases it when its process dies (a kill
+    leaves no stale lock to clean up); it needs POSIX and a file system that honours flock.
+    Two opens of one file conflict even within a process, so threads can hold it apart too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()

@@ -402,3 +402,36 @@ def test_ranking_section_names_a_genotype_whose_seeds_disagree() -> None:
     md = ranking_markdown(ranking)
     assert "- paper_seed0: its 2 seeds disagree far beyond the seed noise" in md
     assert "Scores not measured: a test." in md and "percentile 50 among 4 random" in md
+
+
+def test_processes_sharing_an_out_score_once(tmp_path: Path) -> None:
+    """Two compare processes on one out (threads here: an flock is per open file): the first
+    scores while holding the cache's lock, the second waits and reads its cache."""
+    import threading
+    import time
+
+    from autodeeplab.engine.compare.scores import genotype_key, score_all
+
+    calls: list[int] = []
+
+    def slow(run_dir: Path, genotypes: list[Genotype]) -> list[dict[str, float]]:
+        calls.append(len(genotypes))
+        time.sleep(0.5)  # long enough for the other thread to reach the lock
+        return [{"val_ce": 2.0, "val_miou": 0.1} for _ in genotypes]
+
+    genotypes = [_searched(3, 2)]
+    results: list[dict] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(score_all(tmp_path / "search", genotypes, tmp_path, slow))
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1] and len(results) == 2
+    key = genotype_key(genotypes[0].to_dict())
+    assert results[0][key] == results[1][key] == {"val_ce": 2.0, "val_miou": 0.1}
+    assert (tmp_path / "supernet_scores.json.lock").is_file()

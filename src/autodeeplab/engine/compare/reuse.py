@@ -16,13 +16,12 @@ Several ``compare`` processes may share one ``out``: each network's folder is lo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from autodeeplab.config import TrainConfig, load_config
 from autodeeplab.engine.compare.plan import CompareEntry
@@ -37,6 +36,7 @@ from autodeeplab.engine.compare.results import (
     read_result,
     write_json,
 )
+from autodeeplab.files import file_lock
 from autodeeplab.genotype import load_genotype
 
 __all__ = [
@@ -126,25 +126,10 @@ def _reuse_entry(entry: CompareEntry, folder: Path, source: Path, split: str) ->
 
 @contextlib.contextmanager
 def network_lock(folder: Path, *, wait: bool) -> Iterator[bool]:
-    """Hold ``folder/lock`` exclusively while one network retrains; yields False if taken.
-
-    An flock, not a marker file, because the OS releases it when its process dies (a kill
-    leaves no stale lock to clean up); it needs POSIX and a file system that honours flock.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(folder / "lock", "a", encoding="utf-8")  # noqa: SIM115
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
-        handle.close()
+    """Hold ``folder/lock`` exclusively while one network retrains; yields False if taken
+    (:func:`~autodeeplab.files.file_lock`)."""
+    with file_lock(folder / "lock", wait=wait) as taken:
+        yield taken
 
 
 def is_locked(folder: Path) -> bool:

@@ -4,7 +4,9 @@ Every distinct genotype of a comparison is scored once on the search run's super
 (single-path forward after BatchNorm recalibration, :mod:`autodeeplab.engine.search.score`,
 as ``autodeeplab score`` takes them) before any retraining, so that a search run without a
 supernet is known at once; the scores are kept in ``out/supernet_scores.json`` with the
-search run and the scoring settings, so a rerun does not score again. A genotype outside
+search run and the scoring settings, so a rerun does not score again; compare processes
+sharing one ``out`` score once (the cache is locked while one scores, and the others then
+read it). A genotype outside
 the supernet's space (the paper's 12 layers on a smaller one) gets no score, and the reason.
 
 The control of the ranking is the same supernet freshly initialised (``untrained``): its
@@ -24,6 +26,7 @@ from typing import Any
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.config import SearchModelConfig
 from autodeeplab.engine.search.score_run import score_run
+from autodeeplab.files import file_lock
 from autodeeplab.genotype import Genotype
 
 __all__ = [
@@ -86,7 +89,20 @@ def score_all(
     with ``--seed-noise`` added, scores only its new networks). With ``space``, a genotype
     outside it (:func:`outside_space`) gets no score and ``not_scored`` saying why.
     """
-    cache_file = out / cache_name
+    out.mkdir(parents=True, exist_ok=True)
+    # Another compare process on this out may be scoring: wait for it, then read its cache.
+    with file_lock(out / f"{cache_name}.lock", wait=True):
+        return _score_cached(search_dir, genotypes, out / cache_name, scorer, space)
+
+
+def _score_cached(
+    search_dir: Path,
+    genotypes: Sequence[Genotype],
+    cache_file: Path,
+    scorer: Scorer,
+    space: SearchModelConfig | None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`score_all`'s work, under its lock."""
     # Scores from another search run or other scoring settings are scored again.
     settings = dict(getattr(scorer, "keywords", None) or {})
     cache: dict[str, Any] = {"search_run": str(search_dir), "settings": settings, "scores": {}}
