@@ -22,7 +22,7 @@ from typing import Any
 
 from autodeeplab.engine.compare.ranking import Bootstrap, rank_agreement
 
-__all__ = ["CONTROLS", "controls_markdown", "measure_controls"]
+__all__ = ["CONTROLS", "measure_controls"]
 
 #: Each control: (name, key in a ranking row, sign that makes higher the claimed better, label).
 CONTROLS = (
@@ -32,14 +32,19 @@ CONTROLS = (
 
 
 def measure_controls(
-    groups: list[dict[str, Any]], split: str | None, *, seed: int = 0
+    groups: list[dict[str, Any]],
+    split: str | None,
+    trained: dict[str, Any],
+    *,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Each control's agreement with the retrained val and ``split`` mIoU, and the verdict.
 
     ``groups``: the ranking's rows (one per genotype, with ``kind``, ``miou``, ``val_miou``,
-    ``score_val_ce``, ``control_val_ce`` and ``parameters``). Only the random genotypes that
-    have a trained score and a retraining that did not collapse enter, as in the trained
-    supernet's random-subset correlations, so the taus are on the same networks.
+    ``score_val_ce``, ``control_val_ce`` and ``parameters``); ``trained``: the trained
+    score's agreement with the ``split`` mIoU over the random genotypes, as the ranking
+    measured it. The controls are measured on the same genotypes: the random ones that have
+    a trained score and a retraining that did not collapse.
     """
     rows = [
         g
@@ -53,9 +58,6 @@ def measure_controls(
             agreement[f"{name}/{'val' if target == 'val_miou' else split}"] = rank_agreement(
                 [sign * g[key] for g in usable], [g[target] for g in usable], Bootstrap(seed)
             )
-    trained = rank_agreement(
-        [-g["score_val_ce"] for g in rows], [g["miou"] for g in rows], Bootstrap(seed)
-    )
     return {"agreement": agreement, "verdict": _verdict(trained, agreement, split)}
 
 
@@ -66,10 +68,9 @@ def _verdict(
     tau = trained["kendall_tau"]
     untrained = agreement[f"untrained/{split}"]["kendall_tau"]
     size = agreement[f"parameters/{split}"]["kendall_tau"]
-    best = max(
-        [t for t in (untrained, None if size is None else abs(size)) if t is not None],
-        default=None,
-    )
+    # The size prior with its better sign: the control's best case.
+    measured = [t for t in (untrained, size if size is None else abs(size)) if t is not None]
+    best = max(measured, default=None)
     return {
         "trained_tau": tau,
         "untrained_tau": untrained,
@@ -78,44 +79,3 @@ def _verdict(
         "training_adds": None if tau is None or untrained is None else tau - untrained,
         "beats_controls": None if tau is None or best is None else tau > best,
     }
-
-
-def _tau(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.2f}"
-
-
-def controls_markdown(controls: dict[str, Any] | None, split: str | None) -> list[str]:
-    """The controls' table and the verdict, for compare.md's ranking section."""
-    if not controls:
-        return []
-    labels = {name: label for name, _, _, label in CONTROLS}
-    lines = [
-        "",
-        "Controls, on the same random genotypes: the supernet freshly initialised (its score "
-        "reads structure alone) and the parameter count (a size prior).",
-        "",
-        "| control | against | n | Kendall tau [95% CI] | p |",
-        "|---|---|---|---|---|",
-    ]
-    for key, a in controls["agreement"].items():
-        name, target = key.split("/")
-        ci = a["kendall_ci"]
-        tau = _tau(a["kendall_tau"]) + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-        p = "n/a" if a["kendall_p"] is None else f"{a['kendall_p']:.3g}"
-        lines.append(f"| {labels[name]} | {target} mIoU | {a['n']} | {tau} | {p} |")
-    v = controls["verdict"]
-    if v["beats_controls"] is None:
-        return [*lines, "", "- against the controls: n/a (too few random genotypes scored)"]
-    lines += [
-        "",
-        f"- against the controls ({split} mIoU): trained supernet tau {_tau(v['trained_tau'])}, "
-        f"untrained {_tau(v['untrained_tau'])}, parameter count {_tau(v['parameters_tau'])}; "
-        f"training the supernet adds {_tau(v['training_adds'])}. "
-        + (
-            "The trained supernet ranks better than both controls."
-            if v["beats_controls"]
-            else "**The trained supernet ranks no better than a control**: its score does "
-            "not show that the supernet's weights carry the ranking."
-        ),
-    ]
-    return lines

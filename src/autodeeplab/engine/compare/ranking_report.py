@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autodeeplab.engine.compare.collapse import read_run_health
-from autodeeplab.engine.compare.controls import controls_markdown, measure_controls
+from autodeeplab.engine.compare.controls import CONTROLS, measure_controls
 from autodeeplab.engine.compare.ranking import Bootstrap, rank_agreement, seed_noise, standing
 from autodeeplab.engine.compare.scores import genotype_key
 
@@ -134,7 +134,7 @@ def measure_ranking(
         ],
         "controls": None
         if untrained is None or scores is None
-        else measure_controls(groups, split, seed=seed),
+        else measure_controls(groups, split, agreement[f"random/val_ce/{split}"], seed=seed),
     }
 
 
@@ -171,7 +171,7 @@ def ranking_markdown(ranking: dict[str, Any]) -> str:
         lines += [f"Scores not measured: {ranking['not_scored']}."]
     else:
         lines += _agreement_lines(ranking)
-        lines += controls_markdown(ranking.get("controls"), ranking["split"])
+        lines += _controls_lines(ranking.get("controls"), ranking["split"])
     lines += _standing_lines(ranking)
     return "\n".join(lines) + "\n"
 
@@ -209,6 +209,44 @@ def _agreement_lines(ranking: dict[str, Any]) -> list[str]:
             "told from zero with fewer than 20 (--random 20).",
         ]
     return lines
+
+
+def _controls_lines(controls: dict[str, Any] | None, split: str | None) -> list[str]:
+    """The controls' table and the verdict (:mod:`~autodeeplab.engine.compare.controls`)."""
+    if not controls:
+        return []
+    labels = {name: label for name, _, _, label in CONTROLS}
+    lines = [
+        "",
+        "Controls, on the same random genotypes: the supernet freshly initialised (its score "
+        "reads structure alone) and the parameter count (a size prior).",
+        "",
+        "| control | against | n | Kendall tau [95% CI] | p |",
+        "|---|---|---|---|---|",
+    ]
+    for key, a in controls["agreement"].items():
+        name, target = key.split("/")
+        lines.append(
+            f"| {labels[name]} | {target} mIoU | {a['n']} | "
+            f"{_corr(a['kendall_tau'], a['kendall_ci'])} | {_p(a['kendall_p'])} |"
+        )
+    v = controls["verdict"]
+    if v["beats_controls"] is None:
+        return [*lines, "", "- against the controls: n/a (too few random genotypes scored)"]
+    return [
+        *lines,
+        "",
+        f"- against the controls ({split} mIoU): trained supernet tau "
+        f"{_corr(v['trained_tau'], None)}, untrained {_corr(v['untrained_tau'], None)}, "
+        f"parameter count {_corr(v['parameters_tau'], None)}; training the supernet adds "
+        f"{_corr(v['training_adds'], None)}. "
+        + (
+            "The trained supernet ranks better than both controls."
+            if v["beats_controls"]
+            else "**The trained supernet ranks no better than a control**: its score does "
+            "not show that the supernet's weights carry the ranking."
+        ),
+    ]
 
 
 def _standing_lines(ranking: dict[str, Any]) -> list[str]:
