@@ -1,9 +1,10 @@
 """One table over several ``autodeeplab compare`` folders: each search's supernet ranking
 (Kendall tau of its score against the retrained mIoU of the random networks, with its 95%
-bootstrap interval and one-sided p, beside its controls' tau: the supernet untrained and the
-parameter count, where compare measured them), where the searched network stands in the
-random cloud, and its difference from the random mean and from its cell on the hand-made
-path; then the mean of each strategy over its searches. The README's "Does the search help?" table.
+bootstrap interval and one-sided p, beside its controls' tau: the supernet untrained, the
+parameter count and the path's mean level, where compare measured them), where the searched
+network stands in the random cloud, and its difference from the random mean and from its
+cell on the hand-made path; then the mean of each strategy over its searches. The README's
+"Does the search help?" table.
 
     python tools/ranking_table.py runs/msrc21-darts-s0/compare runs/msrc21-spos-s0/compare
 
@@ -69,6 +70,7 @@ def row(folder: Path) -> dict[str, Any]:
         "rho": tau.get("spearman_rho"),
         "untrained_tau": verdict.get("untrained_tau"),
         "parameters_tau": verdict.get("parameters_tau"),
+        "resolution_tau": verdict.get("resolution_tau"),
         "val_test_tau": val_test,
         "searched": summary.get("searched_mean"),
         "random_mean": statistics.fmean(mious) if mious else None,
@@ -95,16 +97,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The table, one row per compare folder, then one mean row per strategy."""
     lines = [
         "| search | tau (random, -val CE vs retrained) [95% CI] | p | rho | untrained tau | "
-        "parameters tau | retrained val-test tau | searched | random mean +- sd | percentile | "
-        "-random [95% CI] | hand-made | -hand-made |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "parameters tau | path level tau | retrained val-test tau | searched | "
+        "random mean +- sd | percentile | -random [95% CI] | hand-made | -hand-made |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['strategy']}, seed {r['seed']} | {_num(r['tau'])}{_ci(r['tau_ci'])} "
             f"(n={r['n_random']}) | {_num(r['tau_p'], fmt='.3f')} | {_num(r['rho'])} | "
             f"{_num(r['untrained_tau'])} | {_num(r['parameters_tau'])} | "
-            f"{_num(r['val_test_tau'])} | {_num(r['searched'], 100)} | "
+            f"{_num(r['resolution_tau'])} | {_num(r['val_test_tau'])} | "
+            f"{_num(r['searched'], 100)} | "
             f"{_num(r['random_mean'], 100)} +- "
             f"{_num(r['random_std'], 100)} | {_num(r['percentile'], fmt='.0f')} | "
             f"{_num(r['minus_random'], 100, sign=True)}{_ci(r['minus_random_ci'], 100)} | "
@@ -120,7 +123,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| **{strategy}, mean of {len(mine)}** | {_num(mean('tau'))} | | "
             f"{_num(mean('rho'))} | {_num(mean('untrained_tau'))} | "
-            f"{_num(mean('parameters_tau'))} | {_num(mean('val_test_tau'))} | "
+            f"{_num(mean('parameters_tau'))} | {_num(mean('resolution_tau'))} | "
+            f"{_num(mean('val_test_tau'))} | "
             f"{_num(mean('searched'), 100)} | "
             f"{_num(mean('random_mean'), 100)} | {_num(mean('percentile'), fmt='.0f')} | "
             f"{_num(mean('minus_random'), 100, sign=True)} | {_num(mean('handmade'), 100)} | "
@@ -130,7 +134,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + (
         f"\n\nmIoU in % on {split}; tau, rho and the random cloud over the random networks "
         "whose retraining did not collapse; the controls' tau (the supernet untrained, the "
-        "parameter count) as compare.md's; -random and its interval as compare.md's standing.\n"
+        "parameter count, the path's mean level) as compare.md's; -random and its interval as "
+        "compare.md's standing.\n"
     )
 
 

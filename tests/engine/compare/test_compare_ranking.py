@@ -4,6 +4,7 @@ the seed noise and the collapsed retrainings, on a faked retraining."""
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,20 +208,28 @@ def test_compare_sets_the_ranking_beside_its_controls(
     expected = stats.kendalltau([g["parameters"] for g in randoms], [g["miou"] for g in randoms])
     assert size["n"] == 5 and size["kendall_tau"] == pytest.approx(expected.statistic)
     assert controls["agreement"]["untrained/test"]["kendall_tau"] == pytest.approx(-1.0)
+    results = {r["name"]: r for r in json.loads((out / "compare.json").read_text())["results"]}
+    levels = [statistics.fmean(results[g["name"]]["genotype"]["path"]) for g in randoms]
+    level = stats.kendalltau(levels, [g["miou"] for g in randoms]).statistic
+    assert controls["agreement"]["resolution/test"]["kendall_tau"] == pytest.approx(level)
+    assert [g["path_level"] for g in randoms] == pytest.approx(levels)
     verdict = controls["verdict"]
     assert verdict["trained_tau"] == pytest.approx(1.0)
     assert verdict["training_adds"] == pytest.approx(2.0)
-    # The trained score is perfect; no control can tie it unless the size prior does too.
-    assert verdict["beats_controls"] is bool(abs(expected.statistic) < 1.0)
+    assert verdict["resolution_tau"] == pytest.approx(level)
+    # The trained score is perfect; no control can tie it unless a structural prior does too.
+    assert verdict["beats_controls"] is bool(max(abs(expected.statistic), abs(level)) < 1.0)
     md = (out / "compare.md").read_text()
     assert "| untrained supernet, -val CE | test mIoU | 5 | -1.00 [" in md
     assert "| parameter count (more is higher) | val mIoU | 5 |" in md
+    assert "| path's mean level, 0 = stride 4 (coarser is higher) | test mIoU | 5 |" in md
     assert "training the supernet adds +2.00" in md
     # tools/ranking_table.py carries the controls' tau into its table.
     row = _ranking_table().row(out)
     assert row["untrained_tau"] == pytest.approx(-1.0)
     assert row["parameters_tau"] == pytest.approx(expected.statistic)
-    assert "| untrained tau | parameters tau |" in _ranking_table().markdown([row])
+    assert row["resolution_tau"] == pytest.approx(level)
+    assert "| untrained tau | parameters tau | path level tau |" in _ranking_table().markdown([row])
     # Another out: the control ranks as well as the trained score, and the verdict says so.
     again = tmp_path / "cmp2"
     run_compare(search, tcfg, again, scorer=scorer, control_scorer=agrees, **kwargs)

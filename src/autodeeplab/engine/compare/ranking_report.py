@@ -46,6 +46,8 @@ def _groups(
                 "kind": r["kind"],
                 "key": key,
                 "parameters": r.get("parameters"),
+                # The resolution control's prior (controls.py): 0 = stride 4 throughout.
+                "path_level": statistics.fmean(r["genotype"]["path"]),
                 "runs": [],
                 "collapsed": [],
             },
@@ -219,7 +221,8 @@ def _controls_lines(controls: dict[str, Any] | None, split: str | None) -> list[
     lines = [
         "",
         "Controls, on the same random genotypes: the supernet freshly initialised (its score "
-        "reads structure alone) and the parameter count (a size prior).",
+        "reads structure alone), the parameter count (a size prior) and the path's mean "
+        "level (a resolution prior).",
         "",
         "| control | against | n | Kendall tau [95% CI] | p |",
         "|---|---|---|---|---|",
@@ -238,10 +241,11 @@ def _controls_lines(controls: dict[str, Any] | None, split: str | None) -> list[
         "",
         f"- against the controls ({split} mIoU): trained supernet tau "
         f"{_corr(v['trained_tau'], None)}, untrained {_corr(v['untrained_tau'], None)}, "
-        f"parameter count {_corr(v['parameters_tau'], None)}; training the supernet adds "
+        f"parameter count {_corr(v['parameters_tau'], None)}, path level "
+        f"{_corr(v.get('resolution_tau'), None)}; training the supernet adds "
         f"{_corr(v['training_adds'], None)}. "
         + (
-            "The trained supernet ranks better than both controls."
+            "The trained supernet ranks better than every control."
             if v["beats_controls"]
             else "**The trained supernet ranks no better than a control**: its score does "
             "not show that the supernet's weights carry the ranking."
