@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 OUT ?= runs/quickstart
+# pytest-xdist workers for the tests (auto: one a core)
+WORKERS ?= auto
 BIN := $(VENV)/bin
 
 .PHONY: setup run test test-fast lint docs bench
@@ -30,14 +32,19 @@ lint: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# The whole suite, the 20 slowest tests listed at the end (pyproject's addopts).
+# The whole suite, the 20 slowest tests listed at the end (pyproject's addopts). One
+# pytest-xdist worker a core with one torch thread each: the tests' tensors are too small
+# for intra-op threads to pay, so two single-threaded workers on 2 cores take about 60% of
+# the time of one two-threaded process. Each test still runs its own subprocesses and
+# torchrun ranks, so the cores are briefly oversubscribed; no test asserts on time (the
+# kill/resume waits allow 60 s each, for events that take a second or two).
 test: lint docs
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS)
 
-# The unit tests only: no search or training runs, subprocesses or torchrun (under 60 s on 2
-# cores): one pytest-xdist worker a core, one torch thread a worker.
+# The unit tests only: no search or training runs, subprocesses or torchrun, in the same
+# workers.
 test-fast: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(WORKERS)
 
 bench: setup
 	$(BIN)/python benchmarks/search_step.py
