@@ -111,7 +111,8 @@ def _cmd_compare(args: argparse.Namespace) -> int | Stopped:
     same command to continue. Every network is also scored on the search run's supernet:
     compare.md reports how well that score ranks the retrained networks (Kendall tau, Spearman
     rho) beside three controls (the supernet freshly initialised, the parameter count, the
-    path's mean level), where the searched one stands in the random cloud, the seed noise and any collapsed retraining.
+    path's mean level), where the searched one stands in the random cloud, the seed noise
+    and any collapsed retraining.
     """
     from autodeeplab.config import CPU_TRAIN_PRESET, TrainConfig, config_from_dict, load_config
     from autodeeplab.engine.compare.compare import run_compare
