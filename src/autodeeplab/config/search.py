@@ -185,5 +185,6 @@ CPU_SEARCH_PRESET: dict[str, Any] = {
         "arch_betas": [0.9, 0.999],
         "skip_dropout": 0.5,
         "skip_dropout_in_warmup": False,
+        "decode": "score",
     },
 }

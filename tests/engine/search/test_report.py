@@ -240,3 +240,15 @@ def test_margin_warning_never_advises_the_setting_the_run_already_uses(lr) -> No
     fixed = margin_warning(0.017, 0.5, arch_lr=lr, setting=lr, budget=3.0)
     assert fixed is not None and "raise search.arch_lr (or use search.arch_lr=auto)" in fixed
     assert "arch_logit_budget" not in fixed
+
+
+def test_margin_warning_under_decode_score_does_not_blame_the_chosen_genotype() -> None:
+    """With search.decode=score the path of genotype.json is not beta's: the warning says that
+    a small margin concerns only the argmax/Viterbi candidate, and advises nothing."""
+    from autodeeplab.engine.search.epoch import margin_warning
+
+    assert margin_warning(0.6, 0.5, decode="score") is None
+    text = margin_warning(0.3, 0.5, arch_lr=0.01, setting="auto", budget=3.0, decode="score")
+    assert text is not None and text.startswith("beta's argmax/Viterbi path beats its runner-up")
+    assert "search.decode=score" in text and "raise" not in text and "--epochs" not in text
+

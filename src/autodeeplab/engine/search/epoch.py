@@ -36,6 +36,7 @@ def margin_warning(
     arch_lr: float | None = None,
     setting: float | str | None = None,
     budget: float | None = None,
+    decode: str = "argmax",
 ) -> str | None:
     """The one-line warning for a decoded path that barely beats its runner-up, or None.
 
@@ -43,9 +44,18 @@ def margin_warning(
     it is no longer the advice (Adam's steps would follow single batches). ``setting``: the
     run's ``search.arch_lr`` (a number or ``auto``), so the advice never names what the run
     already uses: under ``auto`` the lr rises with ``search.arch_logit_budget`` (``budget``).
+    ``decode``: the run's ``search.decode``; under ``score`` the argmax/Viterbi path is only
+    the first candidate, and the warning says so instead of blaming genotype.json's path.
     """
     if margin >= threshold:
         return None
+    if decode == "score":
+        return (
+            f"beta's argmax/Viterbi path beats its runner-up by only {margin:.3f} nats (< "
+            f"search.min_path_margin={threshold:g}); genotype.json is not chosen by beta "
+            "(search.decode=score picks the best-scoring candidate, that path only its "
+            "first), so this says only that beta has learnt little"
+        )
     if arch_lr is not None and arch_lr >= ARCH_LR_RANGE[1]:
         fix = (
             f"search longer (--epochs) or with larger batches (--batch-size); search.arch_lr "
@@ -208,6 +218,7 @@ def arch_record(
             schedule.lr,
             loop.arch_lr,
             loop.arch_logit_budget,
+            loop.decode,
         )
         if warning is not None:
             record["warning"] = warning
