@@ -251,4 +251,3 @@ def test_margin_warning_under_decode_score_does_not_blame_the_chosen_genotype() 
     text = margin_warning(0.3, 0.5, arch_lr=0.01, setting="auto", budget=3.0, decode="score")
     assert text is not None and text.startswith("beta's argmax/Viterbi path beats its runner-up")
     assert "search.decode=score" in text and "raise" not in text and "--epochs" not in text
-
