@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from autodeeplab.cli import main
-from autodeeplab.genotype import load_genotype
+from autodeeplab.genotype import Genotype, load_genotype
 from conftest import tiny_search_argv
 
 TWO_EPOCH_SEARCH_ARGV = tiny_search_argv(epochs=2)
@@ -27,12 +27,18 @@ def test_search_and_decode_through_the_cli(tmp_path, capsys):
     assert (out / "genotype_cell.png").stat().st_size > 1000
     assert len((out / "search_log.jsonl").read_text().splitlines()) == 2
 
+    # The CPU preset decodes by score: genotype.json is the best-scoring candidate, and
+    # `decode` (alpha and beta alone) gives the argmax/Viterbi one, which the search recorded
+    # as its first candidate, and says so.
+    searched = json.loads((out / "genotype.json").read_text())["search"]
+    assert searched["decode"] == "score" and searched["candidates"] == 20
     ckpt = out / "checkpoints" / "epoch_0002.pt"
     assert main(["decode", str(ckpt), "--out", str(tmp_path / "dec" / "g.json")]) == 0
-    assert load_genotype(tmp_path / "dec" / "g.json") == genotype
+    argmax = Genotype.from_dict(searched["argmax_genotype"])
+    assert load_genotype(tmp_path / "dec" / "g.json") == argmax
+    assert "note: this run decodes by score" in capsys.readouterr().err
     assert (tmp_path / "dec" / "g_path.png").exists() and (tmp_path / "dec" / "g_cell.png").exists()
     # The decode mode and the margin travel with the genotype; the other mode is one flag away.
-    searched = json.loads((out / "genotype.json").read_text())["search"]
     assert searched["path_decode"] == "relative" and searched["path_margin"] >= 0
     log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()]
     assert log[-1]["path_margin"] == pytest.approx(searched["path_margin"])

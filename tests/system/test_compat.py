@@ -82,8 +82,10 @@ def test_pre_move_search_checkpoint_decodes_from_the_cli(tmp_path: Path, capsys)
 def test_pre_move_search_run_resumes_for_one_more_epoch(tmp_path: Path) -> None:
     run = tmp_path / "search"
     shutil.copytree(PRE_MOVE / "search", run)
+    # The old code decoded by argmax/Viterbi; the CPU preset now decodes by score, and a
+    # resume takes its decode from the command line like its epochs.
     assert main(["search", "--out", str(run), *PRE_MOVE_SEARCH_ARGV, "--epochs", "3",
-                 "--resume"]) == 0  # fmt: skip
+                 "--set", "search.decode=argmax", "--resume"]) == 0  # fmt: skip
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
     want = EXPECTED["resumed_to_epoch_3"]

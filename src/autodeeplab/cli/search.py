@@ -113,6 +113,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     print(f"path decode {meta['path_decode']}: margin {margin:.3f} nats", file=sys.stderr)
     if not meta["arch_updated"]:
         warn_untrained_genotype("decode", f"the genotype of {args.checkpoint}")
+    if meta["config"].search.decode == "score":
+        # decode reads alpha and beta alone; the score needs the data and the supernet's
+        # recalibrated weights, which is the search's own last step, not this command's.
+        print(
+            "note: this run decodes by score (search.decode=score): its genotype.json is the "
+            "best-scoring candidate, and this argmax/Viterbi genotype was only its first",
+            file=sys.stderr,
+        )
     if args.out:
         from autodeeplab.viz.genotype import render_genotype
 
