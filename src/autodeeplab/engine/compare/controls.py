@@ -72,8 +72,7 @@ def _verdict(
     tau = trained["kendall_tau"]
     untrained = agreement[f"untrained/{split}"]["kendall_tau"]
     size = agreement[f"parameters/{split}"]["kendall_tau"]
-    # Older compare.json files (before the resolution control) have no such key.
-    resolution = agreement.get(f"resolution/{split}", {}).get("kendall_tau")
+    resolution = agreement[f"resolution/{split}"]["kendall_tau"]
     # The structural priors with their better sign: each control's best case.
     priors = [abs(t) for t in (size, resolution) if t is not None]
     best = max([t for t in (untrained, *priors) if t is not None], default=None)
