@@ -251,3 +251,37 @@ def test_margin_warning_under_decode_score_does_not_blame_the_chosen_genotype() 
     text = margin_warning(0.3, 0.5, arch_lr=0.01, setting="auto", budget=3.0, decode="score")
     assert text is not None and text.startswith("beta's argmax/Viterbi path beats its runner-up")
     assert "search.decode=score" in text and "raise" not in text and "--epochs" not in text
+
+
+def test_report_of_a_score_decoded_search_shows_genotype_json(tmp_path: Path) -> None:
+    """Under search.decode=score the final genotype is genotype.json's (what a retraining
+    builds), not the last epoch's argmax/Viterbi one, and the report says how it was chosen;
+    a run that has not finished keeps the log's genotype (its genotype.json may be stale)."""
+    from autodeeplab.genotype import save_genotype
+
+    records = _fake_records(3)
+    argmax = Genotype.from_dict(records[-1]["genotype"])
+    chosen = Genotype.from_dict(records[0]["genotype"])  # the warm-up's: all-uniform alpha
+    assert chosen != argmax
+    summary = {"decode": "score", "candidates": 20, "val_loss": 1.25, "argmax_val_loss": 1.5,
+               "argmax_rank": 3}  # fmt: skip
+    _write_log(tmp_path, records, epochs_configured=3)
+    save_genotype(chosen, tmp_path / "genotype.json", search=summary)
+    render_search_report(tmp_path)
+    text = _check_report(tmp_path, chosen)
+    assert argmax.to_json().strip() not in text
+    assert (
+        "Chosen by score (`search.decode=score`): the lowest val cross-entropy (1.250) of 20"
+        in text
+    )
+    assert "scored 1.500 and ranked 3" in text
+    # Not finished (4 epochs configured, 3 logged): the log's genotype, no score note.
+    _write_log(tmp_path, records, epochs_configured=4)
+    render_search_report(tmp_path)
+    text = _check_report(tmp_path, argmax)
+    assert "Chosen by score" not in text
+    # An argmax decode's genotype.json changes nothing.
+    _write_log(tmp_path, records, epochs_configured=3)
+    save_genotype(chosen, tmp_path / "genotype.json", search={"path_decode": "relative"})
+    render_search_report(tmp_path)
+    assert "Chosen by score" not in _check_report(tmp_path, argmax)

@@ -12,7 +12,8 @@ written by :func:`~autodeeplab.engine.search.loop.run_search`) and writes
 - ``path.png``: the decoded path of every epoch (layers x epochs, coloured by stride) and
   how many path layers and cell blocks changed against the previous epoch;
 - ``curves.png``: losses and validation mIoU;
-- ``final_path.png``, ``final_cell.png``: the last decoded genotype (:mod:`autodeeplab.viz`).
+- ``final_path.png``, ``final_cell.png``: the final genotype (:mod:`autodeeplab.viz`): the
+  last epoch's argmax/Viterbi decode, or genotype.json's where the search decoded by score.
 
 - ``dynamics.png``: what the search learnt (entropies, logit movement, path margin).
 
@@ -165,6 +166,41 @@ def _settled(changes: tuple[list[int | None], list[int | None]], epochs: list[in
     return " ".join(sentences)
 
 
+def _chosen_by_score(run: Path) -> tuple[Genotype, dict[str, Any]] | None:
+    """genotype.json and its decode summary where the search decoded by score, else None.
+
+    Under ``search.decode=score`` the last epoch's argmax/Viterbi genotype (the log's) is
+    only the first candidate: the report's final genotype must be the one genotype.json
+    holds, the network a retraining builds.
+    """
+    path = run / "genotype.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    search = data.get("search") if isinstance(data, dict) else None
+    if not isinstance(search, dict) or search.get("decode") != "score":
+        return None
+    return Genotype.from_dict(data, str(path)), search
+
+
+def _score_note(search: dict[str, Any]) -> str:
+    """One paragraph: how the score chose the final genotype over argmax/Viterbi."""
+    text = (
+        f"Chosen by score (`search.decode=score`): the lowest val cross-entropy "
+        f"({_fmt(search.get('val_loss'), 3)}) of {search.get('candidates')} candidates scored "
+        "on the supernet as single paths."
+    )
+    if search.get("argmax_rank") is not None:
+        text += (
+            f" The last epoch's argmax/Viterbi genotype, the first candidate, scored "
+            f"{_fmt(search.get('argmax_val_loss'), 3)} and ranked {search['argmax_rank']}; "
+            "the sections below (margin, parameter-free share, the path per epoch) describe "
+            "that argmax/Viterbi decode of alpha and beta."
+        )
+    return text
+
+
 def _learnt(
     records: list[dict[str, Any]], img: dict[str, str], dynamics: bool
 ) -> list[tuple[str, Any]]:
@@ -215,7 +251,7 @@ def render_search_report(run_dir: str | Path) -> Path:
     alpha = np.asarray([r["alpha"] for r in records], dtype=np.float64)  # (E, edges, ops)
     beta = np.asarray([r["beta"] for r in records], dtype=np.float64)  # (E, L, levels, 3)
     genotypes = [Genotype.from_dict(r["genotype"], f"{log} epoch {r['epoch']}") for r in records]
-    final = genotypes[-1]
+    final = genotypes[-1]  # argmax/Viterbi; replaced below where the score chose another
     if alpha.ndim != 3 or alpha.shape[1] != num_edges(final.num_blocks):
         raise ValueError(
             f"{log}: alpha has shape {alpha.shape[1:]}, expected "
@@ -227,6 +263,12 @@ def render_search_report(run_dir: str | Path) -> Path:
         )
     cfg = _run_config(run)
     model_cfg, loop_cfg, data_cfg = (cfg.get(k) or {} for k in ("model", "search", "data"))
+    total = loop_cfg.get("epochs")
+    finished = total is None or epochs[-1] >= total
+    # genotype.json is written at the end: a run still going may hold a stale one.
+    scored = _chosen_by_score(run) if finished else None
+    if scored is not None:
+        final = scored[0]
     ops = list(model_cfg.get("primitives") or PRIMITIVES)
     if len(ops) != alpha.shape[2]:
         ops = [f"op {k}" for k in range(alpha.shape[2])]
@@ -249,7 +291,6 @@ def render_search_report(run_dir: str | Path) -> Path:
     )
     img = {k: p.relative_to(run).as_posix() for k, p in figures.items()}
 
-    total = loop_cfg.get("epochs")
     space = ", ".join(
         f"{k}={v}"
         for k, v in (
@@ -266,7 +307,7 @@ def render_search_report(run_dir: str | Path) -> Path:
     intro += f" of {total} configured." if total is not None else "."
     if skipped:
         intro += f" {skipped} unreadable line(s) of {LOG_NAME} skipped (e.g. torn by a kill)."
-    if total is None or epochs[-1] >= total:
+    if finished:
         title = f"Final genotype (epoch {epochs[-1]})"
     else:
         title = f"Latest genotype (epoch {epochs[-1]} of {total}; the search has not finished)"
@@ -293,6 +334,7 @@ def render_search_report(run_dir: str | Path) -> Path:
         ("h1", "Auto-DeepLab search report"),
         ("p", intro),
         ("h2", title),
+        *([("p", _score_note(scored[1]))] if scored is not None else []),
         ("p", f"Path (level per layer): `{list(final.path)}`; strides `{list(final.strides)}`."),
         ("table", (["block", "branch 1", "branch 2"], cell_rows)),
         ("img", ("final network path", img["final_path"])),
