@@ -38,6 +38,7 @@ __all__ = [
     "PAPER_GENOTYPE",
     "SearchSpaceSize",
     "count_paths",
+    "genotype_provenance",
     "load_genotype",
     "random_genotype",
     "save_genotype",
@@ -258,6 +259,17 @@ def save_genotype(
 ) -> None:
     """Write ``genotype`` as JSON atomically (temp file + rename); see :meth:`Genotype.to_json`."""
     write_text_atomic(path, genotype.to_json(search))  # unchanged (a resume): left as it is
+
+
+def genotype_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``search`` object :func:`save_genotype` kept beside the genotype ({} if none).
+
+    Raises OSError or ValueError (bad UTF-8 or JSON) as reading the file does.
+    """
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    found = data.get("search") if isinstance(data, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 #: The architecture found on Cityscapes (paper Fig. 3; TF ``hnasnet``; docs/design.md §5).

@@ -242,7 +242,7 @@ def _controls_lines(controls: dict[str, Any] | None, split: str | None) -> list[
         f"- against the controls ({split} mIoU): trained supernet tau "
         f"{_corr(v['trained_tau'], None)}, untrained {_corr(v['untrained_tau'], None)}, "
         f"parameter count {_corr(v['parameters_tau'], None)}, path level "
-        f"{_corr(v.get('resolution_tau'), None)}; training the supernet adds "
+        f"{_corr(v['resolution_tau'], None)}; training the supernet adds "
         f"{_corr(v['training_adds'], None)}. "
         + (
             "The trained supernet ranks better than every control."

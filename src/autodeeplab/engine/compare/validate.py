@@ -45,7 +45,7 @@ from autodeeplab.engine.search.checkpoints import (
     decode_checkpoint,
     find_latest_checkpoint,
 )
-from autodeeplab.genotype import Genotype, load_genotype
+from autodeeplab.genotype import Genotype, genotype_provenance, load_genotype
 from autodeeplab.metrics import IGNORE_INDEX
 
 __all__ = [
@@ -75,13 +75,6 @@ class SearchRun:
     config: SearchConfig
     checkpoint: Path
     identity: dict[str, str]
-
-
-def _provenance(path: Path) -> dict[str, Any]:
-    """The ``search`` object genotype.json keeps beside the genotype ({} if none)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    found = data.get("search") if isinstance(data, dict) else None
-    return found if isinstance(found, dict) else {}
 
 
 def _best_candidate(folder: Path) -> Genotype | None:
@@ -133,7 +126,7 @@ def check_search(folder: Path) -> SearchRun:
             f"{folder / 'checkpoints'}: no search checkpoint that loads, so the genotype cannot "
             "be checked; give the --out folder of a finished 'autodeeplab search'"
         )
-    provenance = _provenance(genotype_file)
+    provenance = genotype_provenance(genotype_file)
     if provenance.get("decode") == "score":
         # Chosen by score (spos, or search.decode=score): the best of candidates.json, which
         # alpha/beta alone cannot reproduce.

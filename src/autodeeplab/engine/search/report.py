@@ -36,7 +36,7 @@ import yaml
 from autodeeplab.checkpoint import atomic_write
 from autodeeplab.engine.html import markdown_page
 from autodeeplab.engine.search.strategies.base import Decoded
-from autodeeplab.genotype import Genotype, save_genotype
+from autodeeplab.genotype import Genotype, genotype_provenance, load_genotype, save_genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.trellis import num_edges
 from autodeeplab.viz import render_genotype
@@ -175,13 +175,10 @@ def _chosen_by_score(run: Path) -> tuple[Genotype, dict[str, Any]] | None:
     """
     path = run / "genotype.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        search = genotype_provenance(path)
+        return (load_genotype(path), search) if search.get("decode") == "score" else None
+    except (OSError, ValueError):  # absent or unreadable: the log's genotype stands
         return None
-    search = data.get("search") if isinstance(data, dict) else None
-    if not isinstance(search, dict) or search.get("decode") != "score":
-        return None
-    return Genotype.from_dict(data, str(path)), search
 
 
 def _score_note(search: dict[str, Any]) -> str:
